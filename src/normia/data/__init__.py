@@ -1,0 +1,1 @@
+"""Data modules built from configs/data/*.yaml: LightningDataModules yielding tuples of tensors."""
