@@ -14,8 +14,16 @@ from normia.errors import UserError
 
 # subcommand -> (module, function, one-line help). Each function takes the remaining argv and returns an exit code.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("normia.train.cli", "main", "train from Hydra configs: normia train experiment=quickstart [overrides]"),
-    "eval": ("normia.train.cli", "eval_main", "evaluate a checkpoint on the validation data: normia eval ckpt=PATH"),
+    "train": (
+        "normia.train.cli",
+        "main",
+        "train from Hydra configs: normia train experiment=quickstart [overrides]",
+    ),
+    "eval": (
+        "normia.train.cli",
+        "eval_main",
+        "evaluate a checkpoint on the validation data: normia eval ckpt=PATH",
+    ),
     "info": ("normia.info", "main", "versions, devices and SLURM environment"),
     "bench": ("normia.bench.cli", "main", "benchmarks: normia bench kernels|train|scaling"),
     "reproduce": ("normia.reproduce", "main", "re-run a recorded MLflow run and compare its metrics"),

@@ -1,0 +1,1 @@
+"""Config composition (Hydra) and validation (dataclass schema + target signatures), before anything runs."""

@@ -1,0 +1,118 @@
+"""The schema every composed `normia train` config must satisfy.
+
+Hydra's YAML alone accepts `trainer.max_steps=abc` or a typo'd key inside an experiment file; merging the composed
+config into these dataclasses rejects both with the full key path. Groups whose content depends on the chosen class
+(model, data, callbacks, launcher) are free-form here and checked against the target's signature instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("cosine", "linear", "constant")
+STRATEGIES = ("auto", "ddp", "fsdp")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+PRECISIONS = (
+    "32-true",
+    "32",
+    "bf16-mixed",
+    "bf16-true",
+    "16-mixed",
+    "16-true",
+    "64-true",
+    "transformer-engine",
+)
+KERNEL_BACKENDS = ("auto", "triton", "torch")
+LOGGERS = ("mlflow", "none")
+PROFILERS = ("simple", "advanced", "pytorch")
+
+
+@dataclass
+class OptimCfg:
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    momentum: float = 0.0
+    scheduler: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
+class TrainerCfg:
+    accelerator: str = "cpu"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_steps: int = -1
+    max_epochs: int | None = None
+    val_check_interval: Any = None
+    check_val_every_n_epoch: int | None = 1
+    log_every_n_steps: int = 10
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    deterministic: bool = False
+    fast_dev_run: Any = False
+    overfit_batches: Any = 0.0
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    profiler: str | None = None
+    enable_progress_bar: bool = True
+    checkpoint_every_n_steps: int | None = None
+
+
+@dataclass
+class LoggerCfg:
+    name: str = "mlflow"
+    tracking_uri: str | None = None
+    experiment_name: str = "default"
+    run_name: str | None = None
+    flush_every_s: float = 5.0
+    system_metrics: bool = True
+
+
+@dataclass
+class PathsCfg:
+    output_root: str = "outputs"
+    output_dir: str | None = None
+    data_dir: str = "data"
+
+
+@dataclass
+class TrainCfg:
+    model: Any = None
+    data: Any = None
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    trainer: TrainerCfg = field(default_factory=TrainerCfg)
+    logger: LoggerCfg = field(default_factory=LoggerCfg)
+    callbacks: Any = field(default_factory=dict)
+    paths: PathsCfg = field(default_factory=PathsCfg)
+    launcher: Any = field(default_factory=lambda: {"name": "local"})
+    name: str = "default"
+    seed: int = 42
+    resume: Any = False
+    monitor: str = "val/loss"
+    monitor_mode: str = "min"
+    compile: bool = False
+    kernels: str = "auto"
+    tags: Any = field(default_factory=dict)
+    # Filled in by normia, not by the user: the command-line overrides that made this job.
+    overrides: list[str] = field(default_factory=list)
+
+
+# Fields whose value must be one of a fixed set: (dotted key, allowed values).
+CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("optim.name", OPTIMIZERS),
+    ("optim.scheduler", SCHEDULERS),
+    ("trainer.strategy", STRATEGIES),
+    ("trainer.accelerator", ACCELERATORS),
+    ("trainer.precision", PRECISIONS),
+    ("logger.name", LOGGERS),
+    ("kernels", KERNEL_BACKENDS),
+    ("monitor_mode", ("min", "max")),
+)

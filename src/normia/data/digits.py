@@ -1,0 +1,64 @@
+"""scikit-learn's 8x8 handwritten digits: real data that ships with a dependency, so the quickstart needs no download."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from normia.data.resumable import ResumableLoader, ShardedSampler, rank_and_world
+
+
+def load_digits_arrays(flatten: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Images scaled to [0, 1] as float32 (N, 64) or (N, 1, 8, 8), and int64 labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)
+    x = images.reshape(len(images), -1) if flatten else images[:, None, :, :]
+    return x, bunch.target.astype(np.int64)
+
+
+class DigitsDataModule(L.LightningDataModule):
+    """A fixed, seeded train/validation split of the 1,797 digits (the split never depends on the run's seed)."""
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.2,
+        flatten: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.flatten = flatten
+        self.num_workers = num_workers
+        self.seed = seed
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        x, y = load_digits_arrays(self.flatten)
+        order = np.random.default_rng(self.seed).permutation(len(x))
+        n_val = round(len(x) * self.val_fraction)
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        self.train_set = TensorDataset(torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx]))
+        self.val_set = TensorDataset(torch.from_numpy(x[val_idx]), torch.from_numpy(y[val_idx]))
+
+    def train_dataloader(self) -> DataLoader:
+        """batch_size is per process: W processes of batch B match one process of batch W*B."""
+        rank, world = rank_and_world(self)
+        sampler = ShardedSampler(self.train_set, rank=rank, world_size=world, shuffle=True, seed=self.seed)
+        return ResumableLoader(
+            self.train_set, sampler, batch_size=self.batch_size, num_workers=self.num_workers
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=256, shuffle=False, num_workers=self.num_workers)

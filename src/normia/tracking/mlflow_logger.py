@@ -1,0 +1,172 @@
+"""A Lightning logger for MLflow that creates its run lazily (no run for a job that fails validation or data
+setup), resumes an existing run by id, and sends metrics in batches rather than one SQL/HTTP call per value."""
+
+from __future__ import annotations
+
+import time
+from argparse import Namespace
+from typing import Any
+
+from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_CHARS = 6000
+MAX_METRICS_PER_BATCH = 1000
+STATUS = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+
+
+class MlflowTracker(Logger):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        run_name: str | None = None,
+        run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        texts: dict[str, str] | None = None,
+        flush_every_s: float = 5.0,
+        system_metrics: bool = True,
+    ):
+        super().__init__()
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self._run_id = run_id
+        self._tags = dict(tags or {})
+        self._params = dict(params or {})
+        self._texts = dict(texts or {})
+        self.flush_every_s = flush_every_s
+        self.system_metrics = system_metrics
+        self._client: Any = None
+        self._buffer: list[Any] = []
+        self._last_flush = time.monotonic()
+        self._monitor: Any = None
+        self.resumed = run_id is not None
+        self.final_status: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "mlflow"
+
+    @property
+    def version(self) -> str | None:
+        return self._run_id
+
+    @property
+    def run_id(self) -> str:
+        self.experiment  # noqa: B018 (creates the run on first use)
+        assert self._run_id is not None
+        return self._run_id
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._client is None:
+            self._start()
+        return self._client
+
+    def _start(self) -> None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        if self._run_id is None:
+            experiment_id = _experiment_id(client, self.experiment_name)
+            run = client.create_run(experiment_id, run_name=self.run_name, tags=self._tags)
+            self._run_id = run.info.run_id
+            self._log_params(client)
+            for artifact_file, text in self._texts.items():
+                client.log_text(self._run_id, text, artifact_file)
+        else:
+            client.get_run(self._run_id)  # raises if the id is unknown to this store
+            client.update_run(self._run_id, status="RUNNING")
+            for key, value in self._tags.items():
+                client.set_tag(self._run_id, key, value)
+        self._client = client
+        if self.system_metrics:
+            self._start_system_metrics()
+
+    def _log_params(self, client: Any) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in self._params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            client.log_batch(self._run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+
+    def _start_system_metrics(self) -> None:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(
+                self._run_id, sampling_interval=10, samples_before_logging=1, tracking_uri=self.tracking_uri
+            )
+            self._monitor.start()
+        except Exception as err:  # psutil missing or an unsupported platform: tracking goes on without them
+            print(f"warning: MLflow system metrics are off ({err})")
+            self._monitor = None
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        """The resolved config is logged at run creation (flattened, secrets masked); Lightning's hparams add nothing."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        self.experiment  # noqa: B018
+        now = int(time.time() * 1000)
+        for key, value in metrics.items():
+            if key == "epoch":
+                continue
+            self._buffer.append(Metric(key.replace("@", "_at_"), float(value), now, int(step or 0)))
+        if (
+            time.monotonic() - self._last_flush >= self.flush_every_s
+            or len(self._buffer) >= MAX_METRICS_PER_BATCH
+        ):
+            self.flush()
+
+    @rank_zero_only
+    def flush(self) -> None:
+        if self._client is None or not self._buffer:
+            return
+        for i in range(0, len(self._buffer), MAX_METRICS_PER_BATCH):
+            self._client.log_batch(self._run_id, metrics=self._buffer[i : i + MAX_METRICS_PER_BATCH])
+        self._buffer.clear()
+        self._last_flush = time.monotonic()
+
+    @rank_zero_only
+    def save(self) -> None:
+        self.flush()
+
+    @rank_zero_only
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.experiment.set_tag(self._run_id, key, value)
+
+    @rank_zero_only
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.experiment.log_text(self._run_id, text, artifact_file)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._client is None:
+            return
+        self.flush()
+        if self._monitor is not None:
+            self._monitor.finish()
+            self._monitor = None
+        final = self.final_status or STATUS.get(status, "FINISHED")
+        self._client.set_terminated(self._run_id, status=final)
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # created meanwhile by another job of the same sweep
+        return client.get_experiment_by_name(name).experiment_id

@@ -1,0 +1,168 @@
+"""Config -> objects: model, data, tracker, callbacks and the Lightning Trainer. No training happens here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from normia.config.flatten import flatten
+from normia.config.secrets import redact, redact_override
+from normia.errors import UserError
+from normia.tracking.mlflow_logger import MlflowTracker
+from normia.tracking.run_tags import run_tags
+from normia.tracking.uri import resolve_tracking_uri
+from normia.train.callbacks import GracefulStop, NormiaState, Throughput
+from normia.train.checkpoint import AtomicCheckpointIO
+
+
+def instantiate_node(node: DictConfig, where: str) -> Any:
+    """hydra.utils.instantiate, with a constructor's ValueError/FileNotFoundError turned into a one-line UserError."""
+    try:
+        return instantiate(node, _convert_="all")
+    except Exception as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, (ValueError, FileNotFoundError, TypeError)):
+            raise UserError(f"{where}: {cause}") from None
+        raise
+
+
+def world_size(cfg: DictConfig) -> int:
+    return int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
+
+
+def build_tracker(cfg: DictConfig, run_id: str | None) -> MlflowTracker | None:
+    if cfg.logger.name != "mlflow" or cfg.trainer.fast_dev_run:
+        return None
+    tags = run_tags(world_size(cfg))
+    tags.update({"normia.experiment": cfg.name, "normia.output_dir": str(cfg.paths.output_dir)})
+    tags["normia.overrides"] = " ".join(redact_override(o) for o in cfg.overrides)[:5000]
+    tags.update({str(k): str(v) for k, v in (cfg.tags or {}).items()})
+    safe = redact(cfg)
+    texts = {
+        "config.yaml": OmegaConf.to_yaml(safe),
+        "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create([redact_override(o) for o in cfg.overrides])),
+    }
+    params = {k: v for k, v in flatten(safe).items() if k != "overrides"}
+    return MlflowTracker(
+        tracking_uri=resolve_tracking_uri(cfg.logger.tracking_uri),
+        experiment_name=cfg.logger.experiment_name,
+        run_name=cfg.logger.run_name,
+        run_id=run_id,
+        tags=tags,
+        params=params,
+        texts=texts,
+        flush_every_s=cfg.logger.flush_every_s,
+        system_metrics=cfg.logger.system_metrics,
+    )
+
+
+def build_callbacks(
+    cfg: DictConfig, tracker: MlflowTracker | None
+) -> tuple[list[L.Callback], dict[str, Any]]:
+    """User callbacks from cfg.callbacks plus normia's own; returns (all, {role: callback}) for the summary."""
+    ckpt_dir = Path(cfg.paths.output_dir) / "checkpoints"
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
+    )
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best-{step}",
+        monitor=cfg.monitor,
+        mode=cfg.monitor_mode,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+    )
+    roles: dict[str, Any] = {
+        "last": last,
+        "best": best,
+        "state": NormiaState(run_id_getter=(lambda: tracker._run_id) if tracker else None),
+        "stop": GracefulStop(),
+        "throughput": Throughput(),
+    }
+    user: list[L.Callback] = []
+    for name, node in (cfg.callbacks or {}).items():
+        if node is None:
+            continue
+        if name == "rich_progress" and not _rich_ok(cfg):
+            continue
+        if name == "lr_monitor" and tracker is None:
+            continue
+        user.append(instantiate_node(node, f"callbacks.{name}"))
+    return [*user, *roles.values()], roles
+
+
+def _rich_ok(cfg: DictConfig) -> bool:
+    if not cfg.trainer.enable_progress_bar:
+        return False
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build_strategy(cfg: DictConfig) -> Any:
+    name = cfg.trainer.strategy
+    world = world_size(cfg)
+    if name == "fsdp":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        return ModelParallelStrategy(
+            data_parallel_size=world, tensor_parallel_size=1, save_distributed_checkpoint=False
+        )
+    if name == "auto" and world > 1:
+        return "ddp"
+    return name
+
+
+def build_plugins(cfg: DictConfig) -> list[Any]:
+    plugins: list[Any] = []
+    if cfg.trainer.strategy != "fsdp":
+        plugins.append(AtomicCheckpointIO())
+    if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_NTASKS"):
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        # normia's launcher owns requeue (one layer only): Lightning must not requeue on its own.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
+
+
+def build_trainer(cfg: DictConfig, tracker: MlflowTracker | None, callbacks: list[L.Callback]) -> L.Trainer:
+    t = cfg.trainer
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=build_strategy(cfg),
+        precision=t.precision,
+        max_steps=t.max_steps,
+        max_epochs=t.max_epochs,
+        val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        log_every_n_steps=t.log_every_n_steps,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        deterministic=t.deterministic,
+        fast_dev_run=t.fast_dev_run,
+        overfit_batches=t.overfit_batches,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        profiler=t.profiler,
+        enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False,
+        logger=tracker if tracker is not None else False,
+        callbacks=callbacks,
+        plugins=build_plugins(cfg),
+        default_root_dir=cfg.paths.output_dir,
+    )

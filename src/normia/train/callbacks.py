@@ -1,0 +1,135 @@
+"""Callbacks normia always installs: RNG state and MLflow run id in checkpoints, a graceful stop on Ctrl-C,
+and a final summary with throughput."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from normia.train.module import count_units
+
+
+class NormiaState(L.Callback):
+    """Saves what Lightning does not: RNG states of every library and the MLflow run id, so a resumed run continues
+    the same random stream and appends to the same MLflow run."""
+
+    def __init__(self, run_id_getter: Any = None):
+        self.run_id_getter = run_id_getter
+        self.restored: dict[str, Any] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": [
+                np_state[0],
+                np_state[1].tolist(),
+                int(np_state[2]),
+                int(np_state[3]),
+                float(np_state[4]),
+            ],
+            "python_rng": _to_lists(random.getstate()),
+            "mlflow_run_id": self.run_id_getter() if self.run_id_getter else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.restored = state
+        torch.set_rng_state(state["torch_rng"])
+        kind, keys, pos, has_gauss, cached = state["numpy_rng"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        random.setstate(_to_tuples(state["python_rng"]))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["normia"] = {"mlflow_run_id": self.run_id_getter() if self.run_id_getter else None}
+
+
+def _to_lists(obj: Any) -> Any:
+    return [_to_lists(x) for x in obj] if isinstance(obj, (tuple, list)) else obj
+
+
+def _to_tuples(obj: Any) -> Any:
+    return tuple(_to_tuples(x) for x in obj) if isinstance(obj, list) else obj
+
+
+class GracefulStop(L.Callback):
+    """The first Ctrl-C (SIGINT) asks to stop: at the next step boundary every rank agrees, training ends and the
+    last checkpoint is written, so the run can be resumed. A second Ctrl-C interrupts at once."""
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT,)):
+        self.signals = signals
+        self.requested = False
+        self.stopped = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\nstop requested: finishing this step and saving a checkpoint (Ctrl-C again to abort)",
+            flush=True,
+        )
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._handler)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        flag = self.requested
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            tensor = torch.tensor([1.0 if flag else 0.0], device=pl_module.device)
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+            flag = bool(tensor.item())
+        if flag:
+            self.stopped = True
+            trainer.should_stop = True
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+
+class Throughput(L.Callback):
+    """Counts samples/tokens and wall time of training steps (validation excluded) for the final summary."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.tokens = 0
+        self.train_time = 0.0
+        self.steps = 0
+        self._t0: float | None = None
+        self.fit_start = time.perf_counter()
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
+    ) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if self._t0 is None:
+            return
+        self.train_time += time.perf_counter() - self._t0
+        samples, tokens = count_units(batch)
+        self.samples += samples * trainer.world_size
+        self.tokens += tokens * trainer.world_size
+        self.steps += 1
+
+    def rates(self) -> dict[str, float]:
+        if self.train_time <= 0:
+            return {}
+        out = {"samples_per_s": self.samples / self.train_time, "steps_per_s": self.steps / self.train_time}
+        if self.tokens:
+            out["tokens_per_s"] = self.tokens / self.train_time
+        return out

@@ -1,0 +1,65 @@
+"""Checkpoints that are never half-written (temp file + atomic rename) and never unpickle arbitrary code
+(torch.load(weights_only=True)); and the helpers that find and read them for resume."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from normia.errors import UserError
+
+LAST = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> Any:
+        return load_checkpoint_file(path, map_location)
+
+
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True; a checkpoint that needs arbitrary unpickling is refused with a clear message."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError) as err:
+        if "weights_only" in str(err) or isinstance(err, pickle.UnpicklingError):
+            raise UserError(
+                f"refusing to load {path}: it holds objects that only arbitrary unpickling can rebuild, which could "
+                "run code; re-save it as plain tensors/state dicts or use a checkpoint written by normia"
+            ) from None
+        raise
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist") from None
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    path = Path(output_dir) / "checkpoints" / LAST
+    return path if path.is_file() else None
+
+
+def read_normia_state(path: str | Path) -> dict[str, Any]:
+    """The small 'normia' section (MLflow run id, ...) of a checkpoint, read through mmap without loading weights."""
+    return dict(load_checkpoint_file(path).get("normia", {}))

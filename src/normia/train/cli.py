@@ -1,0 +1,190 @@
+"""`normia train` and `normia eval`: parse, expand a sweep, compose and validate every job, then run them locally
+or hand them to the Slurm launcher. Every job is validated before the first one starts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from normia.config.secrets import redact
+from normia.errors import UserError
+
+TRAIN_EPILOG = """examples:
+  normia train experiment=quickstart
+  normia train experiment=quickstart trainer=ddp trainer.accelerator=cpu trainer.devices=2
+  normia train experiment=quickstart resume=true
+  normia train -m experiment=quickstart optim.lr=1e-3,3e-3
+  normia train experiment=quickstart launcher=slurm --dry-run
+groups: ls the folders of configs/ (model, data, optim, trainer, logger, callbacks, paths, launcher, experiment, debug)
+"""
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="normia train",
+        description="Train from Hydra configs. Overrides: group=option or key=value.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-m", "--multirun", action="store_true", help="sweep: a=1,2 b=x,y runs every combination"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate and show what would run; run nothing"
+    )
+    parser.add_argument("--cfg", action="store_true", help="print the composed config of each job and exit")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. experiment=quickstart optim.lr=3e-4"
+    )
+    return parser
+
+
+def expand_sweep(overrides: list[str]) -> list[list[str]]:
+    """Hydra's basic sweeper semantics: every comma list / range() / choice() multiplies the jobs."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as err:
+        raise UserError(f"cannot parse the sweep: {str(err).splitlines()[0]}") from None
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def compose_jobs(overrides: list[str], multirun: bool) -> tuple[list[DictConfig], str | None]:
+    from normia.config.compose import compose_job
+    from normia.train.outputs import assign_output_dir, sweep_id
+
+    job_overrides = expand_sweep(overrides) if multirun else [overrides]
+    sweep = sweep_id(overrides) if multirun else None
+    jobs = []
+    for index, job in enumerate(job_overrides):
+        cfg = compose_job(job)
+        assign_output_dir(cfg, sweep, index)
+        jobs.append(cfg)
+    return jobs, sweep
+
+
+def main(argv: list[str]) -> int:
+    args = _train_parser().parse_args(argv)
+    if not args.multirun and any(_is_sweep(o) for o in args.overrides):
+        raise UserError(
+            f"'{next(o for o in args.overrides if _is_sweep(o))}' lists several values: add -m to sweep"
+        )
+    jobs, sweep = compose_jobs(args.overrides, args.multirun)
+    if args.cfg:
+        for cfg in jobs:
+            print(OmegaConf.to_yaml(redact(cfg)))
+        return 0
+    launcher = str(jobs[0].launcher.name)
+    dry_run = args.dry_run or bool(jobs[0].launcher.get("dry_run", False))
+    if launcher != "local":
+        return _submit(jobs, args.overrides, dry_run)
+    if dry_run:
+        for i, cfg in enumerate(jobs):
+            print(f"job {i}: {' '.join(cfg.overrides) or '(defaults)'} -> {cfg.paths.output_dir}")
+        print(f"dry run: {len(jobs)} job(s) validated, nothing run")
+        return 0
+    return _run_local(jobs, sweep)
+
+
+def _is_sweep(override: str) -> bool:
+    _, _, value = override.partition("=")
+    return ("," in value and not value.startswith(("[", "{", "'", '"'))) or value.startswith(
+        ("range(", "choice(")
+    )
+
+
+def _submit(jobs: list[DictConfig], overrides: list[str], dry_run: bool) -> int:
+    try:
+        from normia.launch.slurm import submit
+    except ImportError as err:
+        raise UserError(
+            f"launcher={jobs[0].launcher.name} is not available in this install ({err})"
+        ) from None
+    return int(submit(jobs, overrides, dry_run) or 0)
+
+
+def _run_local(jobs: list[DictConfig], sweep: str | None) -> int:
+    from normia.train.preflight import preflight_local
+
+    for cfg in jobs:
+        preflight_local(cfg)
+    results = []
+    for index, cfg in enumerate(jobs):
+        done = Path(cfg.paths.output_dir) / "done.json"
+        if sweep is not None and done.is_file():
+            result = json.loads(done.read_text()).get("result")
+            print(
+                f"job {index} already done ({cfg.paths.output_dir}): result {result}; delete the folder to re-run"
+            )
+            results.append(result)
+            continue
+        if sweep is not None:
+            print(f"== job {index + 1}/{len(jobs)}: {' '.join(cfg.overrides)}", flush=True)
+        code = _run_one(cfg)
+        if code != 0:
+            return code
+        results.append(json.loads(done.read_text()).get("result") if done.is_file() else None)
+    if sweep is not None:
+        _print_sweep(jobs, results)
+    return 0
+
+
+def _run_one(cfg: DictConfig) -> int:
+    world = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
+    try:
+        if world > 1:
+            from normia.train.spawn import run_local_processes
+
+            if int(cfg.trainer.num_nodes) > 1:
+                raise UserError("trainer.num_nodes > 1 needs a cluster: use launcher=slurm (or austral)")
+            code = run_local_processes(cfg, world)
+            if code == 130:
+                raise KeyboardInterrupt
+            return code
+        from normia.train.run import run_training
+
+        OmegaConf.resolve(cfg)
+        run_training(cfg)
+        return 0
+    except KeyboardInterrupt:
+        print(
+            f"stopped; checkpoint in {cfg.paths.output_dir}/checkpoints. Resume with the same command plus "
+            f"resume={cfg.paths.output_dir}",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _print_sweep(jobs: list[DictConfig], results: list[float | None]) -> None:
+    print(f"== sweep of {len(jobs)} job(s), monitor {jobs[0].monitor} ({jobs[0].monitor_mode})")
+    for cfg, result in zip(jobs, results):
+        shown = f"{result:.4f}" if isinstance(result, float) else "n/a"
+        print(f"  {shown:>10}  {' '.join(cfg.overrides)}")
+
+
+def eval_main(argv: list[str]) -> int:
+    """Validate a checkpoint with the config of the run that wrote it: normia eval ckpt=PATH [key=value ...]."""
+    parser = argparse.ArgumentParser(
+        prog="normia eval", description="Evaluate a checkpoint on its validation data."
+    )
+    parser.add_argument(
+        "args", nargs="+", help="ckpt=PATH, then optional overrides of the run's saved config"
+    )
+    args = parser.parse_args(argv)
+    ckpt = next((a.split("=", 1)[1] for a in args.args if a.startswith("ckpt=")), None)
+    if not ckpt:
+        raise UserError("normia eval needs ckpt=PATH (a .ckpt file written by normia train)")
+    from normia.train.evaluate import evaluate
+
+    metrics = evaluate(Path(ckpt), [a for a in args.args if not a.startswith("ckpt=")])
+    for key, value in sorted(metrics.items()):
+        print(f"{key:<24} {value:.4f}")
+    return 0

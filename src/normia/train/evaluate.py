@@ -1,0 +1,38 @@
+"""`normia eval`: rebuild a run's model and data from the config saved beside its checkpoint, then validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from omegaconf import OmegaConf
+
+from normia.errors import UserError
+from normia.train.build import instantiate_node
+from normia.train.checkpoint import AtomicCheckpointIO
+from normia.train.module import TaskModule
+
+
+def evaluate(ckpt: Path, overrides: list[str]) -> dict[str, float]:
+    if not ckpt.is_file():
+        raise UserError(f"checkpoint {ckpt} does not exist")
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise UserError(
+            f"no config.yaml in {run_dir}: normia eval needs a checkpoint written by normia train"
+        )
+    cfg = OmegaConf.merge(OmegaConf.load(config_file), OmegaConf.from_dotlist(overrides))
+    model = instantiate_node(cfg.model, "model")
+    datamodule = instantiate_node(cfg.data, "data")
+    module = TaskModule(model, cfg.optim)
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator if cfg.trainer.accelerator != "auto" else "auto",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
+    )
+    results = trainer.validate(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
+    return {k: float(v) for k, v in results[0].items()}

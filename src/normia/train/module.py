@@ -1,0 +1,77 @@
+"""The one LightningModule: wraps any model that implements loss(batch) -> (loss, metrics)."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from normia.train.optim import build_optimizer, build_scheduler
+
+
+def count_units(batch: object) -> tuple[int, int]:
+    """(samples, tokens) in a batch: samples = leading dim of the first tensor; tokens = its numel when it holds
+    integer token ids (language models), else 0."""
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if not isinstance(first, Tensor):
+        return 0, 0
+    samples = int(first.shape[0]) if first.ndim else 1
+    tokens = first.numel() if not first.is_floating_point() and first.ndim >= 2 else 0
+    return samples, tokens
+
+
+class TaskModule(L.LightningModule):
+    """Training/validation steps, metric logging, optimizer + schedule, optional FSDP2 sharding and compile."""
+
+    def __init__(self, model: torch.nn.Module, optim_cfg: DictConfig, compile_model: bool = False):
+        super().__init__()
+        self.model = model
+        self.optim_cfg = optim_cfg
+        self.compile_model = compile_model
+        self._sharded = False
+
+    def configure_model(self) -> None:
+        """FSDP2: shard every child module with parameters, then the root (called under ModelParallelStrategy)."""
+        mesh = getattr(self, "device_mesh", None)
+        if mesh is None or self._sharded:
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        dp_mesh = mesh["data_parallel"]
+        for module in self.model.modules():
+            if module is not self.model and _is_block(module):
+                fully_shard(module, mesh=dp_mesh)
+        fully_shard(self.model, mesh=dp_mesh)
+        self._sharded = True
+
+    def setup(self, stage: str) -> None:
+        if self.compile_model and not getattr(self.model, "_normia_compiled", False):
+            self.model.compile()
+            self.model._normia_compiled = True
+
+    def training_step(self, batch: object, batch_idx: int) -> Tensor:
+        loss, metrics = self.model.loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        for name, value in metrics.items():
+            self.log(f"train/{name}", value)
+        return loss
+
+    def validation_step(self, batch: object, batch_idx: int) -> None:
+        loss, metrics = self.model.loss(batch)
+        size, _ = count_units(batch)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=size)
+        for name, value in metrics.items():
+            self.log(f"val/{name}", value, prog_bar=name == "acc", sync_dist=True, batch_size=size)
+
+    def configure_optimizers(self) -> dict:
+        optimizer = build_optimizer(self.model.parameters(), self.optim_cfg)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = build_scheduler(optimizer, self.optim_cfg, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _is_block(module: torch.nn.Module) -> bool:
+    """A transformer block or any direct container of parameters worth its own FSDP unit."""
+    name = type(module).__name__.lower()
+    return name.endswith(("block", "layer")) and any(True for _ in module.parameters())

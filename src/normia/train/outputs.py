@@ -1,0 +1,74 @@
+"""Where each job writes: a fresh timestamped folder per run, a stable folder per sweep job (so re-running a sweep
+skips finished jobs and resumes the others), or the folder of the run being resumed."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from normia.errors import UserError
+from normia.train.checkpoint import LAST
+
+
+def sweep_id(argv_overrides: list[str]) -> str:
+    """Same sweep command line -> same id, whatever the order of its arguments."""
+    return hashlib.sha1("\n".join(sorted(argv_overrides)).encode()).hexdigest()[:10]
+
+
+def assign_output_dir(cfg: DictConfig, sweep: str | None = None, job_index: int = 0) -> None:
+    if cfg.paths.output_dir:
+        return
+    base = Path(cfg.paths.output_root) / cfg.name
+    resume = cfg.resume
+    if sweep is not None:
+        cfg.paths.output_dir = str(base / "multirun" / sweep / str(job_index))
+    elif resume is True or str(resume).lower() == "true":
+        cfg.paths.output_dir = str(latest_run(base))
+    elif isinstance(resume, str) and resume not in ("", "false", "False"):
+        cfg.paths.output_dir = str(_run_dir_of(Path(resume)))
+    else:
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        candidate, n = base / stamp, 1
+        while candidate.exists():
+            candidate, n = base / f"{stamp}_{n}", n + 1
+        cfg.paths.output_dir = str(candidate)
+
+
+def latest_run(base: Path) -> Path:
+    runs = sorted(
+        (p.parent.parent for p in base.glob(f"*/checkpoints/{LAST}")), key=lambda p: p.stat().st_mtime
+    )
+    if not runs:
+        raise UserError(
+            f"resume=true but no run of '{base.name}' has a checkpoint under {base}; run without resume first"
+        )
+    return runs[-1]
+
+
+def _run_dir_of(path: Path) -> Path:
+    if path.is_dir():
+        if not (path / "checkpoints" / LAST).is_file():
+            raise UserError(
+                f"resume={path}: no checkpoints/{LAST} in that folder; give a run folder or a .ckpt file"
+            )
+        return path
+    if path.is_file() and path.suffix == ".ckpt":
+        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    raise UserError(f"resume={path}: no such run folder or .ckpt file; use resume=true for the latest run")
+
+
+def check_writable(output_dir: str) -> None:
+    """Create the folder and write a probe file; refuse with a one-line error before anything else happens."""
+    path = Path(output_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".normia_write_probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(
+            f"cannot write to output directory {path} ({err.strerror or err}); set paths.output_root=<writable folder>"
+        ) from None

@@ -1,0 +1,119 @@
+"""Run ONE resolved job in this process (one rank): build, fit, summarise. Launchers (local processes, Slurm)
+all end here; a job whose output_dir holds checkpoints/last.ckpt resumes from it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from normia.config.secrets import redact
+from normia.train.build import build_callbacks, build_tracker, build_trainer, instantiate_node, world_size
+from normia.train.checkpoint import last_checkpoint, read_normia_state
+from normia.train.module import TaskModule
+from normia.train.quiet import quiet_libraries
+from normia.train.summary import print_summary
+
+DONE = "done.json"
+
+
+def run_training(cfg: DictConfig) -> float | None:
+    """Fit one job; return the monitored metric (best value if a best checkpoint was tracked)."""
+    started = time.perf_counter()
+    quiet_libraries()
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["NORMIA_KERNELS"] = str(cfg.kernels)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    ckpt_path = _checkpoint_to_resume(cfg, output_dir)
+    run_id = read_normia_state(ckpt_path).get("mlflow_run_id") if ckpt_path else None
+    rank_zero = _global_rank() == 0
+    if rank_zero:
+        (output_dir / DONE).unlink(missing_ok=True)
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact(cfg)))
+
+    model = instantiate_node(cfg.model, "model")
+    datamodule = instantiate_node(cfg.data, "data")
+    module = TaskModule(model, cfg.optim, compile_model=cfg.compile)
+    tracker = build_tracker(cfg, run_id)
+    callbacks, roles = build_callbacks(cfg, tracker)
+    trainer = build_trainer(cfg, tracker, callbacks)
+    if ckpt_path and rank_zero:
+        print(f"resuming from {ckpt_path}" + (f" (MLflow run {run_id})" if run_id else ""), flush=True)
+
+    stopped = roles["stop"]
+    if tracker is not None:
+        tracker.final_status = None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    finally:
+        if tracker is not None and stopped.stopped:
+            tracker.final_status = "KILLED"
+    result = _monitored(trainer, roles, cfg.monitor)
+    summary = _summary(cfg, trainer, roles, tracker, result, time.perf_counter() - started)
+    if trainer.is_global_zero:
+        if tracker is not None and tracker._client is not None:
+            tracker.log_metrics(
+                {f"summary/{k}": v for k, v in summary["throughput"].items()}, trainer.global_step
+            )
+            tracker.flush()
+        print_summary(summary)
+        if not stopped.stopped and not cfg.trainer.fast_dev_run:
+            (output_dir / DONE).write_text(json.dumps(summary, indent=2))
+    if stopped.stopped:
+        raise KeyboardInterrupt
+    return result
+
+
+def _checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> Path | None:
+    if isinstance(cfg.resume, str) and cfg.resume.endswith(".ckpt"):
+        return Path(cfg.resume)
+    return last_checkpoint(output_dir)
+
+
+def _global_rank() -> int:
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var):
+            return int(os.environ[var])
+    return 0
+
+
+def _monitored(trainer: L.Trainer, roles: dict[str, Any], monitor: str) -> float | None:
+    best = roles["best"].best_model_score
+    if best is not None:
+        return float(best)
+    value = trainer.callback_metrics.get(monitor)
+    return float(value) if value is not None else None
+
+
+def _summary(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    roles: dict[str, Any],
+    tracker: Any,
+    result: float | None,
+    wall_s: float,
+) -> dict[str, Any]:
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    return {
+        "name": cfg.name,
+        "monitor": cfg.monitor,
+        "result": result,
+        "metrics": metrics,
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "world_size": world_size(cfg),
+        "wall_time_s": wall_s,
+        "throughput": roles["throughput"].rates(),
+        "mlflow_run_id": tracker._run_id if tracker is not None else None,
+        "tracking_uri": tracker.tracking_uri if tracker is not None else None,
+        "output_dir": str(cfg.paths.output_dir),
+        "best_checkpoint": roles["best"].best_model_path or None,
+        "stopped_early": roles["stop"].stopped,
+    }

@@ -1,0 +1,89 @@
+"""Local multi-process runs (trainer.devices > 1 on one machine): normia starts the ranks itself, each running
+exactly one job. (Letting Lightning re-execute the command line would re-run a whole sweep in every rank.)
+A rank that fails brings the others down at once instead of leaving them blocked in a collective."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from omegaconf import DictConfig, OmegaConf
+
+from normia.errors import UserError
+from normia.train.worker import CONFIG_ENV
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_local_processes(cfg: DictConfig, nprocs: int) -> int:
+    """Start nprocs ranks on this machine, wait for all; return 0, or the first failing rank's exit code."""
+    port = free_port()
+    config_text = OmegaConf.to_yaml(cfg, resolve=True)
+    procs = []
+    for rank in range(nprocs):
+        env = dict(os.environ)
+        env.update(
+            {
+                CONFIG_ENV: config_text,
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "WORLD_SIZE": str(nprocs),
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "NODE_RANK": "0",
+                "LOCAL_WORLD_SIZE": str(nprocs),
+            }
+        )
+        procs.append(subprocess.Popen([sys.executable, "-m", "normia.train.worker"], env=env))
+    previous = signal.signal(
+        signal.SIGINT, signal.SIG_IGN
+    )  # the ranks get Ctrl-C themselves and stop cleanly
+    try:
+        return _wait(procs)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _wait(procs: list[subprocess.Popen]) -> int:
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
+        if failed:
+            rank, code = failed[0]
+            if code == 130:  # a graceful stop: let the other ranks finish writing the checkpoint
+                _terminate(procs, grace_s=120.0)
+                return 130
+            _terminate(procs)
+            if code == 2:
+                raise UserError(f"rank {rank} refused the job (see its error above)")
+            raise UserError(
+                f"rank {rank} failed with exit code {code}; the other ranks were stopped (see its log above)"
+            )
+        if all(code == 0 for code in codes):
+            return 0
+        time.sleep(0.2)
+
+
+def _terminate(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+    """SIGTERM then SIGKILL; with a long grace the ranks are first given time to exit by themselves."""
+    deadline = time.monotonic() + grace_s
+    if grace_s > 30:
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10.0
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
