@@ -1,0 +1,190 @@
+"""LayerNorm over the last dim: y = (x - mean) * rstd * w + b, statistics in fp32, output in x.dtype.
+
+Same layout as rms_norm.py: one program per row forward (registers up to LIMITS.max_fused_row, block loops
+beyond; the variance is taken around the mean in a second pass, never as E[x^2] - E[x]^2), and a persistent
+backward with per-program fp32 partials for dw and db (deterministic, no atomics). int64 row offsets.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._rows import as_rows
+from ._triton import num_programs, row_settings, tl, triton
+
+
+def layer_norm_reference(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, eps: float = 1e-5
+) -> torch.Tensor:
+    acc = torch.promote_types(x.dtype, torch.float32)
+    b = bias.to(acc) if bias is not None else None
+    return F.layer_norm(x.to(acc), (x.shape[-1],), weight.to(acc), b, eps).to(x.dtype)
+
+
+@triton.jit
+def _layer_norm_fwd_kernel(
+    X, W, B, Y, MEAN, RSTD,
+    stride_x, stride_y, n_cols, eps,
+    HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr, SINGLE_BLOCK: tl.constexpr,
+):  # fmt: skip
+    row = tl.program_id(0).to(tl.int64)
+    X += row * stride_x
+    Y += row * stride_y
+    cols = tl.arange(0, BLOCK)
+    if SINGLE_BLOCK:
+        mask = cols < n_cols
+        x = tl.load(X + cols, mask=mask, other=0.0).to(tl.float32)
+        mean = tl.sum(x, axis=0) / n_cols
+        xc = tl.where(mask, x - mean, 0.0)
+        rstd = tl.rsqrt(tl.sum(xc * xc, axis=0) / n_cols + eps)
+        y = xc * rstd * tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            y += tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(Y + cols, y.to(Y.dtype.element_ty), mask=mask)
+    else:
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, n_cols, BLOCK):
+            c = start + cols
+            acc += tl.load(X + c, mask=c < n_cols, other=0.0).to(tl.float32)
+        mean = tl.sum(acc, axis=0) / n_cols
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, n_cols, BLOCK):
+            c = start + cols
+            mask = c < n_cols
+            xc = tl.where(mask, tl.load(X + c, mask=mask, other=0.0).to(tl.float32) - mean, 0.0)
+            acc += xc * xc
+        rstd = tl.rsqrt(tl.sum(acc, axis=0) / n_cols + eps)
+        for start in range(0, n_cols, BLOCK):
+            c = start + cols
+            mask = c < n_cols
+            x = tl.load(X + c, mask=mask, other=0.0).to(tl.float32)
+            y = (x - mean) * rstd * tl.load(W + c, mask=mask, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                y += tl.load(B + c, mask=mask, other=0.0).to(tl.float32)
+            tl.store(Y + c, y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(MEAN + row, mean)
+    tl.store(RSTD + row, rstd)
+
+
+@triton.jit
+def _layer_norm_bwd_kernel(
+    DY, X, W, MEAN, RSTD, DX, DW_PART, DB_PART,
+    stride_dy, stride_x, stride_dx, n_rows, n_cols,
+    HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr, SINGLE_BLOCK: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    n_prog = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK)
+    DW_PART += pid.to(tl.int64) * n_cols
+    DB_PART += pid.to(tl.int64) * n_cols
+    if SINGLE_BLOCK:
+        mask = cols < n_cols
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        dw = tl.zeros([BLOCK], dtype=tl.float32)
+        db = tl.zeros([BLOCK], dtype=tl.float32)
+        for row32 in range(pid, n_rows, n_prog):
+            row = tl.cast(row32, tl.int64)
+            x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
+            mean = tl.load(MEAN + row)
+            rstd = tl.load(RSTD + row)
+            xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+            dyw = dy * w
+            c1 = tl.sum(dyw * xhat, axis=0) / n_cols
+            c2 = tl.sum(dyw, axis=0) / n_cols
+            dx = rstd * (dyw - c2 - xhat * c1)
+            tl.store(DX + row * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=mask)
+            dw += dy * xhat
+            db += dy
+        tl.store(DW_PART + cols, dw, mask=mask)
+        if HAS_BIAS:
+            tl.store(DB_PART + cols, db, mask=mask)
+    else:
+        for start in range(0, n_cols, BLOCK):
+            c = start + cols
+            tl.store(DW_PART + c, tl.zeros([BLOCK], dtype=tl.float32), mask=c < n_cols)
+            if HAS_BIAS:
+                tl.store(DB_PART + c, tl.zeros([BLOCK], dtype=tl.float32), mask=c < n_cols)
+        for row32 in range(pid, n_rows, n_prog):
+            row = tl.cast(row32, tl.int64)
+            mean = tl.load(MEAN + row)
+            rstd = tl.load(RSTD + row)
+            acc1 = tl.zeros([BLOCK], dtype=tl.float32)
+            acc2 = tl.zeros([BLOCK], dtype=tl.float32)
+            for start in range(0, n_cols, BLOCK):
+                c = start + cols
+                mask = c < n_cols
+                x = tl.load(X + row * stride_x + c, mask=mask, other=0.0).to(tl.float32)
+                dy = tl.load(DY + row * stride_dy + c, mask=mask, other=0.0).to(tl.float32)
+                dyw = dy * tl.load(W + c, mask=mask, other=0.0).to(tl.float32)
+                acc1 += dyw * tl.where(mask, (x - mean) * rstd, 0.0)
+                acc2 += dyw
+            c1 = tl.sum(acc1, axis=0) / n_cols
+            c2 = tl.sum(acc2, axis=0) / n_cols
+            for start in range(0, n_cols, BLOCK):
+                c = start + cols
+                mask = c < n_cols
+                x = tl.load(X + row * stride_x + c, mask=mask, other=0.0).to(tl.float32)
+                dy = tl.load(DY + row * stride_dy + c, mask=mask, other=0.0).to(tl.float32)
+                w = tl.load(W + c, mask=mask, other=0.0).to(tl.float32)
+                xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+                dx = rstd * (dy * w - c2 - xhat * c1)
+                tl.store(DX + row * stride_dx + c, dx.to(DX.dtype.element_ty), mask=mask)
+                part = tl.load(DW_PART + c, mask=mask, other=0.0)  # this program's own row of partials
+                tl.store(DW_PART + c, part + dy * xhat, mask=mask)
+                if HAS_BIAS:
+                    part_b = tl.load(DB_PART + c, mask=mask, other=0.0)
+                    tl.store(DB_PART + c, part_b + dy, mask=mask)
+
+
+class LayerNormFunction(torch.autograd.Function):
+    """Triton LayerNorm with a Triton backward (dx, dw, db)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float):
+        x2 = as_rows(x)
+        n_rows, n_cols = x2.shape
+        y = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
+        mean = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+        rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+        block, single, num_warps = row_settings(n_cols)
+        if n_rows > 0:
+            _layer_norm_fwd_kernel[(n_rows,)](
+                x2, weight, bias if bias is not None else weight, y, mean, rstd,
+                x2.stride(0), y.stride(0), n_cols, eps,
+                HAS_BIAS=bias is not None, BLOCK=block, SINGLE_BLOCK=single, num_warps=num_warps,
+            )  # fmt: skip
+        ctx.save_for_backward(x2, weight, mean, rstd)
+        ctx.has_bias = bias is not None
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        ctx.x_shape = x.shape
+        return y.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        x2, weight, mean, rstd = ctx.saved_tensors
+        dy2 = as_rows(dy)
+        n_rows, n_cols = x2.shape
+        dx = torch.empty((n_rows, n_cols), dtype=x2.dtype, device=x2.device)
+        n_prog = num_programs(x2.device, n_rows)
+        dw_part = torch.zeros((n_prog, n_cols), dtype=torch.float32, device=x2.device)
+        db_part = (
+            torch.zeros((n_prog, n_cols), dtype=torch.float32, device=x2.device) if ctx.has_bias else dw_part
+        )
+        block, single, num_warps = row_settings(n_cols)
+        if n_rows > 0:
+            _layer_norm_bwd_kernel[(n_prog,)](
+                dy2, x2, weight, mean, rstd, dx, dw_part, db_part,
+                dy2.stride(0), x2.stride(0), dx.stride(0), n_rows, n_cols,
+                HAS_BIAS=ctx.has_bias, BLOCK=block, SINGLE_BLOCK=single, num_warps=num_warps,
+            )  # fmt: skip
+        dw = dw_part.sum(0).to(weight.dtype)
+        db = db_part.sum(0).to(ctx.bias_dtype) if ctx.has_bias else None
+        return dx.view(ctx.x_shape), dw, db, None
+
+
+def layer_norm_triton(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, eps: float = 1e-5
+) -> torch.Tensor:
+    return LayerNormFunction.apply(x, weight, bias, eps)

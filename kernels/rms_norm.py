@@ -1,0 +1,204 @@
+"""RMSNorm: y = x * rsqrt(mean(x^2) + eps) * w, in fp32, cast back to x.dtype.
+
+Forward: one program per row; rows up to LIMITS.max_fused_row elements stay in registers, longer rows loop
+over blocks. Backward: a persistent kernel (a few programs per SM) that writes dx and keeps a per-program
+fp32 partial of dw, summed afterwards; no atomics, so results are deterministic. The kernels also serve
+add_rms_norm (HAS_RESIDUAL: s = x + residual is stored and normalised; DS: the gradient arriving on s is
+added to dx). Row offsets are int64 so tensors beyond 2^31 elements address correctly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._rows import as_rows
+from ._triton import num_programs, row_settings, tl, triton
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The definition: computed in (at least) fp32, cast back to x.dtype."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(acc)
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.to(acc)
+    return y.to(x.dtype)
+
+
+@triton.jit
+def _rms_norm_fwd_kernel(
+    X, R, W, Y, S, RSTD,
+    stride_x, stride_r, stride_y, stride_s,
+    n_cols, eps,
+    HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr, SINGLE_BLOCK: tl.constexpr,
+):  # fmt: skip
+    row = tl.program_id(0).to(tl.int64)
+    X += row * stride_x
+    Y += row * stride_y
+    if HAS_RESIDUAL:
+        R += row * stride_r
+        S += row * stride_s
+    cols = tl.arange(0, BLOCK)
+    if SINGLE_BLOCK:
+        mask = cols < n_cols
+        x = tl.load(X + cols, mask=mask, other=0.0).to(tl.float32)
+        if HAS_RESIDUAL:
+            r = tl.load(R + cols, mask=mask, other=0.0).to(tl.float32)
+            s = (x + r).to(S.dtype.element_ty)
+            tl.store(S + cols, s, mask=mask)
+            x = s.to(tl.float32)
+        rstd = tl.rsqrt(tl.sum(x * x, axis=0) / n_cols + eps)
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(Y + cols, (x * rstd * w).to(Y.dtype.element_ty), mask=mask)
+    else:
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, n_cols, BLOCK):
+            c = start + cols
+            mask = c < n_cols
+            x = tl.load(X + c, mask=mask, other=0.0).to(tl.float32)
+            if HAS_RESIDUAL:
+                r = tl.load(R + c, mask=mask, other=0.0).to(tl.float32)
+                s = (x + r).to(S.dtype.element_ty)
+                tl.store(S + c, s, mask=mask)
+                x = s.to(tl.float32)
+            acc += x * x
+        rstd = tl.rsqrt(tl.sum(acc, axis=0) / n_cols + eps)
+        for start in range(0, n_cols, BLOCK):
+            c = start + cols
+            mask = c < n_cols
+            x = tl.load(X + c, mask=mask, other=0.0).to(tl.float32)
+            if HAS_RESIDUAL:  # recompute s rather than re-read it: same bits, no cross-thread dependency
+                r = tl.load(R + c, mask=mask, other=0.0).to(tl.float32)
+                x = (x + r).to(S.dtype.element_ty).to(tl.float32)
+            w = tl.load(W + c, mask=mask, other=0.0).to(tl.float32)
+            tl.store(Y + c, (x * rstd * w).to(Y.dtype.element_ty), mask=mask)
+    tl.store(RSTD + row, rstd)
+
+
+@triton.jit
+def _rms_norm_bwd_kernel(
+    DY, X, W, RSTD, DS, DX, DW_PART,
+    stride_dy, stride_x, stride_ds, stride_dx,
+    n_rows, n_cols,
+    HAS_DS: tl.constexpr, BLOCK: tl.constexpr, SINGLE_BLOCK: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    n_prog = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK)
+    DW_PART += pid.to(tl.int64) * n_cols
+    if SINGLE_BLOCK:
+        mask = cols < n_cols
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        dw = tl.zeros([BLOCK], dtype=tl.float32)
+        for row32 in range(pid, n_rows, n_prog):
+            row = tl.cast(row32, tl.int64)
+            x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
+            rstd = tl.load(RSTD + row)
+            xhat = x * rstd
+            dyw = dy * w
+            c = tl.sum(dyw * xhat, axis=0) / n_cols
+            dx = rstd * (dyw - xhat * c)
+            if HAS_DS:
+                dx += tl.load(DS + row * stride_ds + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(DX + row * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=mask)
+            dw += dy * xhat
+        tl.store(DW_PART + cols, dw, mask=mask)
+    else:
+        for start in range(0, n_cols, BLOCK):
+            c = start + cols
+            tl.store(DW_PART + c, tl.zeros([BLOCK], dtype=tl.float32), mask=c < n_cols)
+        for row32 in range(pid, n_rows, n_prog):
+            row = tl.cast(row32, tl.int64)
+            rstd = tl.load(RSTD + row)
+            acc = tl.zeros([BLOCK], dtype=tl.float32)
+            for start in range(0, n_cols, BLOCK):
+                c = start + cols
+                mask = c < n_cols
+                x = tl.load(X + row * stride_x + c, mask=mask, other=0.0).to(tl.float32)
+                dy = tl.load(DY + row * stride_dy + c, mask=mask, other=0.0).to(tl.float32)
+                w = tl.load(W + c, mask=mask, other=0.0).to(tl.float32)
+                acc += dy * w * x
+            dot = tl.sum(acc, axis=0) * rstd / n_cols
+            for start in range(0, n_cols, BLOCK):
+                c = start + cols
+                mask = c < n_cols
+                x = tl.load(X + row * stride_x + c, mask=mask, other=0.0).to(tl.float32)
+                dy = tl.load(DY + row * stride_dy + c, mask=mask, other=0.0).to(tl.float32)
+                w = tl.load(W + c, mask=mask, other=0.0).to(tl.float32)
+                xhat = x * rstd
+                dx = rstd * (dy * w - xhat * dot)
+                if HAS_DS:
+                    dx += tl.load(DS + row * stride_ds + c, mask=mask, other=0.0).to(tl.float32)
+                tl.store(DX + row * stride_dx + c, dx.to(DX.dtype.element_ty), mask=mask)
+                part = tl.load(DW_PART + c, mask=mask, other=0.0)  # this program's own row of partials
+                tl.store(DW_PART + c, part + dy * xhat, mask=mask)
+
+
+def rms_norm_forward(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Launch the forward on (rows, N) views. Returns (y, s or None, rstd)."""
+    x2 = as_rows(x)
+    n_rows, n_cols = x2.shape
+    y = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
+    rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+    r2 = s = None
+    if residual is not None:
+        r2 = as_rows(residual)
+        s = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
+    block, single, num_warps = row_settings(n_cols)
+    if n_rows > 0:
+        _rms_norm_fwd_kernel[(n_rows,)](
+            x2, r2 if r2 is not None else x2, weight, y, s if s is not None else y, rstd,
+            x2.stride(0), r2.stride(0) if r2 is not None else 0, y.stride(0), s.stride(0) if s is not None else 0,
+            n_cols, eps,
+            HAS_RESIDUAL=residual is not None, BLOCK=block, SINGLE_BLOCK=single, num_warps=num_warps,
+        )  # fmt: skip
+    return y, s, rstd
+
+
+def rms_norm_backward(
+    dy: torch.Tensor,
+    x2: torch.Tensor,
+    weight: torch.Tensor,
+    rstd: torch.Tensor,
+    ds: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """dx (x2's dtype, (rows, N)) and dw (weight's dtype) from the saved rows x2 and rstd."""
+    dy2 = as_rows(dy)
+    ds2 = as_rows(ds) if ds is not None else None
+    n_rows, n_cols = x2.shape
+    dx = torch.empty((n_rows, n_cols), dtype=x2.dtype, device=x2.device)
+    n_prog = num_programs(x2.device, n_rows)
+    dw_part = torch.empty((n_prog, n_cols), dtype=torch.float32, device=x2.device)
+    block, single, num_warps = row_settings(n_cols)
+    if n_rows == 0:
+        return dx, torch.zeros_like(weight)
+    _rms_norm_bwd_kernel[(n_prog,)](
+        dy2, x2, weight, rstd, ds2 if ds2 is not None else dy2, dx, dw_part,
+        dy2.stride(0), x2.stride(0), ds2.stride(0) if ds2 is not None else 0, dx.stride(0),
+        n_rows, n_cols,
+        HAS_DS=ds is not None, BLOCK=block, SINGLE_BLOCK=single, num_warps=num_warps,
+    )  # fmt: skip
+    return dx, dw_part.sum(0).to(weight.dtype)
+
+
+class RMSNormFunction(torch.autograd.Function):
+    """Triton RMSNorm with a Triton backward (dx and dw)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        y, _, rstd = rms_norm_forward(x, weight, eps)
+        x2 = as_rows(x)
+        ctx.save_for_backward(x2, weight, rstd)
+        ctx.x_shape = x.shape
+        return y.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        x2, weight, rstd = ctx.saved_tensors
+        dx, dw = rms_norm_backward(dy, x2, weight, rstd)
+        return dx.view(ctx.x_shape), dw, None
+
+
+def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    return RMSNormFunction.apply(x, weight, eps)
