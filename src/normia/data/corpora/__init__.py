@@ -1,0 +1,1 @@
+"""Public-domain texts shipped with normia for byte-level language-model PoCs."""

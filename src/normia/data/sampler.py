@@ -1,0 +1,133 @@
+"""A deterministic, rank-aware sampler that can resume in the middle of an epoch.
+
+Why not torch's DistributedSampler: it cannot start mid-epoch, so a job resumed from a mid-epoch checkpoint would see
+the start of the epoch again. This sampler shards one seeded permutation per epoch across ranks by interleaving
+(rank r takes positions r, r + W, r + 2W, ...), so the first `c * W` samples of the global order are exactly those
+consumed after every rank took `c`. Its position is therefore one number, the global count of consumed samples, and a
+resume (even with another world size) skips exactly those samples: nothing repeated, nothing skipped.
+
+It subclasses DistributedSampler only so that Lightning, which replaces any other sampler under DDP, keeps it.
+Rank and world size are read from torch.distributed when the iteration starts, not at construction (the process group
+does not exist yet when the data module is built).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+
+def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class ResumableSampler(DistributedSampler):
+    """Indices of one epoch for this rank, shuffled by (seed, epoch), starting after the samples already consumed.
+
+    Consumption is reported by the data module (`advance`) when a batch reaches the training step, not when the loader
+    prefetches it, so what the checkpoint records is what the model actually trained on.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        # DistributedSampler.__init__ needs an initialised process group; everything it sets is defined here instead.
+        if num_samples < 1:
+            raise ValueError(f"ResumableSampler needs at least one sample, got {num_samples}")
+        self.dataset_size = int(num_samples)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.drop_last = drop_last
+        self._rank = rank
+        self._world_size = world_size
+        self.epoch = 0
+        self.consumed = 0  # global samples of `self.epoch` already trained on (all ranks together)
+        self._resume: tuple[int, int] | None = None  # (epoch, consumed) loaded from a checkpoint, until used
+
+    # -- the parts of DistributedSampler's interface that Lightning and torch read --
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        return _rank_and_world(self._rank, self._world_size)[1]
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        return _rank_and_world(self._rank, self._world_size)[0]
+
+    @property
+    def total_size(self) -> int:  # type: ignore[override]
+        world = self.num_replicas
+        if self.drop_last:
+            return (self.dataset_size // world) * world
+        return -(-self.dataset_size // world) * world
+
+    @property
+    def num_samples(self) -> int:  # type: ignore[override]
+        return self.total_size // self.num_replicas
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at each epoch start; a new epoch starts from its beginning unless it is the resumed one."""
+        if epoch != self.epoch:
+            self.epoch = int(epoch)
+            self.consumed = 0
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The global order of one epoch, padded (by wrapping) or cut to a multiple of the world size."""
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.dataset_size)
+        else:
+            order = np.arange(self.dataset_size)
+        total = self.total_size
+        if total > len(order):
+            order = np.concatenate([order, order[: total - len(order)]])
+        return order[:total]
+
+    def __iter__(self) -> Iterator[int]:
+        # A generator: this body runs at the first next(), after Lightning has called set_epoch and load_state_dict.
+        if self._resume is not None:
+            epoch, consumed = self._resume
+            self._resume = None
+            if epoch == self.epoch:
+                self.consumed = consumed
+        else:
+            self.consumed = 0
+        rank, world = _rank_and_world(self._rank, self._world_size)
+        order = self.epoch_order(self.epoch)
+        start = self.consumed - self.consumed % world  # a position every rank has reached
+        for position in range(start + rank, len(order), world):
+            yield int(order[position])
+
+    def advance(self, local_batch_size: int) -> None:
+        """Record that this rank trained on a batch; every rank does the same, so the global count grows by W x B."""
+        self.consumed += int(local_batch_size) * self.num_replicas
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "consumed": self.consumed,
+            "seed": self.seed,
+            "dataset_size": self.dataset_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state.get("dataset_size", self.dataset_size)) != self.dataset_size:
+            # Another dataset: its positions mean nothing here; start the epoch over rather than skip arbitrary data.
+            return
+        self.epoch = int(state["epoch"])
+        self._resume = (int(state["epoch"]), int(state["consumed"]))
