@@ -1,0 +1,278 @@
+"""Every Triton kernel, forward and backward, through Triton's interpreter against float64 references.
+
+Not collected by default (the name does not start with test_): test_kernels_interpreter.py runs it in a subprocess with
+TRITON_INTERPRET=1, which must be set before triton is imported. By hand:
+    TRITON_INTERPRET=1 pytest tests/kernels/interp_cases.py
+Shapes stay small: the interpreter costs ~1 ms per program instance. bf16 runs too: the kernels use no tl.dot
+and no atomics; the interpreter truncates fp32->bf16 casts, which stays within the bf16 bound.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip(
+        "needs TRITON_INTERPRET=1 before triton is imported; run via test_kernels_interpreter.py",
+        allow_module_level=True,
+    )
+
+from kernel_checks import check_op, fresh_seed, rel_err
+
+import normia.ops as ops
+from normia.kernels import (
+    add_rms_norm,
+    cross_entropy,
+    fused_linear_cross_entropy,
+    layer_norm,
+    rms_norm,
+    rope,
+    swiglu,
+)
+from normia.kernels._triton import LIMITS
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+DT_IDS = ["fp32", "fp16", "bf16"]
+
+
+@pytest.fixture(autouse=True)
+def _triton_backend():
+    """Force the Triton path through normia.ops (so dispatch is exercised too) and restore block limits."""
+    saved = dict(vars(LIMITS))
+    ops.set_backend("triton")
+    yield
+    ops.set_backend(None)
+    vars(LIMITS).update(saved)
+
+
+def _loop_blocks() -> None:
+    """Shrink the block ceilings so small shapes take the multi-block loops of the kernels."""
+    LIMITS.max_fused_row = 64
+    LIMITS.loop_block = 64
+    LIMITS.ce_block = 128
+
+
+def _rand(*shape: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.randn(*shape, dtype=torch.float64).to(dtype)
+
+
+ROW_SHAPES = [(1, 64), (3, 777), (2, 5, 96)]
+
+
+class TestRMSNorm:
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+    @pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+    def test_matches_reference(self, shape, dtype):
+        seed = fresh_seed()
+        x, w = _rand(*shape, dtype=dtype), _rand(shape[-1], dtype=dtype)
+        check_op(ops.rms_norm, rms_norm.rms_norm_reference, [x, w, 1e-6], dtype, (0, 1), seed, f"{shape}")
+
+    @pytest.mark.parametrize("dtype", DTYPES[:2], ids=DT_IDS[:2])
+    def test_block_loop_path(self, dtype):
+        _loop_blocks()
+        seed = fresh_seed()
+        x, w = _rand(3, 777, dtype=dtype), _rand(777, dtype=dtype)
+        check_op(ops.rms_norm, rms_norm.rms_norm_reference, [x, w, 1e-5], dtype, (0, 1), seed, "loop")
+
+    def test_row_strided_and_transposed_inputs(self):
+        seed = fresh_seed()
+        base = _rand(4, 1000, dtype=torch.float32)
+        x = base[:, 3:780]  # row stride 1000, no copy
+        w = _rand(777, dtype=torch.float32)
+        check_op(
+            ops.rms_norm, rms_norm.rms_norm_reference, [x, w, 1e-6], torch.float32, (0, 1), seed, "slice"
+        )
+        xt = _rand(40, 6, dtype=torch.float32).t()  # last-dim stride 6
+        w = _rand(40, dtype=torch.float32)
+        check_op(ops.rms_norm, rms_norm.rms_norm_reference, [xt, w, 1e-6], torch.float32, (0, 1), seed, "t")
+
+    def test_fp32_weight_with_bf16_activations(self):
+        seed = fresh_seed()
+        x, w = _rand(5, 200, dtype=torch.bfloat16), _rand(200, dtype=torch.float32)
+        y = ops.rms_norm(x, w)
+        assert y.dtype == torch.bfloat16
+        err = rel_err(y, rms_norm.rms_norm_reference(x.double(), w.double()))
+        assert err <= 2e-2, f"seed {seed}: {err}"
+
+
+class TestAddRMSNorm:
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+    @pytest.mark.parametrize("shape", ROW_SHAPES[1:], ids=str)
+    def test_matches_reference(self, shape, dtype):
+        seed = fresh_seed()
+        x, r, w = _rand(*shape, dtype=dtype), _rand(*shape, dtype=dtype), _rand(shape[-1], dtype=dtype)
+        check_op(
+            ops.add_rms_norm, add_rms_norm.add_rms_norm_reference, [x, r, w, 1e-6], dtype, (0, 1, 2), seed
+        )
+
+    def test_block_loop_path(self):
+        _loop_blocks()
+        seed = fresh_seed()
+        x, r, w = (
+            _rand(2, 300, dtype=torch.float32),
+            _rand(2, 300, dtype=torch.float32),
+            _rand(300, dtype=torch.float32),
+        )
+        check_op(
+            ops.add_rms_norm,
+            add_rms_norm.add_rms_norm_reference,
+            [x, r, w, 1e-6],
+            torch.float32,
+            (0, 1, 2),
+            seed,
+        )
+
+    def test_only_the_sum_is_used(self):
+        """A backward that receives no gradient for the normed output (dy is None) must still be right."""
+        fresh_seed()
+        x = _rand(3, 50, dtype=torch.float32).requires_grad_()
+        r, w = _rand(3, 50, dtype=torch.float32), _rand(50, dtype=torch.float32)
+        _, s = ops.add_rms_norm(x, r, w)
+        s.sum().backward()
+        assert torch.equal(x.grad, torch.ones_like(x))
+
+
+class TestLayerNorm:
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+    @pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+    def test_matches_reference(self, shape, dtype):
+        seed = fresh_seed()
+        x = _rand(*shape, dtype=dtype) * 3 + 1.5  # a non-zero mean exercises the centring
+        w, b = _rand(shape[-1], dtype=dtype), _rand(shape[-1], dtype=dtype)
+        check_op(ops.layer_norm, layer_norm.layer_norm_reference, [x, w, b, 1e-5], dtype, (0, 1, 2), seed)
+
+    @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+    def test_block_loop_path(self, bias):
+        _loop_blocks()
+        seed = fresh_seed()
+        x, w = _rand(3, 777, dtype=torch.float32) + 2.0, _rand(777, dtype=torch.float32)
+        b = _rand(777, dtype=torch.float32) if bias else None
+        grads = (0, 1, 2) if bias else (0, 1)
+        check_op(ops.layer_norm, layer_norm.layer_norm_reference, [x, w, b, 1e-5], torch.float32, grads, seed)
+
+
+class TestSwiGLU:
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+    @pytest.mark.parametrize("shape", [(1, 1), (3, 777), (2, 3, 1000)], ids=str)
+    def test_matches_reference(self, shape, dtype):
+        seed = fresh_seed()
+        g, u = _rand(*shape, dtype=dtype) * 3, _rand(*shape, dtype=dtype)
+        check_op(ops.swiglu, swiglu.swiglu_reference, [g, u], dtype, (0, 1), seed, f"{shape}")
+
+    def test_non_contiguous(self):
+        seed = fresh_seed()
+        gu = _rand(6, 2 * 333, dtype=torch.float32)
+        g, u = gu[:, :333], gu[:, 333:]  # the halves of a fused gate/up projection
+        check_op(ops.swiglu, swiglu.swiglu_reference, [g, u], torch.float32, (0, 1), seed)
+
+
+def _rope_tables(seq: int, dim: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    inv = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    ang = torch.outer(torch.arange(seq, dtype=torch.float64), inv)
+    emb = torch.cat((ang, ang), -1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+class TestRoPE:
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+    @pytest.mark.parametrize("shape", [(2, 3, 5, 8), (1, 2, 7, 96)], ids=str)
+    def test_matches_reference(self, shape, dtype):
+        seed = fresh_seed()
+        x = _rand(*shape, dtype=dtype)
+        cos, sin = _rope_tables(shape[2], shape[3])
+        check_op(ops.apply_rope, rope.apply_rope_reference, [x, cos, sin], dtype, (0,), seed, f"{shape}")
+
+    def test_transposed_bthd_input_and_random_tables(self):
+        """(B, T, H, D) viewed as (B, H, T, D) is read in place; any (T, D) tables, not only LLaMA's."""
+        seed = fresh_seed()
+        x = _rand(2, 9, 3, 16, dtype=torch.float32).transpose(1, 2)
+        cos, sin = _rand(9, 16, dtype=torch.float32), _rand(9, 16, dtype=torch.float32)
+        check_op(ops.apply_rope, rope.apply_rope_reference, [x, cos, sin], torch.float32, (0,), seed)
+
+
+def _targets(n: int, vocab: int, ignore_every: int = 0, ignore_index: int = -100) -> torch.Tensor:
+    t = torch.randint(0, vocab, (n,))
+    if ignore_every:
+        t[::ignore_every] = ignore_index
+    return t
+
+
+class TestCrossEntropy:
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+    @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+    def test_matches_reference(self, reduction, dtype):
+        seed = fresh_seed()
+        logits, t = _rand(13, 777, dtype=dtype) * 2, _targets(13, 777, ignore_every=4)
+        check_op(
+            ops.cross_entropy, cross_entropy.cross_entropy_reference, [logits, t, -100, reduction, 0.0],
+            dtype, (0,), seed, reduction,
+        )  # fmt: skip
+
+    @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+    def test_label_smoothing_and_block_loop(self, reduction):
+        _loop_blocks()
+        seed = fresh_seed()
+        logits, t = _rand(9, 1000, dtype=torch.float32), _targets(9, 1000, ignore_every=3, ignore_index=7)
+        check_op(
+            ops.cross_entropy, cross_entropy.cross_entropy_reference, [logits, t, 7, reduction, 0.1],
+            torch.float32, (0,), seed, reduction,
+        )  # fmt: skip
+
+    def test_leading_shape_and_one_row(self):
+        seed = fresh_seed()
+        logits, t = _rand(2, 3, 50, dtype=torch.float32), torch.randint(0, 50, (2, 3))
+        ref = cross_entropy.cross_entropy_reference
+        check_op(ops.cross_entropy, ref, [logits, t, -100, "none", 0.0], torch.float32, (0,), seed)
+        logits, t = _rand(1, 50, dtype=torch.float32), torch.randint(0, 50, (1,))
+        check_op(ops.cross_entropy, ref, [logits, t, -100, "mean", 0.0], torch.float32, (0,), seed)
+
+    def test_all_ignored_batch_matches_torch(self):
+        """mean over zero targets: nan loss with a zero gradient (torch's behaviour); sum: 0."""
+        fresh_seed()
+        logits = _rand(4, 30, dtype=torch.float32).requires_grad_()
+        t = torch.full((4,), -100)
+        loss = ops.cross_entropy(logits, t)
+        assert math.isnan(loss.item())
+        loss.backward()
+        assert torch.equal(logits.grad, torch.zeros_like(logits))
+        assert ops.cross_entropy(logits, t, reduction="sum").item() == 0.0
+
+    def test_large_logits_are_stable(self):
+        seed = fresh_seed()
+        logits, t = _rand(5, 300, dtype=torch.float32) * 1e3, torch.randint(0, 300, (5,))
+        ref = cross_entropy.cross_entropy_reference
+        check_op(ops.cross_entropy, ref, [logits, t, -100, "sum", 0.0], torch.float32, (0,), seed)
+
+
+class TestFusedLinearCrossEntropy:
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+    @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+    def test_matches_unfused_reference(self, reduction, dtype):
+        LIMITS.flce_chunk_rows = 8  # 37 tokens -> 5 chunks, the last one partial
+        seed = fresh_seed()
+        h, w = _rand(37, 48, dtype=dtype), _rand(100, 48, dtype=dtype) * 0.3
+        b, t = _rand(100, dtype=dtype), _targets(37, 100, ignore_every=5)
+        check_op(
+            ops.fused_linear_cross_entropy, fused_linear_cross_entropy.fused_linear_cross_entropy_reference,
+            [h, w, t, b, -100, reduction], dtype, (0, 1, 3), seed, reduction,
+        )  # fmt: skip
+
+    def test_no_bias_leading_shape_all_ignored(self):
+        fresh_seed()
+        h, w = _rand(2, 6, 40, dtype=torch.float32), _rand(90, 40, dtype=torch.float32)
+        t = torch.full((2, 6), -100)
+        hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+        loss = ops.fused_linear_cross_entropy(hh, ww, t)
+        assert math.isnan(loss.item())
+        loss.backward()
+        assert torch.equal(hh.grad, torch.zeros_like(h)) and torch.equal(ww.grad, torch.zeros_like(w))
+        seed = fresh_seed()
+        t = torch.randint(0, 90, (2, 6))
+        ref = fused_linear_cross_entropy.fused_linear_cross_entropy_reference
+        check_op(
+            ops.fused_linear_cross_entropy, ref, [h, w, t, None, -100, "mean"], torch.float32, (0, 1), seed
+        )
