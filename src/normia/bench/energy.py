@@ -1,0 +1,89 @@
+"""Energy read from the hardware's cumulative counters: NVML's total energy on NVIDIA GPUs, RAPL on CPUs where
+/sys/class/powercap is readable. Where neither is, energy is reported as unavailable with the reason, never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RAPL_ROOT = Path("/sys/class/powercap")
+
+
+class EnergyMeter:
+    """A monotonic energy counter in joules. Use `joules_since(start)` around the measured region."""
+
+    def __init__(self, source: str, read_j: Callable[[], float], wrap_j: float | None = None) -> None:
+        self.source = source
+        self._read_j = read_j
+        self._wrap_j = wrap_j
+
+    def read(self) -> float:
+        return self._read_j()
+
+    def joules_since(self, start_j: float) -> float:
+        now = self._read_j()
+        if now < start_j and self._wrap_j:  # RAPL counters wrap at max_energy_range_uj
+            now += self._wrap_j
+        return now - start_j
+
+
+def open_meter(device: torch.device) -> tuple[EnergyMeter | None, str]:
+    """The energy meter for `device` and its description, or (None, why not)."""
+    if device.type == "cuda":
+        return _nvml_meter(device)
+    return _rapl_meter(RAPL_ROOT)
+
+
+def _nvml_meter(device: torch.device) -> tuple[EnergyMeter | None, str]:
+    try:
+        import pynvml  # the nvidia-ml-py package
+    except ImportError:
+        return None, "pynvml (nvidia-ml-py) is not installed"
+    try:
+        pynvml.nvmlInit()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        # NVML numbers GPUs physically; CUDA_VISIBLE_DEVICES may renumber them. Match by UUID when torch has it.
+        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+        handle = None
+        if uuid is not None:
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
+            except pynvml.NVMLError:
+                handle = None
+        if handle is None:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # raises on GPUs older than Volta
+    except Exception as err:
+        return None, f"NVML energy counter not readable: {err}"
+    return EnergyMeter(
+        "nvml", lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3
+    ), "nvml total energy"
+
+
+def _rapl_meter(root: Path) -> tuple[EnergyMeter | None, str]:
+    """Sum the package domains (intel-rapl:N, top level; sub-domains are already included in them)."""
+    if not root.is_dir():
+        return None, f"{root} does not exist (no RAPL on this machine or kernel)"
+    domains = sorted(p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1)
+    if not domains:
+        return None, f"no RAPL package domain under {root}"
+    files = [d / "energy_uj" for d in domains]
+    try:
+        wrap_j = sum(int((d / "max_energy_range_uj").read_text()) for d in domains) / 1e6
+        for f in files:
+            int(f.read_text())
+    except (OSError, ValueError) as err:
+        return None, f"RAPL counters not readable ({err}); reading energy_uj usually needs root"
+
+    def read_j() -> float:
+        return sum(int(f.read_text()) for f in files) / 1e6
+
+    return EnergyMeter("rapl", read_j, wrap_j), f"rapl ({len(files)} package domain(s))"
+
+
+def wh_per_million(joules: float, units: float) -> float:
+    """Energy in Wh per million tokens (or samples)."""
+    return joules / 3600.0 / units * 1e6

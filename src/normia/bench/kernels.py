@@ -1,0 +1,250 @@
+"""`normia bench kernels`: forward, backward and forward+backward time of each kernel, shape and provider, with
+peak memory, achieved GB/s (or TFLOP/s) from the minimal work, and the fraction of the limit measured in the same
+run (device-to-device copy bandwidth for memory-bound kernels, the matmul rate for fused_linear_cross_entropy).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from normia.bench import device as devinfo
+from normia.bench.kernel_specs import KERNELS, KernelSpec, Shape, shape_label
+from normia.bench.limits import measure_limits
+from normia.bench.memory import free_bytes, is_out_of_memory, peak_bytes
+from normia.bench.plots import line_plot
+from normia.bench.providers import Unavailable, build, ops_backend
+from normia.bench.results import ResultsWriter
+from normia.bench.timing import Timing, time_fn
+
+PASSES = ("fwd", "bwd", "fwd+bwd")
+COLUMNS = (
+    "kernel", "shape", "dtype", "provider", "pass", "status", "median_ms", "p20_ms", "p80_ms",
+    "gbps", "tflops", "pct_of_limit", "limit", "peak_mem_mb", "rel_err", "reason",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class KernelsConfig:
+    kernels: Sequence[str]
+    shapes: dict[str, list[Shape]]  # kernel -> shapes
+    providers: Sequence[str]
+    dtype: torch.dtype
+    device: torch.device
+    out_dir: Path
+    min_time_s: float = 0.2
+    time_budget_s: float | None = None
+    passes: Sequence[str] = PASSES
+
+
+def run(cfg: KernelsConfig) -> ResultsWriter:
+    info = devinfo.describe(cfg.device)
+    writer = ResultsWriter(cfg.out_dir, "kernels", devinfo.provenance(info), COLUMNS)
+    status = "failed"
+    try:
+        limits = measure_limits(cfg.device, dtype=cfg.dtype)
+        writer.set_limits(limits.as_dict())
+        ceilings = {"copy": limits.copy_bytes_per_s, "matmul": limits.matmul_flops_per_s}
+        started = time.monotonic()
+        compiled: dict = {}
+        for name in cfg.kernels:
+            for shape in cfg.shapes[name]:
+                over = cfg.time_budget_s is not None and time.monotonic() - started > cfg.time_budget_s
+                _bench_shape(KERNELS[name], shape, cfg, ceilings, compiled, writer, over_budget=over)
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        writer.finish(status, plot=plot)
+    return writer
+
+
+def _base(spec: KernelSpec, shape: Shape, cfg: KernelsConfig, provider: str, pass_: str) -> dict:
+    return {
+        "kernel": spec.name,
+        "shape": shape_label(shape),
+        "dims": "x".join(spec.dims),
+        "dtype": str(cfg.dtype).removeprefix("torch."),
+        "provider": provider,
+        "pass": pass_,
+    }
+
+
+def _skip_all(spec, shape, cfg, writer, providers, reason: str, status: str = "skipped") -> None:  # type: ignore[no-untyped-def]
+    for provider in providers:  # one row per provider, pass "all": nothing was timed
+        writer.add({**_base(spec, shape, cfg, provider, "all"), "status": status, "reason": reason})
+
+
+def _bench_shape(
+    spec: KernelSpec,
+    shape: Shape,
+    cfg: KernelsConfig,
+    ceilings: dict[str, float],
+    compiled: dict,
+    writer: ResultsWriter,
+    *,
+    over_budget: bool,
+) -> None:
+    if over_budget:
+        _skip_all(spec, shape, cfg, writer, cfg.providers, f"time budget of {cfg.time_budget_s:.0f} s spent")
+        return
+    itemsize = torch.finfo(cfg.dtype).bits // 8
+    need, free = spec.memory_needed(shape, itemsize), free_bytes(cfg.device)
+    if need > 0.9 * free:
+        reason = f"does not fit: needs ~{need / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free"
+        _skip_all(spec, shape, cfg, writer, cfg.providers, reason)
+        return
+    try:
+        inputs = spec.make_inputs(shape, cfg.dtype, cfg.device)
+        reference = _reference_output(spec, inputs)
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        _release(cfg.device)
+        _skip_all(spec, shape, cfg, writer, cfg.providers, f"out of memory making inputs: {_line(err)}")
+        return
+    for provider in cfg.providers:
+        try:
+            impl = build(provider, spec, cfg.device, compiled)
+        except Unavailable as why:
+            _skip_all(spec, shape, cfg, writer, [provider], str(why))
+            continue
+        try:
+            with ops_backend(impl.backend):
+                rows = _measure(spec, shape, cfg, impl.fn, inputs, reference, ceilings, provider)
+        except Exception as err:
+            oom = is_out_of_memory(err)
+            _release(cfg.device)
+            reason = f"out of memory: {_line(err)}" if oom else f"{type(err).__name__}: {_line(err)}"
+            _skip_all(spec, shape, cfg, writer, [provider], reason, "skipped" if oom else "error")
+            continue
+        for row in rows:
+            writer.add(row)
+    del inputs, reference
+    _release(cfg.device)
+
+
+def _measure(spec, shape, cfg, fn, inputs, reference, ceilings, provider) -> list[dict]:  # type: ignore[no-untyped-def]
+    device = cfg.device
+    diff = [inputs[n] for n in spec.differentiable]
+    out = fn(**inputs)
+    rel_err = _rel_err(_first(out), reference)
+    outs = _grad_outputs(out)
+    grads = [torch.randn_like(o) if o.dim() else torch.ones_like(o) for o in outs]
+
+    def fwd() -> object:
+        return fn(**inputs)
+
+    def bwd() -> object:
+        return torch.autograd.grad(outs, diff, grads, retain_graph=True)
+
+    def fwd_bwd() -> object:
+        return torch.autograd.grad(_grad_outputs(fn(**inputs)), diff, grads)
+
+    itemsize = torch.finfo(cfg.dtype).bits // 8
+    work = {
+        "fwd": spec.work_fwd(shape, itemsize),
+        "bwd": spec.work_bwd(shape, itemsize),
+    }
+    work["fwd+bwd"] = work["fwd"] + work["bwd"]
+    rows = []
+    for pass_, call in (("fwd", fwd), ("bwd", bwd), ("fwd+bwd", fwd_bwd)):
+        if pass_ not in cfg.passes:
+            continue
+        try:
+            timing = time_fn(call, device, min_time_s=cfg.min_time_s)
+            peak = None if pass_ == "bwd" else peak_bytes(call, device, list(inputs.values()))
+        except (
+            Exception
+        ) as err:  # e.g. a kernel that computes its gradient in the forward cannot re-run backward
+            if is_out_of_memory(err):
+                raise
+            reason, status = f"{type(err).__name__}: {_line(err)}", "error"
+            if (
+                pass_ == "bwd"
+            ):  # fused losses compute gradients in the forward and free them after one backward
+                reason, status = f"backward cannot be timed alone ({reason})", "skipped"
+            rows.append({**_base(spec, shape, cfg, provider, pass_), "status": status, "reason": reason})
+            continue
+        rows.append(_row(spec, shape, cfg, provider, pass_, timing, work[pass_], ceilings, peak, rel_err))
+    return rows
+
+
+def _row(spec, shape, cfg, provider, pass_, timing: Timing, work: float, ceilings, peak, rel_err) -> dict:  # type: ignore[no-untyped-def]
+    seconds = timing.median_ms * 1e-3
+    row = {
+        **_base(spec, shape, cfg, provider, pass_),
+        "status": "ok",
+        "median_ms": timing.median_ms,
+        "p20_ms": timing.p20_ms,
+        "p80_ms": timing.p80_ms,
+        "peak_mem_mb": None if peak is None else peak / 2**20,
+        "rel_err": rel_err,
+        "samples_ms": timing.samples_ms,
+        "timing_method": timing.method,
+    }
+    if spec.bound == "memory":
+        row.update(
+            gbps=work / seconds / 1e9, pct_of_limit=100 * work / seconds / ceilings["copy"], limit="copy"
+        )
+        row["min_bytes"] = work
+    else:
+        row.update(tflops=work / seconds / 1e12, pct_of_limit=100 * work / seconds / ceilings["matmul"])
+        row.update(limit="matmul", flops=work)
+    return row
+
+
+def _reference_output(spec: KernelSpec, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The eager forward output computed in float64 on detached copies: what every provider is compared with."""
+    wide = {k: v.detach().double() if v.is_floating_point() else v for k, v in inputs.items()}
+    with torch.no_grad():
+        return _first(spec.eager(**wide)).detach()
+
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    diff = (out.detach().double() - ref).norm()
+    return float(diff / ref.norm().clamp_min(1e-30))
+
+
+def _first(out: object) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out  # type: ignore[return-value]
+
+
+def _grad_outputs(out: object) -> list[torch.Tensor]:
+    items = out if isinstance(out, (tuple, list)) else [out]
+    return [o for o in items if isinstance(o, torch.Tensor) and o.requires_grad]
+
+
+def _release(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:300]
+
+
+def plot(rows: list[dict], out_dir: Path) -> list[Path]:
+    """One PNG per kernel: time and % of limit against shape, one line per provider, one column per pass."""
+    paths = []
+    for kernel in dict.fromkeys(r["kernel"] for r in rows):
+        subset = [r for r in rows if r["kernel"] == kernel]
+        path = line_plot(
+            subset,
+            out_dir / f"kernels_{kernel}.png",
+            x="shape",
+            panels=[("median_ms", "time (ms, median)"), ("pct_of_limit", "% of measured limit")],
+            line="provider",
+            facet="pass",
+            title=f"{kernel} ({subset[0]['dtype']}, x = {subset[0]['dims']})",
+            log_y=("median_ms",),
+        )
+        if path is not None:
+            paths.append(path)
+    return paths

@@ -1,0 +1,231 @@
+"""`normia bench train`: a plain PyTorch training loop (no Lightning, so it runs on a bare GPU machine) over a sweep
+of LLaMA-style sizes. Reports tokens/s, step time, peak memory, MFU from the model's own FLOPs per token over the
+device's bf16 dense peak (none for a device not in the table), the fraction of the matmul rate measured in the same
+run, and energy in Wh per million tokens where a counter is readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from normia.bench import device as devinfo
+from normia.bench.energy import open_meter, wh_per_million
+from normia.bench.limits import bf16_peak_flops, measure_limits, mfu
+from normia.bench.memory import is_out_of_memory, peak_bytes
+from normia.bench.model_sizes import SIZES, build_llama
+from normia.bench.plots import line_plot
+from normia.bench.providers import ops_backend
+from normia.bench.results import ResultsWriter
+from normia.bench.timing import Timing
+from normia.errors import UserError
+
+COLUMNS = (
+    "model", "params", "batch", "seq_len", "dtype", "compile", "kernels", "status", "step_ms", "step_p20_ms",
+    "step_p80_ms", "tokens_per_s", "model_tflops", "mfu", "pct_of_matmul", "peak_mem_gb", "wh_per_mtok", "reason",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainBenchConfig:
+    sizes: Sequence[str]
+    batch_size: int | None
+    seq_len: int | None
+    steps: int
+    warmup: int
+    compile: bool
+    kernels_backend: str  # auto, torch or triton
+    activation_checkpointing: bool
+    dtype: torch.dtype
+    device: torch.device
+    out_dir: Path
+    time_budget_s: float | None = None
+
+
+class TrainStep:
+    """One optimizer step of `model.loss` on a batch: forward under autocast, backward, AdamW, zero_grad."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, device: torch.device, compile: bool) -> None:
+        self.model = model
+        self.device = device
+        fused = device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
+        self.loss_fn: Callable = torch.compile(model.loss) if compile else model.loss
+        self.autocast = dtype != torch.float32
+        self.dtype = dtype
+
+    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        ctx = (
+            torch.autocast(self.device.type, dtype=self.dtype) if self.autocast else contextlib.nullcontext()
+        )
+        with ctx:
+            loss, _metrics = self.loss_fn(batch)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def state_bytes(self) -> int:
+        """Parameters and optimizer state: what lives between steps."""
+        total = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        for state in self.optimizer.state.values():
+            total += sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+        return total
+
+
+def random_batches(n: int, batch: int, seq_len: int, vocab: int, device: torch.device, seed: int = 0) -> list:
+    """Synthetic token batches (inputs, next-token targets): the benchmark measures compute, not data loading."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        tokens = torch.randint(0, vocab, (batch, seq_len + 1), generator=gen).to(device)
+        out.append((tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()))
+    return out
+
+
+def time_steps(
+    step: TrainStep, batches: list, warmup: int, steps: int, device: torch.device
+) -> tuple[Timing, float]:
+    """Run warm-up steps, then time `steps` steps one by one (synchronised); return the timing and the last loss."""
+    loss = torch.tensor(float("nan"))
+    for i in range(warmup):
+        loss = step(batches[i % len(batches)])
+    devinfo_sync(device)
+    samples = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        loss = step(batches[i % len(batches)])
+        devinfo_sync(device)
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return Timing.from_samples(samples, "wall clock per step, synchronised"), float(loss)
+
+
+def devinfo_sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(cfg: TrainBenchConfig) -> ResultsWriter:
+    info = devinfo.describe(cfg.device)
+    writer = ResultsWriter(cfg.out_dir, "train", devinfo.provenance(info), COLUMNS)
+    status = "failed"
+    try:
+        limits = measure_limits(cfg.device, dtype=cfg.dtype)
+        meter, energy_note = open_meter(cfg.device)
+        peak = bf16_peak_flops(info.name)
+        writer.set_limits({
+            **limits.as_dict(),
+            "bf16_peak_tflops": None if peak is None else peak / 1e12,
+            "mfu_note": "MFU = model FLOPs/s over the datasheet bf16 dense peak" if peak else
+            f"no MFU: '{info.name}' is not in the bf16 peak table (normia.bench.limits)",
+            "energy": energy_note,
+        })  # fmt: skip
+        started = time.monotonic()
+        for size in cfg.sizes:
+            base = {"model": size, "dtype": str(cfg.dtype).removeprefix("torch."), "compile": cfg.compile,
+                    "kernels": cfg.kernels_backend}  # fmt: skip
+            if cfg.time_budget_s is not None and time.monotonic() - started > cfg.time_budget_s:
+                writer.add(
+                    {**base, "status": "skipped", "reason": f"time budget of {cfg.time_budget_s:.0f} s spent"}
+                )
+                continue
+            writer.add({**base, **_bench_size(size, cfg, info.name, limits.matmul_flops_per_s, meter)})
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        writer.finish(status, plot=plot)
+    return writer
+
+
+def _bench_size(size: str, cfg: TrainBenchConfig, device_name: str, matmul_flops: float, meter) -> dict:  # type: ignore[no-untyped-def]
+    s = SIZES[size]
+    batch, seq_len = cfg.batch_size or s.batch_size, cfg.seq_len or s.seq_len
+    row: dict = {"batch": batch, "seq_len": seq_len}
+    step = None
+    try:
+        torch.manual_seed(0)
+        model = build_llama(size, seq_len, activation_checkpointing=cfg.activation_checkpointing).to(
+            cfg.device
+        )
+        row["params"] = int(model.num_params())
+        flops_per_token = float(model.flops_per_token(seq_len))
+        step = TrainStep(model, cfg.dtype, cfg.device, cfg.compile)
+        batches = random_batches(2, batch, seq_len, s.vocab_size, cfg.device)
+        backend = None if cfg.kernels_backend == "auto" else cfg.kernels_backend
+        with ops_backend(backend):
+            if cfg.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(cfg.device)
+            energy_start = meter.read() if meter else None
+            timing, loss = time_steps(step, batches, cfg.warmup, cfg.steps, cfg.device)
+            joules = meter.joules_since(energy_start) if meter else None
+            peak = _peak_memory(step, batches[0], cfg.device)
+    except UserError:
+        raise
+    except Exception as err:  # one size failing (memory, compiler) must not lose the others
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        if is_out_of_memory(err):
+            return {**row, "status": "skipped", "reason": f"does not fit: {first_line}"}
+        return {**row, "status": "error", "reason": f"{type(err).__name__}: {first_line}"}
+    finally:
+        del step
+        if cfg.device.type == "cuda":
+            torch.cuda.empty_cache()
+    if not math.isfinite(loss):
+        return {**row, "status": "error", "reason": f"loss is {loss} after {cfg.warmup + cfg.steps} steps"}
+    tokens_per_s = batch * seq_len / (timing.median_ms * 1e-3)
+    achieved = flops_per_token * tokens_per_s
+    util = mfu(achieved, device_name)
+    # The energy counter covers the timed steps only, whose tokens are steps * batch * seq_len.
+    energy = None if joules is None else wh_per_million(joules, cfg.steps * batch * seq_len)
+    return {
+        **row,
+        "status": "ok",
+        "step_ms": timing.median_ms,
+        "step_p20_ms": timing.p20_ms,
+        "step_p80_ms": timing.p80_ms,
+        "tokens_per_s": tokens_per_s,
+        "flops_per_token": flops_per_token,
+        "model_tflops": achieved / 1e12,
+        "mfu": util,
+        "pct_of_matmul": 100 * achieved / matmul_flops,
+        "peak_mem_gb": None if peak is None else peak / 1e9,
+        "wh_per_mtok": energy,
+        "energy_joules": joules,
+        "final_loss": loss,
+        "samples_ms": timing.samples_ms,
+        "timing_method": timing.method,
+    }
+
+
+def _peak_memory(step: TrainStep, batch: tuple, device: torch.device) -> int | None:
+    """Peak bytes of a training step: the allocator's peak on a GPU (over the timed steps); on a CPU, parameters
+    and optimizer state plus the peak of one more step's allocations."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    try:
+        return step.state_bytes() + peak_bytes(lambda: step(batch), device, list(step.model.parameters()))
+    except Exception:  # a compiled graph may refuse the tracking mode; then say nothing rather than guess
+        return None
+
+
+def plot(rows: list[dict], out_dir: Path) -> list[Path]:
+    path = line_plot(
+        [r for r in rows if r.get("status") == "ok"],
+        out_dir / "train.png",
+        x="model",
+        panels=[("tokens_per_s", "tokens/s"), ("step_ms", "step time (ms)"), ("pct_of_matmul", "% of matmul rate"),
+                ("mfu", "MFU (bf16 peak)")],
+        line="compile",
+        title="training throughput by model size (line: torch.compile on/off)",
+        log_y=("tokens_per_s", "step_ms"),
+    )  # fmt: skip
+    return [path] if path else []
