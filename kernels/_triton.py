@@ -91,9 +91,14 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def num_programs(device: torch.device, n_rows: int, per_sm: int = 4) -> int:
-    """Program count of a persistent kernel: a few per SM on a GPU, a handful under the interpreter."""
+def num_programs(device: torch.device, n_rows: int, n_cols: int) -> int:
+    """Program count of a persistent row kernel (backward of the norms).
+
+    On a GPU: enough programs to fill the SMs with short rows (up to 16 per SM at 1k columns, 2 at 8k+), so
+    the per-program fp32 partials of dw stay a few % of the input. Under the interpreter: a handful.
+    """
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
+        per_sm = max(2, min(16, 16384 // next_pow2(n_cols)))
         return max(1, min(n_rows, _sm_count(index) * per_sm))
     return max(1, min(n_rows, 4))

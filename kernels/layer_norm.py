@@ -167,7 +167,7 @@ class LayerNormFunction(torch.autograd.Function):
         dy2 = as_rows(dy)
         n_rows, n_cols = x2.shape
         dx = torch.empty((n_rows, n_cols), dtype=x2.dtype, device=x2.device)
-        n_prog = num_programs(x2.device, n_rows)
+        n_prog = num_programs(x2.device, n_rows, n_cols)
         dw_part = torch.zeros((n_prog, n_cols), dtype=torch.float32, device=x2.device)
         db_part = (
             torch.zeros((n_prog, n_cols), dtype=torch.float32, device=x2.device) if ctx.has_bias else dw_part

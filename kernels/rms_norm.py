@@ -168,7 +168,7 @@ def rms_norm_backward(
     ds2 = as_rows(ds) if ds is not None else None
     n_rows, n_cols = x2.shape
     dx = torch.empty((n_rows, n_cols), dtype=x2.dtype, device=x2.device)
-    n_prog = num_programs(x2.device, n_rows)
+    n_prog = num_programs(x2.device, n_rows, n_cols)
     dw_part = torch.empty((n_prog, n_cols), dtype=torch.float32, device=x2.device)
     block, single, num_warps = row_settings(n_cols)
     if n_rows == 0:

@@ -1,0 +1,180 @@
+"""normia.ops as others use it: bad input -> a clear error, backend selection, import hygiene, the nn.Modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import normia.ops as ops
+from normia.ops.modules import LayerNorm, LMHeadLoss, RMSNorm, RotaryEmbedding, SwiGLUMLP
+
+
+@pytest.fixture(autouse=True)
+def _reset_backend(monkeypatch):
+    monkeypatch.delenv("NORMIA_KERNELS", raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    ops.set_backend(None)
+    yield
+    ops.set_backend(None)
+
+
+# ---- bad input --------------------------------------------------------------------------------------------
+def test_integer_activations_are_refused_with_the_dtype():
+    with pytest.raises(
+        TypeError, match=r"rms_norm: x must be a floating-point tensor, got dtype torch.int64"
+    ):
+        ops.rms_norm(torch.ones(2, 4, dtype=torch.int64), torch.ones(4))
+
+
+def test_weight_shape_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"weight must have shape \(8,\).*got weight \(7,\) and x \(2, 8\)"):
+        ops.layer_norm(torch.randn(2, 8), torch.ones(7))
+    with pytest.raises(ValueError, match=r"bias must have shape \(8,\)"):
+        ops.layer_norm(torch.randn(2, 8), torch.ones(8), torch.ones(3))
+
+
+def test_swiglu_and_add_rms_norm_need_matching_pairs():
+    with pytest.raises(ValueError, match=r"gate and up must have the same shape, got \(2, 3\) and \(2, 4\)"):
+        ops.swiglu(torch.randn(2, 3), torch.randn(2, 4))
+    with pytest.raises(TypeError, match="x and residual must have the same dtype"):
+        ops.add_rms_norm(torch.randn(2, 3), torch.randn(2, 3, dtype=torch.float64), torch.ones(3))
+
+
+def test_rope_shapes_are_checked():
+    with pytest.raises(ValueError, match=r"cos must have shape \(5, 8\)"):
+        ops.apply_rope(torch.randn(1, 2, 5, 8), torch.randn(6, 8), torch.randn(5, 8))
+    with pytest.raises(ValueError, match="head_dim must be even"):
+        ops.apply_rope(torch.randn(1, 2, 5, 7), torch.randn(5, 7), torch.randn(5, 7))
+    with pytest.raises(ValueError, match=r"x must be \(batch, heads, seq, head_dim\)"):
+        ops.apply_rope(torch.randn(5, 8), torch.randn(5, 8), torch.randn(5, 8))
+
+
+def test_cross_entropy_target_errors():
+    logits = torch.randn(3, 10)
+    with pytest.raises(TypeError, match=r"target must be an int64 or int32 tensor.*torch.float32"):
+        ops.cross_entropy(logits, torch.zeros(3))
+    with pytest.raises(
+        ValueError, match=r"target shape \(4,\) must equal logits's shape without its last dim, \(3,\)"
+    ):
+        ops.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"target holds 10 at flat index 2; classes must be in \[0, 10\)"):
+        ops.cross_entropy(logits, torch.tensor([0, -100, 10]))
+    with pytest.raises(ValueError, match=r"target holds -1 at flat index 0"):
+        ops.cross_entropy(logits, torch.tensor([-1, 0, 1]))
+    with pytest.raises(ValueError, match="reduction must be one of none, sum, mean, got 'avg'"):
+        ops.cross_entropy(logits, torch.tensor([0, 1, 2]), reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        ops.cross_entropy(logits, torch.tensor([0, 1, 2]), label_smoothing=1.5)
+
+
+def test_fused_linear_cross_entropy_errors():
+    h, w = torch.randn(4, 8), torch.randn(20, 8)
+    with pytest.raises(ValueError, match=r"weight must be \(vocab, 8\).*got weight \(20, 9\)"):
+        ops.fused_linear_cross_entropy(h, torch.randn(20, 9), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"target holds 20 .* \[0, 20\)"):
+        ops.fused_linear_cross_entropy(h, w, torch.tensor([0, 1, 2, 20]))
+    with pytest.raises(TypeError, match="hidden and weight must have the same dtype"):
+        ops.fused_linear_cross_entropy(h.half(), w, torch.zeros(4, dtype=torch.long))
+
+
+def test_mixed_devices_are_refused():
+    """A 'meta' tensor stands in for a second device on this CPU-only machine; the check is device-generic."""
+    with pytest.raises(ValueError, match="all tensors must be on one device, got x on cpu, weight on meta"):
+        ops.rms_norm(torch.randn(2, 4), torch.ones(4, device="meta"))
+
+
+# ---- backend ----------------------------------------------------------------------------------------------
+def test_backend_from_env_and_override(monkeypatch):
+    assert ops.get_backend() == "auto"
+    monkeypatch.setenv("NORMIA_KERNELS", "TORCH")
+    assert ops.get_backend() == "torch"
+    ops.set_backend("triton")
+    assert ops.get_backend() == "triton"
+    ops.set_backend(None)
+    monkeypatch.setenv("NORMIA_KERNELS", "cuda")
+    with pytest.raises(
+        ValueError, match="NORMIA_KERNELS='cuda' is not a kernel backend; use one of auto, triton"
+    ):
+        ops.rms_norm(torch.randn(2, 4), torch.ones(4))
+    with pytest.raises(ValueError, match="set_backend"):
+        ops.set_backend("fast")
+
+
+def test_auto_runs_the_reference_on_cpu_and_forced_triton_says_why_not():
+    x, w = torch.randn(2, 4), torch.ones(4)
+    torch.testing.assert_close(ops.rms_norm(x, w), F.rms_norm(x, (4,), w, 1e-6))
+    ops.set_backend("triton")
+    with pytest.raises(RuntimeError, match="backend 'triton' needs CUDA tensors, got a cpu tensor"):
+        ops.rms_norm(x, w)
+
+
+def test_import_needs_no_cuda_and_no_heavy_packages():
+    code = (
+        "import sys, torch, normia.ops, normia.ops.modules\n"
+        "assert not torch.cuda.is_initialized(), 'CUDA touched at import'\n"
+        "heavy = [m for m in ('lightning', 'mlflow', 'hydra') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ---- modules ----------------------------------------------------------------------------------------------
+def test_norm_modules():
+    x, r = torch.randn(2, 3, 16), torch.randn(2, 3, 16)
+    norm = RMSNorm(16)
+    torch.testing.assert_close(norm(x), F.rms_norm(x, (16,), norm.weight, 1e-6))
+    y, s = norm(x, r)
+    torch.testing.assert_close(s, x + r)
+    torch.testing.assert_close(y, norm(x + r))
+    ln = LayerNorm(16, bias=False)
+    assert ln.bias is None
+    torch.testing.assert_close(ln(x), F.layer_norm(x, (16,), ln.weight, None, 1e-5))
+    assert "eps=1e-05" in repr(ln)
+
+
+def test_swiglu_mlp_matches_its_definition():
+    mlp = SwiGLUMLP(16, 40)
+    x = torch.randn(2, 5, 16)
+    expected = mlp.down_proj(F.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
+    torch.testing.assert_close(mlp(x), expected)
+    assert mlp.gate_proj.bias is None and SwiGLUMLP(4, 8, bias=True).up_proj.bias is not None
+
+
+def test_rotary_embedding_relative_positions_and_offset():
+    rot = RotaryEmbedding(8, max_seq_len=16)
+    q, k = torch.randn(1, 1, 1, 8).expand(1, 1, 12, 8), torch.randn(1, 1, 1, 8).expand(1, 1, 12, 8)
+    rq, rk = rot(q.contiguous()), rot(k.contiguous())
+    torch.testing.assert_close(rq[..., 0, :], q[..., 0, :])  # position 0 is not rotated
+    dots = (rq[0, 0, :, None, :] * rk[0, 0, None, :, :]).sum(-1)  # <q_i, k_j> depends on i - j only
+    torch.testing.assert_close(dots[3, 1], dots[10, 8], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rot(q.contiguous()[:, :, 4:], offset=4), rq[:, :, 4:])
+    with pytest.raises(ValueError, match="exceed max_seq_len=16"):
+        rot(torch.randn(1, 1, 10, 8), offset=8)
+
+
+def test_rotary_tables_stay_fp32_under_module_to_dtype():
+    rot = RotaryEmbedding(8, 4).to(torch.bfloat16)
+    cos, sin = rot.tables(torch.device("cpu"))
+    assert cos.dtype == torch.float32 and sin.dtype == torch.float32 and not list(rot.state_dict())
+    assert rot(torch.randn(1, 1, 4, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_lm_head_loss_equals_linear_plus_cross_entropy_and_ties_to_an_embedding():
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(50, 16)
+    head = LMHeadLoss(16, 50, bias=True, ignore_index=-1)
+    head.weight = emb.weight  # tying: same Parameter
+    h = torch.randn(3, 7, 16)
+    t = torch.randint(0, 50, (3, 7))
+    t[0, 0] = -1
+    loss = head(h, t)
+    ref = F.cross_entropy(head.logits(h).reshape(-1, 50), t.reshape(-1), ignore_index=-1)
+    torch.testing.assert_close(loss, ref)
+    (loss + emb(t.clamp(min=0)).sum() * 0).backward()
+    assert emb.weight.grad is not None and head.bias.grad is not None
+    assert head(h, t, reduction="none").shape == (3, 7)
