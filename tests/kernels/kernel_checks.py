@@ -61,7 +61,7 @@ def check_op(
         assert err <= tol, f"{label} output {k}: rel err {err:.3g} > {tol} (seed {seed})"
     if not grad_of:
         return
-    upstream = [torch.randn(o.shape, dtype=torch.float64).to(o.dtype) for o in out]
+    upstream = [torch.randn(o.shape, dtype=torch.float64, device=o.device).to(o.dtype) for o in out]
     torch.autograd.backward(list(out), [g for g in upstream])
     torch.autograd.backward(list(out_ref), [g.double() for g in upstream])
     for i in grad_of:
