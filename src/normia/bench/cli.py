@@ -58,6 +58,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--dtype", default=None, help=f"one of {', '.join(DTYPES)} (default bf16 on GPU, fp32 on CPU)"
     )
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results/<device>-<date>)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (matplotlib is slow to start)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default torch's; on a shared machine 1 gives stable timings)")  # fmt: skip
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
@@ -182,6 +183,7 @@ def _kernels(args: argparse.Namespace, device: torch.device, dtype: torch.dtype)
         out_dir=_out_dir(args.out, device),
         min_time_s=args.min_time,
         time_budget_s=args.time_budget,
+        plots=not args.no_plots,
         passes=passes,
     )
     writer = kernels.run(cfg)
@@ -212,6 +214,7 @@ def _train(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -
         device=device,
         out_dir=_out_dir(args.out, device),
         time_budget_s=args.time_budget,
+        plots=not args.no_plots,
     )
     writer = train.run(cfg)
     print(writer.markdown())
@@ -246,6 +249,7 @@ def _scaling(args: argparse.Namespace, device: torch.device, dtype: torch.dtype)
         device_type=device.type,
         out_dir=_out_dir(args.out, device),
         time_budget_s=args.time_budget,
+        plots=not args.no_plots,
     )
     writer = scaling.run_from_env(cfg) if args.from_env else scaling.run(cfg)
     if writer is not None:

@@ -13,21 +13,27 @@ RAPL_ROOT = Path("/sys/class/powercap")
 
 
 class EnergyMeter:
-    """A monotonic energy counter in joules. Use `joules_since(start)` around the measured region."""
+    """Monotonic energy counters in joules (one per GPU or CPU package). `read()` around the measured region,
+    then `joules_since(start)`; each counter may wrap at its own range (RAPL's max_energy_range_uj)."""
 
-    def __init__(self, source: str, read_j: Callable[[], float], wrap_j: float | None = None) -> None:
+    def __init__(
+        self, source: str, read_j: Callable[[], list[float]], wrap_j: list[float | None] | None = None
+    ) -> None:
         self.source = source
         self._read_j = read_j
         self._wrap_j = wrap_j
 
-    def read(self) -> float:
+    def read(self) -> list[float]:
         return self._read_j()
 
-    def joules_since(self, start_j: float) -> float:
-        now = self._read_j()
-        if now < start_j and self._wrap_j:  # RAPL counters wrap at max_energy_range_uj
-            now += self._wrap_j
-        return now - start_j
+    def joules_since(self, start: list[float]) -> float:
+        total = 0.0
+        for i, (now, then) in enumerate(zip(self._read_j(), start)):
+            wrap = self._wrap_j[i] if self._wrap_j else None
+            if now < then and wrap:
+                now += wrap
+            total += now - then
+        return total
 
 
 def open_meter(device: torch.device) -> tuple[EnergyMeter | None, str]:
@@ -72,14 +78,14 @@ def _rapl_meter(root: Path) -> tuple[EnergyMeter | None, str]:
         return None, f"no RAPL package domain under {root}"
     files = [d / "energy_uj" for d in domains]
     try:
-        wrap_j = sum(int((d / "max_energy_range_uj").read_text()) for d in domains) / 1e6
+        wrap_j: list[float | None] = [int((d / "max_energy_range_uj").read_text()) / 1e6 for d in domains]
         for f in files:
             int(f.read_text())
     except (OSError, ValueError) as err:
         return None, f"RAPL counters not readable ({err}); reading energy_uj usually needs root"
 
-    def read_j() -> float:
-        return sum(int(f.read_text()) for f in files) / 1e6
+    def read_j() -> list[float]:
+        return [int(f.read_text()) / 1e6 for f in files]
 
     return EnergyMeter("rapl", read_j, wrap_j), f"rapl ({len(files)} package domain(s))"
 

@@ -38,6 +38,7 @@ class KernelsConfig:
     out_dir: Path
     min_time_s: float = 0.2
     time_budget_s: float | None = None
+    plots: bool = True
     passes: Sequence[str] = PASSES
 
 
@@ -46,7 +47,7 @@ def run(cfg: KernelsConfig) -> ResultsWriter:
     writer = ResultsWriter(cfg.out_dir, "kernels", devinfo.provenance(info), COLUMNS)
     status = "failed"
     try:
-        limits = measure_limits(cfg.device, dtype=cfg.dtype)
+        limits = measure_limits(cfg.device, dtype=cfg.dtype, min_time_s=max(0.05, 1.5 * cfg.min_time_s))
         writer.set_limits(limits.as_dict())
         ceilings = {"copy": limits.copy_bytes_per_s, "matmul": limits.matmul_flops_per_s}
         started = time.monotonic()
@@ -60,7 +61,7 @@ def run(cfg: KernelsConfig) -> ResultsWriter:
         status = "interrupted"
         raise
     finally:
-        writer.finish(status, plot=plot)
+        writer.finish(status, plot=plot if cfg.plots else None)
     return writer
 
 

@@ -63,14 +63,19 @@ class MeasuredLimits:
 
 
 def measure_limits(
-    device: torch.device, *, copy_nbytes: int | None = None, matmul_n: int | None = None, dtype: torch.dtype
+    device: torch.device,
+    *,
+    dtype: torch.dtype,
+    copy_nbytes: int | None = None,
+    matmul_n: int | None = None,
+    min_time_s: float = 0.3,
 ) -> MeasuredLimits:
     """Measure the copy bandwidth and the matmul rate now, on random data (zeros run faster than real data)."""
     on_gpu = device.type == "cuda"
     copy_nbytes = copy_nbytes or (2 << 30 if on_gpu else 64 << 20)
-    copy_timing = _time_copy(copy_nbytes, device)
+    copy_timing = _time_copy(copy_nbytes, device, min_time_s)
     matmul_n = matmul_n or (8192 if on_gpu else 1024)
-    matmul_timing = _time_matmul(matmul_n, dtype, device)
+    matmul_timing = _time_matmul(matmul_n, dtype, device, min_time_s)
     return MeasuredLimits(
         copy_bytes_per_s=2 * copy_nbytes / (copy_timing.median_ms * 1e-3),
         copy_timing=copy_timing,
@@ -82,13 +87,13 @@ def measure_limits(
     )
 
 
-def _time_copy(nbytes: int, device: torch.device) -> Timing:
+def _time_copy(nbytes: int, device: torch.device, min_time_s: float) -> Timing:
     src = torch.randint(-128, 127, (nbytes,), dtype=torch.int8, device=device)
     dst = torch.empty_like(src)
-    return time_fn(lambda: dst.copy_(src), device, min_time_s=0.3)
+    return time_fn(lambda: dst.copy_(src), device, min_time_s=min_time_s)
 
 
-def _time_matmul(n: int, dtype: torch.dtype, device: torch.device) -> Timing:
+def _time_matmul(n: int, dtype: torch.dtype, device: torch.device, min_time_s: float) -> Timing:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    return time_fn(lambda: a @ b, device, min_time_s=0.3)
+    return time_fn(lambda: a @ b, device, min_time_s=min_time_s)

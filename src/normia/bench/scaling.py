@@ -46,6 +46,7 @@ class ScalingConfig:
     device_type: str  # cpu or cuda
     out_dir: Path
     time_budget_s: float | None = None
+    plots: bool = True
     threads_per_rank: int | None = None
 
 
@@ -176,7 +177,7 @@ def run(cfg: ScalingConfig) -> ResultsWriter:
         status = "interrupted"
         raise
     finally:
-        writer.finish(status, plot=plot)
+        writer.finish(status, plot=plot if cfg.plots else None)
     return writer
 
 

@@ -47,6 +47,7 @@ class TrainBenchConfig:
     device: torch.device
     out_dir: Path
     time_budget_s: float | None = None
+    plots: bool = True
 
 
 class TrainStep:
@@ -142,7 +143,7 @@ def run(cfg: TrainBenchConfig) -> ResultsWriter:
         status = "interrupted"
         raise
     finally:
-        writer.finish(status, plot=plot)
+        writer.finish(status, plot=plot if cfg.plots else None)
     return writer
 
 
