@@ -1,0 +1,148 @@
+"""SlurmPreemption: the one layer that owns requeue for normia jobs on Slurm.
+
+On the signal Slurm sends before a time limit (--signal=USR1@s; USR2 from submitit's tools) or on SIGTERM
+(preemption, scancel), the handler only sets a flag (normia.launch.signals). At the next optimizer-step boundary
+all ranks agree through one all_reduce, save ONE checkpoint together (output_dir/checkpoints/last.ckpt, written to
+a temporary name and renamed by rank 0), then rank 0 requeues the job with `scontrol requeue` (USR1/USR2 only, at
+most max_requeues times) and every rank exits. The requeued job starts the same command, and run_training resumes
+from last.ckpt: same step, optimizer, LR schedule, RNG, data position and MLflow run. Lightning's own auto-requeue
+is off (SLURMEnvironment(auto_requeue=False)) and submitit's handler is replaced, so nothing else requeues.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+
+from normia.launch import events, signals
+from normia.train.checkpoint import LAST
+
+
+class SlurmPreemption(L.Callback):
+    def __init__(self, check_every_n_steps: int = 1, requeue: bool = True, max_requeues: int = 10):
+        self.check_every_n_steps = max(1, int(check_every_n_steps))
+        self.requeue = requeue
+        self.max_requeues = max_requeues
+        self._last_step = -1
+        self._first_step_seen = False
+
+    # Lightning registers its own SIGTERM/SIGUSR handlers between setup and the first batch; take them back at every
+    # point where that may have happened. Only flags are set, whoever installed last.
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        signals.install()
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        signals.install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        signals.install()
+        self._last_step = trainer.global_step
+        if trainer.is_global_zero:
+            events.record(trainer.default_root_dir, "train_start", step=trainer.global_step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step == self._last_step:  # inside a gradient-accumulation window: not a step boundary
+            return
+        self._last_step = step
+        if not self._first_step_seen:
+            self._first_step_seen = True
+            if trainer.is_global_zero:
+                events.record(trainer.default_root_dir, "first_step", step=step)
+        if step % self.check_every_n_steps:
+            return
+        action = self._agree(pl_module.device)
+        if action != signals.NONE:
+            self._checkpoint_and_exit(trainer, action)
+
+    @staticmethod
+    def _agree(device: torch.device) -> int:
+        """The strongest action any rank was asked for (one small all_reduce per check)."""
+        action = signals.STATE.action
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flag = torch.tensor([action], dtype=torch.int32, device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            action = int(flag.item())
+        return action
+
+    def _checkpoint_and_exit(self, trainer: L.Trainer, action: int) -> None:
+        rank_zero = trainer.is_global_zero
+        root = Path(trainer.default_root_dir)
+        step = trainer.global_step
+        state = signals.STATE
+        if rank_zero:
+            events.record(
+                root,
+                "signal",
+                signal=state.signal_name or "(another rank)",
+                received_at=state.received_at,
+                step=step,
+            )
+            print(
+                f"normia: {state.signal_name or 'signal'} received; saving a checkpoint at step {step}",
+                flush=True,
+            )
+        target = root / "checkpoints" / LAST
+        partial = target.with_name(f".{LAST}.preempt")
+        started = time.perf_counter()
+        _claim_last(trainer, target)
+        trainer.save_checkpoint(partial)  # collective: every rank takes part, rank 0 writes
+        if rank_zero:
+            os.replace(partial, target)
+        trainer.strategy.barrier("normia-preemption-saved")
+        code = 0
+        if rank_zero:
+            events.record(
+                root, "checkpoint", step=step, save_s=time.perf_counter() - started, path=str(target)
+            )
+            code = self._requeue_or_explain(root, action, step)
+        # Nobody exits before rank 0 has requeued (srun would kill rank 0 when another rank exits).
+        trainer.strategy.barrier("normia-preemption-requeued")
+        for logger in trainer.loggers:
+            if hasattr(logger, "final_status"):
+                logger.final_status = "KILLED"  # not FAILED: the run goes on after the requeue
+        raise SystemExit(code)
+
+    def _requeue_or_explain(self, root: Path, action: int, step: int) -> int:
+        job_id = events.slurm_job_id()
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        resume_hint = f"checkpoint at step {step} in {root}; the same command resumes it"
+        if action != signals.REQUEUE or not self.requeue or job_id is None:
+            print(f"normia: stopping (SIGTERM: preempted or cancelled); {resume_hint}", flush=True)
+            return 0
+        if restarts >= self.max_requeues:
+            print(
+                f"normia: not requeued: already restarted {restarts} times (launcher.max_requeues); {resume_hint}",
+                flush=True,
+            )
+            events.record(root, "not_requeued", reason="max_requeues", step=step)
+            return 1
+        result = subprocess.run(
+            ["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60, check=False
+        )
+        if result.returncode != 0:
+            message = (result.stderr or result.stdout).strip()
+            print(f"normia: scontrol requeue {job_id} failed ({message}); {resume_hint}", flush=True)
+            events.record(root, "not_requeued", reason=message, step=step)
+            return 1
+        print(f"normia: job {job_id} requeued; it will resume from step {step}", flush=True)
+        events.record(root, "requeued", step=step)
+        return 0
+
+
+def _claim_last(trainer: L.Trainer, target: Path) -> None:
+    """Make the ModelCheckpoint that keeps last.ckpt record it as its own file. Otherwise, after the resume, it finds
+    a last.ckpt it did not write and saves last-v1.ckpt beside it, and a second resume would load the stale one."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for callback in trainer.checkpoint_callbacks:
+        mine = isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath
+        if mine and Path(callback.dirpath).resolve() == target.parent.resolve():
+            callback.last_model_path = callback.format_checkpoint_name({}, callback.CHECKPOINT_NAME_LAST)

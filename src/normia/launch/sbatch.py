@@ -1,0 +1,78 @@
+"""Launcher settings -> submitit SlurmExecutor parameters, and the sbatch script they produce (for --dry-run)."""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from normia.launch.spec import SlurmLauncherCfg
+
+
+def setup_lines(spec: SlurmLauncherCfg) -> list[str]:
+    """Shell lines run in the job script before srun: environment for every task, then the user's setup."""
+    lines = []
+    if spec.master_addr:
+        lines.append(f"export MASTER_ADDR={shlex.quote(spec.master_addr)}")
+    if spec.cpus_per_task:
+        lines.append("export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}")
+    lines += [f"export {key}={shlex.quote(str(value))}" for key, value in spec.env.items()]
+    return lines + list(spec.setup)
+
+
+def cpus_per_task(spec: SlurmLauncherCfg, partition: str | None) -> int | None:
+    if spec.cpus_per_task:
+        return spec.cpus_per_task
+    limits = spec.partitions.get(partition or "")
+    return limits.cpus_per_task if limits else None
+
+
+def executor_params(spec: SlurmLauncherCfg, partition: str | None, job_name: str) -> dict[str, Any]:
+    """Parameters for submitit.SlurmExecutor.update_parameters (sbatch's own names)."""
+    extra: dict[str, Any] = {
+        # submitit would send USR2 90 s before the end; normia's callback handles the launcher's choice.
+        "signal": f"{spec.signal}@{spec.signal_delay_s}",
+        "requeue": True,
+        "time": spec.time,  # exact, where submitit's own `time` is whole minutes
+    }
+    params: dict[str, Any] = {
+        "job_name": job_name,
+        "time": math.ceil(spec.time_s / 60),
+        "nodes": spec.nodes,
+        "ntasks_per_node": spec.tasks,
+        "array_parallelism": spec.array_parallelism,
+        "srun_args": list(spec.srun_args),
+        "setup": setup_lines(spec),
+    }
+    if partition:
+        params["partition"] = partition
+    cpus = cpus_per_task(spec, partition)
+    if cpus:
+        params["cpus_per_task"] = cpus
+    if spec.gpus_per_node:
+        if spec.gpus_flag == "gpus":
+            extra["gpus"] = spec.gpus_per_node * spec.nodes
+        else:
+            params["gpus_per_node"] = spec.gpus_per_node
+    if spec.mem_gb:
+        extra["mem"] = f"{int(spec.mem_gb * 1024)}M"
+    for key in ("account", "qos", "constraint"):
+        if getattr(spec, key):
+            params[key] = getattr(spec, key)
+    extra.update({str(k).replace("_", "-"): v for k, v in spec.sbatch_args.items()})
+    params["additional_parameters"] = extra
+    return params
+
+
+def python_command(spec: SlurmLauncherCfg) -> str:
+    return spec.python or shlex.quote(sys.executable)
+
+
+def render_script(params: dict[str, Any], folder: Path, python: str, array_size: int | None) -> str:
+    """The sbatch script submitit will write for these parameters (same function submitit uses)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    command = f"{python} -u -m submitit.core._submit {shlex.quote(str(folder))}"
+    return _make_sbatch_string(command=command, folder=folder, map_count=array_size, **params)

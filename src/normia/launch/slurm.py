@@ -1,0 +1,218 @@
+"""`normia train ... launcher=slurm|austral`: validate, then submit one job, or one job array for a sweep.
+
+Called by normia.train.cli with the composed, validated jobs (each with its output_dir fixed). Everything that can
+be refused is refused before sbatch runs; sbatch's own refusal is shown with Slurm's message. A sweep re-run skips
+jobs whose done.json exists and submits the others, which resume from their last.ckpt.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from normia.errors import UserError
+from normia.launch import events
+from normia.launch.checks import check_request
+from normia.launch.cluster_info import live_partitions
+from normia.launch.sbatch import executor_params, python_command, render_script
+from normia.launch.spec import SlurmLauncherCfg, parse_launcher
+from normia.launch.timelimit import format_seconds
+from normia.launch.trainer_fit import fit_trainer_to_spec
+
+DONE = "done.json"
+
+
+def apply_launcher_to_trainer(cfg: DictConfig) -> DictConfig:
+    """trainer.devices/num_nodes from cfg.launcher (tasks per node = GPUs per node, or launcher.tasks_per_node on
+    CPU); UserError when the command line set them to something else."""
+    fit_trainer_to_spec(cfg, parse_launcher(cfg.launcher))
+    return cfg
+
+
+def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> int:
+    if not jobs:
+        return 0
+    if jobs[0].launcher.name == "srun":
+        from normia.launch.srun import run_in_allocation
+
+        return run_in_allocation(jobs, dry_run)
+    spec = parse_launcher(jobs[0].launcher)
+    _check_same_launcher(jobs)
+    for cfg in jobs:
+        fit_trainer_to_spec(cfg, spec)
+        _pin_paths(cfg)
+    live = live_partitions() if spec.query_cluster else None
+    partition = check_request(spec, live)
+    pending = []
+    for cfg in jobs:
+        if (Path(cfg.paths.output_dir) / DONE).is_file():
+            print(f"already done, skipped: {cfg.paths.output_dir} (delete its {DONE} to run it again)")
+        else:
+            pending.append(cfg)
+    folder = _log_folder(spec, jobs)
+    params = executor_params(spec, partition, f"normia-{jobs[0].name}")
+    array_size = len(pending) if len(pending) > 1 else None
+    if dry_run:
+        _print_plan(spec, partition, pending, len(jobs))
+        print(render_script(params, folder / "%j", python_command(spec), array_size))
+        print(f"dry run: nothing submitted ({len(pending)} job(s) would be)")
+        return 0
+    if not pending:
+        print(f"all {len(jobs)} job(s) already done; nothing to submit")
+        return 0
+    if shutil.which("sbatch") is None:
+        raise UserError(
+            "sbatch is not on PATH: run this on the cluster's login node (or add --dry-run to see the job)"
+        )
+    for cfg in pending:
+        _preflight(cfg)
+    submitted = _submit(spec, params, folder, pending)
+    _print_submitted(spec, partition, submitted, pending)
+    if spec.wait:
+        return _wait_and_report(submitted)
+    return 0
+
+
+def _check_same_launcher(jobs: list[DictConfig]) -> None:
+    first = OmegaConf.to_container(jobs[0].launcher, resolve=True)
+    for cfg in jobs[1:]:
+        if OmegaConf.to_container(cfg.launcher, resolve=True) != first:
+            raise UserError(
+                "the jobs of a sweep differ in launcher settings, but one job array has one set of resources; "
+                "sweep over launcher.* with separate commands"
+            )
+
+
+def _pin_paths(cfg: DictConfig) -> None:
+    """Absolute paths and tracking URI: the job may start in another folder and must write where this says."""
+    cfg.paths.output_dir = str(Path(cfg.paths.output_dir).resolve())
+    logger = cfg.get("logger")
+    if logger is not None and logger.get("name") == "mlflow" and not logger.get("tracking_uri"):
+        from normia.tracking.uri import resolve_tracking_uri
+
+        uri = resolve_tracking_uri(None)
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+        logger.tracking_uri = uri
+
+
+def _log_folder(spec: SlurmLauncherCfg, jobs: list[DictConfig]) -> Path:
+    if spec.folder:
+        return Path(spec.folder).resolve()
+    dirs = [str(Path(cfg.paths.output_dir).resolve()) for cfg in jobs]
+    base = Path(dirs[0]) if len(dirs) == 1 else Path(os.path.commonpath(dirs))
+    return base / "slurm"
+
+
+def _preflight(cfg: DictConfig) -> None:
+    from normia.train.outputs import check_writable
+
+    check_writable(cfg.paths.output_dir)
+    logger = cfg.get("logger")
+    if logger is not None and logger.get("name") == "mlflow":
+        from normia.tracking.uri import check_reachable
+
+        check_reachable(str(logger.tracking_uri))
+
+
+def _submit(
+    spec: SlurmLauncherCfg, params: dict[str, Any], folder: Path, pending: list[DictConfig]
+) -> list[Any]:
+    import submitit
+
+    from normia.launch.job import TrainJob
+
+    folder.mkdir(parents=True, exist_ok=True)
+    before = set(folder.iterdir())
+    executor = submitit.SlurmExecutor(
+        folder=folder / "%j", max_num_timeout=spec.max_requeues, python=python_command(spec)
+    )
+    executor.update_parameters(**params)
+    submitted_at = time.time()
+    try:
+        if len(pending) == 1:
+            jobs = [executor.submit(TrainJob(pending[0]))]
+        else:
+            with executor.batch():
+                jobs = [executor.submit(TrainJob(cfg)) for cfg in pending]
+    except Exception as err:  # sbatch refused: leave nothing behind, show Slurm's own words
+        for path in set(folder.iterdir()) - before:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        raise UserError(f"sbatch refused the job: {_slurm_message(err)}") from None
+    for job, cfg in zip(jobs, pending):
+        events.record(cfg.paths.output_dir, "submitted", time=submitted_at, submitted_job_id=job.job_id)
+    return jobs
+
+
+def _slurm_message(err: Exception) -> str:
+    text = str(err)
+    lines = [
+        line.strip() for line in text.splitlines() if "sbatch: error:" in line or "error:" in line.lower()
+    ]
+    message = " ".join(line.replace("sbatch: error: ", "") for line in lines) or text.strip().splitlines()[-1]
+    return " ".join(message.split())[:500]
+
+
+def _resources(spec: SlurmLauncherCfg, partition: str | None) -> str:
+    per_node = f"{spec.gpus_per_node} GPU(s)" if spec.gpus_per_node else f"{spec.tasks} task(s)"
+    return (
+        f"{spec.nodes} node(s) x {per_node}, {spec.nodes * spec.tasks} rank(s), partition {partition or '(default)'}, "
+        f"time {format_seconds(spec.time_s)}, signal {spec.signal} {spec.signal_delay_s}s before the end"
+    )
+
+
+def _print_plan(spec: SlurmLauncherCfg, partition: str | None, pending: list[DictConfig], total: int) -> None:
+    print(f"resources: {_resources(spec, partition)}")
+    if total > 1:
+        print(f"job array: {len(pending)} of {total} job(s), at most {spec.array_parallelism} at a time")
+    for cfg in pending:
+        print(f"  {' '.join(cfg.overrides) or '(defaults)'} -> {cfg.paths.output_dir}")
+
+
+def _mlflow_where(cfg: DictConfig) -> str:
+    logger = cfg.get("logger")
+    if logger is None or logger.get("name") != "mlflow":
+        return "off (logger=none)"
+    return f"{logger.tracking_uri}, experiment '{logger.experiment_name}' (see `mlflow ui --backend-store-uri ...`)"
+
+
+def _print_submitted(
+    spec: SlurmLauncherCfg, partition: str | None, jobs: list[Any], cfgs: list[DictConfig]
+) -> None:
+    if len(jobs) == 1:
+        print(f"submitted job {jobs[0].job_id}: {_resources(spec, partition)}")
+    else:
+        array_id = str(jobs[0].job_id).split("_")[0]
+        print(
+            f"submitted job array {array_id} ({len(jobs)} jobs, at most {spec.array_parallelism} at a time): "
+            f"{_resources(spec, partition)}"
+        )
+    for job, cfg in zip(jobs, cfgs):
+        print(f"  job {job.job_id}: {' '.join(cfg.overrides) or '(defaults)'}")
+        print(f"    output: {cfg.paths.output_dir}")
+        print(f"    logs:   {job.paths.stdout} (rank 0; other ranks: {job.paths.folder}/*_log.*)")
+    print(f"  mlflow: {_mlflow_where(cfgs[0])}")
+    ids = ",".join(str(job.job_id) for job in jobs)
+    print(f"  follow: squeue -j {ids.split('_')[0] if len(jobs) > 1 else ids}; cancel: scancel <job id>")
+
+
+def _wait_and_report(jobs: list[Any]) -> int:
+    from normia.launch.wait import error_excerpt, wait_for
+
+    ids = [str(job.job_id) for job in jobs]
+    states = wait_for(ids)
+    failed = 0
+    for job in jobs:
+        state, code = states.get(str(job.job_id), ("UNKNOWN", ""))
+        print(f"job {job.job_id}: {state} (exit {code})")
+        if state != "COMPLETED":
+            failed += 1
+            excerpt = error_excerpt(Path(job.paths.folder), str(job.job_id))
+            if excerpt:
+                print(excerpt)
+    return 1 if failed else 0

@@ -1,0 +1,125 @@
+"""The launcher settings (configs/launcher/slurm.yaml, austral.yaml, srun.yaml), typed and checked.
+
+The train schema leaves `launcher` free-form because each launcher has its own keys; this is where a Slurm
+launcher's keys are checked, so `launcher.gpus_per_nod=4` fails with a did-you-mean before anything is queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from normia.errors import UserError, did_you_mean
+from normia.launch.timelimit import time_limit_seconds
+
+SIGNALS = ("USR1", "USR2")
+GPU_FLAGS = ("gpus_per_node", "gpus")
+
+
+@dataclass
+class PartitionLimits:
+    """What a preset knows about a partition; the live cluster (sinfo) is asked too when it can be reached."""
+
+    max_gpus_per_node: int | None = None
+    max_time: str | None = None
+    cpus_per_task: int | None = None  # the preset's default for jobs on this partition
+    note: str = ""
+
+
+@dataclass
+class SlurmLauncherCfg:
+    name: str = "slurm"
+    partition: str | None = None  # None: the cluster's default partition
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int | None = None  # None: one task per GPU, or 1 without GPUs
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    time: str = "01:00:00"
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    gpus_flag: str = "gpus_per_node"  # how GPUs are requested: --gpus-per-node=N or --gpus=<total> (Austral)
+    array_parallelism: int = 8
+    signal: str = "USR1"
+    signal_delay_s: int = 120
+    max_requeues: int = 10
+    master_addr: str | None = None  # None: Lightning takes the first node of the job
+    # shell lines run before srun: module load, source venv, ...
+    setup: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # exported in the job script
+    srun_args: list[str] = field(default_factory=lambda: ["--kill-on-bad-exit=1"])
+    sbatch_args: dict[str, Any] = field(default_factory=dict)  # any other #SBATCH flag: {exclusive: true}
+    # sbatch scripts and logs; None: <output_dir>/slurm (a sweep: <sweep dir>/slurm)
+    folder: str | None = None
+    python: str | None = None  # the python the nodes run; None: this one (sys.executable)
+    query_cluster: bool = True  # ask sinfo for partitions/GPUs/time limits when Slurm is reachable
+    wait: bool = False  # block until the job(s) end, print the outcome, return its exit code
+    dry_run: bool = False
+    partitions: dict[str, PartitionLimits] = field(default_factory=dict)
+
+    @property
+    def tasks(self) -> int:
+        """Tasks (ranks) per node: one per GPU, else launcher.tasks_per_node, else 1."""
+        if self.gpus_per_node > 0:
+            return self.gpus_per_node
+        return self.tasks_per_node or 1
+
+    @property
+    def time_s(self) -> int:
+        return time_limit_seconds(self.time)
+
+
+def parse_launcher(node: DictConfig | dict) -> SlurmLauncherCfg:
+    """Typed launcher settings; a typo'd key, a wrong type or an impossible value is a one-line UserError."""
+    schema = OmegaConf.structured(SlurmLauncherCfg)
+    try:
+        merged = OmegaConf.merge(schema, node)
+    except ConfigKeyError as err:
+        key = str(getattr(err, "full_key", "") or "")
+        leaf = key.rpartition(".")[2]
+        names = [f.name for f in fields(PartitionLimits if "partitions." in key else SlurmLauncherCfg)]
+        raise UserError(f"unknown key 'launcher.{key}'{did_you_mean(leaf, names)}") from None
+    except ValidationError as err:
+        key = getattr(err, "full_key", "") or ""
+        raise UserError(f"launcher.{key}: {str(err).splitlines()[0]}") from None
+    except OmegaConfBaseException as err:
+        raise UserError(f"launcher: {str(err).splitlines()[0]}") from None
+    spec: SlurmLauncherCfg = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    _check_values(spec)
+    return spec
+
+
+def _check_values(spec: SlurmLauncherCfg) -> None:
+    spec.time = str(spec.time)
+    time_limit_seconds(spec.time)
+    if spec.nodes < 1:
+        raise UserError(f"launcher.nodes={spec.nodes}: a job needs at least 1 node")
+    if spec.gpus_per_node < 0:
+        raise UserError(f"launcher.gpus_per_node={spec.gpus_per_node} cannot be negative")
+    if spec.tasks_per_node is not None and spec.tasks_per_node < 1:
+        raise UserError(f"launcher.tasks_per_node={spec.tasks_per_node}: give 1 or more")
+    if spec.gpus_per_node > 0 and spec.tasks_per_node not in (None, spec.gpus_per_node):
+        raise UserError(
+            f"launcher.tasks_per_node={spec.tasks_per_node} with launcher.gpus_per_node={spec.gpus_per_node}: "
+            "normia runs one task per GPU; drop launcher.tasks_per_node"
+        )
+    if spec.signal not in SIGNALS:
+        raise UserError(f"launcher.signal='{spec.signal}' is not valid{did_you_mean(spec.signal, SIGNALS)}")
+    if spec.gpus_flag not in GPU_FLAGS:
+        raise UserError(
+            f"launcher.gpus_flag='{spec.gpus_flag}' is not valid{did_you_mean(spec.gpus_flag, GPU_FLAGS)}"
+        )
+    if spec.array_parallelism < 1:
+        raise UserError(f"launcher.array_parallelism={spec.array_parallelism}: give 1 or more")
+    if not 0 < spec.signal_delay_s < spec.time_s:
+        raise UserError(
+            f"launcher.signal_delay_s={spec.signal_delay_s} must be between 0 and the time limit ({spec.time}): "
+            "the signal comes that many seconds before the end"
+        )
+    for name, limits in spec.partitions.items():
+        if limits.max_time is not None:
+            time_limit_seconds(limits.max_time, f"launcher.partitions.{name}.max_time")

@@ -1,0 +1,64 @@
+"""Lightning's devices/num_nodes follow from the launcher, so the 'SLURM_NTASKS_PER_NODE must equal devices'
+mismatch cannot happen: one task per GPU (or launcher.tasks_per_node on CPU), one Lightning process per task."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from normia.errors import UserError
+from normia.launch.spec import SlurmLauncherCfg
+
+_FROM_LAUNCHER = {
+    "devices": "tasks per node",
+    "num_nodes": "nodes",
+}
+
+
+def explicit_keys(overrides: list[str]) -> set[str]:
+    """Dotted keys the user set on the command line (`trainer.devices=3`, `+x=1`, `++x=1`)."""
+    keys = set()
+    for override in overrides:
+        key, eq, _ = override.lstrip("+~").partition("=")
+        if eq:
+            keys.add(key.strip())
+    return keys
+
+
+def fit_trainer(cfg: DictConfig, nodes: int, tasks_per_node: int, gpus_per_node: int) -> None:
+    """Set cfg.trainer.devices/num_nodes from the allocation; refuse an explicit setting that disagrees."""
+    wanted = {"devices": tasks_per_node, "num_nodes": nodes}
+    explicit = explicit_keys(list(cfg.get("overrides") or []))
+    for key, value in wanted.items():
+        current = cfg.trainer.get(key)
+        if f"trainer.{key}" in explicit and str(current) != str(value):
+            how = (
+                ("launcher.gpus_per_node (one task per GPU)" if gpus_per_node else "launcher.tasks_per_node")
+                if key == "devices"
+                else "launcher.nodes"
+            )
+            raise UserError(
+                f"trainer.{key}={current} but the Slurm job has {value} {_FROM_LAUNCHER[key]}; drop trainer.{key} "
+                f"(normia sets it from the launcher) or change {how}"
+            )
+        cfg.trainer[key] = value
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    chosen = "trainer.accelerator" in explicit or any(
+        o.lstrip("+~").startswith("trainer=") for o in cfg.overrides
+    )
+    if gpus_per_node > 0 and accelerator == "cpu":
+        if chosen:
+            raise UserError(
+                f"launcher.gpus_per_node={gpus_per_node} but trainer.accelerator=cpu; use trainer=gpu "
+                "(or launcher.gpus_per_node=0 for a CPU job)"
+            )
+        cfg.trainer.accelerator = "gpu"  # the experiment's default CPU trainer, sent to GPU nodes
+    if gpus_per_node == 0 and accelerator in ("gpu", "cuda"):
+        raise UserError(
+            f"trainer.accelerator={accelerator} but launcher.gpus_per_node=0; ask for GPUs with launcher.gpus_per_node=N"
+        )
+    if gpus_per_node == 0 and accelerator == "auto":
+        cfg.trainer.accelerator = "cpu"  # a CPU job must not try CUDA because the login node had a GPU
+
+
+def fit_trainer_to_spec(cfg: DictConfig, spec: SlurmLauncherCfg) -> None:
+    fit_trainer(cfg, spec.nodes, spec.tasks, spec.gpus_per_node)

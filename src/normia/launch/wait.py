@@ -1,0 +1,76 @@
+"""Follow submitted jobs through sacct until they end (requeues included), and put a failed job's error text in
+front of the user instead of leaving it in a log file on the cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+# States after which a job does not run again (a requeued job goes back to PENDING instead).
+FINAL_STATES = (
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+)
+
+
+def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """{job id: (state, exit code)} as sacct reports the latest run of each job (array tasks as 12_3)."""
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    states = {}
+    for line in out.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3:
+            states[parts[0]] = (parts[1].split()[0], parts[2])
+    return states
+
+
+def _final(state: str) -> bool:
+    return state.split()[0] in FINAL_STATES
+
+
+def wait_for(
+    job_ids: list[str], poll_s: float = 1.0, timeout_s: float | None = None
+) -> dict[str, tuple[str, str]]:
+    """Block until every job reached a final state; returns their last states."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        states = job_states(job_ids)
+        if len(states) >= len(job_ids) and all(_final(s) for s, _ in states.values()):
+            return states
+        if deadline is not None and time.monotonic() > deadline:
+            return states
+        time.sleep(poll_s)
+
+
+def error_excerpt(log_folder: Path, job_id: str, max_lines: int = 25) -> str:
+    """The end of the first task log of this job that shows an error (a Python traceback or an srun error)."""
+    logs = sorted(log_folder.glob(f"{job_id}_*_log.err")) + sorted(log_folder.glob(f"{job_id}_*_log.out"))
+    for path in logs:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        marks = [
+            i for i, line in enumerate(lines) if line.startswith("Traceback") or "error:" in line.lower()
+        ]
+        if marks:
+            start = marks[0]
+            tail = lines[start : start + max_lines * 4]
+            if len(tail) > max_lines:
+                tail = [*tail[:5], "...", *tail[-(max_lines - 6) :]]
+            return f"{path}:\n" + "\n".join(tail)
+    return ""

@@ -1,0 +1,19 @@
+"""Fault injection for the launcher tests, imported on the Slurm nodes through PYTHONPATH (tests/slurm)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+
+class CrashOnRank(L.Callback):
+    """Raise on one rank at one step, the way a real bug or a bad node would; the other ranks go on."""
+
+    def __init__(self, rank: int = 1, at_step: int = 2):
+        self.rank = rank
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step >= self.at_step:
+            raise RuntimeError(f"injected failure on rank {self.rank} at step {trainer.global_step}")
