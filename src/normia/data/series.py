@@ -192,7 +192,7 @@ class SeriesDataModule(ResumableDataModule):
                 f"the series from {self.source} has {n} steps, shorter than one window "
                 f"(data.input_len + data.horizon = {window}): use a longer series or shorter windows"
             )
-        n_val = int(round(n * self.val_fraction))
+        n_val = round(n * self.val_fraction)
         n_train = n - n_val
         if n_train < window or n_val < self.horizon:
             raise UserError(

@@ -24,7 +24,7 @@ def check_fraction(name: str, value: float, allow_zero: bool = False) -> float:
 
 def split_sizes(n: int, val_fraction: float, what: str = "samples") -> tuple[int, int]:
     """(n_train, n_val) for n items; both at least 1, or a UserError saying there is too little data."""
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     n_val = max(1, n_val)
     n_train = n - n_val
     if n_train < 1:

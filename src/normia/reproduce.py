@@ -1,0 +1,222 @@
+"""`normia reproduce <run_id>`: re-run a recorded MLflow run and compare its final metrics with the original's.
+
+The recorded `config.yaml` artifact is what ran, so it is the base of the new job (the configs in the repo may have
+changed since; the keys where today's composition of the recorded overrides differs are listed, and the recorded
+values win). Values masked as *** (secrets are never logged) are taken from today's composition. The new run goes to
+the same MLflow store, in a fresh output folder, tagged `normia.reproduced_from=<run_id>`. A warning is printed when
+the code's git commit differs from the recorded one or either tree was dirty: then identical metrics are not expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from normia.errors import UserError
+
+REPRODUCED_FROM = "normia.reproduced_from"
+CONFIG_ARTIFACT = "config.yaml"
+OVERRIDES_ARTIFACT = "overrides.yaml"
+# Metrics that measure the machine, not the model: never compared.
+NOT_COMPARED = ("system/", "summary/", "lr-", "time/", "epoch")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="normia reproduce",
+        description="Re-run a recorded MLflow run from its logged config and overrides; compare the final metrics.",
+    )
+    parser.add_argument(
+        "run_id", help="the MLflow run id (see the summary of normia train, or the MLflow UI)"
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    parser.add_argument(
+        "--rtol", type=float, default=0.0, help="relative tolerance under which a metric counts as reproduced"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit with code 1 when a metric differs beyond --rtol"
+    )
+    return parser
+
+
+def fetch_run(client: Any, run_id: str, uri: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise UserError(
+            f"unknown MLflow run id '{run_id}' in {uri}: copy the id from the run's summary or the MLflow UI, "
+            "or point --tracking-uri at the store that holds it"
+        ) from None
+
+
+def recorded_job(client: Any, run: Any) -> tuple[Any, list[str]]:
+    """(the recorded config, the recorded command-line overrides) from the run's artifacts."""
+    from mlflow.exceptions import MlflowException
+    from omegaconf import OmegaConf
+
+    run_id = run.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            config_path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
+        except (MlflowException, OSError):
+            raise UserError(
+                f"run {run_id} has no {CONFIG_ARTIFACT} artifact: it was not recorded by normia train"
+            ) from None
+        config = OmegaConf.load(config_path)
+        try:
+            overrides = list(OmegaConf.load(client.download_artifacts(run_id, OVERRIDES_ARTIFACT, tmp)) or [])
+        except (MlflowException, OSError):
+            overrides = list(config.get("overrides") or [])
+    return config, [str(o) for o in overrides]
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): node}
+
+
+def build_job(recorded: Any, overrides: list[str], run_id: str, uri: str) -> tuple[Any, list[str]]:
+    """The config of the re-run, and the keys where today's composition differs from the recorded config."""
+    from omegaconf import OmegaConf
+
+    from normia.config.compose import compose_job
+    from normia.config.secrets import MASK, redact
+    from normia.config.validate import validate
+    from normia.train.outputs import assign_output_dir
+
+    today = compose_job(overrides)
+    today_leaves = _leaves(OmegaConf.to_container(redact(today), resolve=True))
+    recorded_container = OmegaConf.to_container(recorded, resolve=True)
+    ignored = ("paths.output_dir", "overrides", "resume")
+    changed = sorted(
+        key
+        for key, value in _leaves(recorded_container).items()
+        if not key.startswith(ignored) and key in today_leaves and today_leaves[key] != value
+    )
+    cfg = OmegaConf.create(recorded_container)
+    secrets_today = _leaves(OmegaConf.to_container(today, resolve=True))
+    for key, value in _leaves(recorded_container).items():
+        if value == MASK and key in secrets_today:
+            OmegaConf.update(cfg, key, secrets_today[key], merge=False)
+    cfg.paths.output_dir = None
+    cfg.resume = False
+    cfg.logger.tracking_uri = uri
+    cfg.logger.run_name = f"reproduce-{run_id[:8]}"
+    cfg.tags = {**(OmegaConf.to_container(cfg.tags) if cfg.get("tags") else {}), REPRODUCED_FROM: run_id}
+    cfg = validate(cfg)
+    cfg.overrides = overrides
+    assign_output_dir(cfg)
+    return cfg, changed
+
+
+def code_warnings(run: Any) -> list[str]:
+    from normia.tracking.run_tags import git_state
+
+    tags = run.data.tags
+    recorded_commit = tags.get("normia.git_commit", "unknown")
+    recorded_dirty = tags.get("normia.git_dirty", "unknown")
+    commit, dirty = git_state()
+    warnings = []
+    if commit is None or recorded_commit == "unknown":
+        warnings.append("the git commit of the recorded run or of this code is unknown: the code may differ")
+    elif commit != recorded_commit:
+        warnings.append(
+            f"the code differs: the run was recorded at commit {recorded_commit[:12]}, this is {commit[:12]} "
+            f"(git checkout {recorded_commit[:12]} to reproduce exactly)"
+        )
+    if recorded_dirty == "true":
+        warnings.append(
+            "the recorded run came from a tree with uncommitted changes: they are not recoverable"
+        )
+    if dirty:
+        warnings.append("this tree has uncommitted changes")
+    return warnings
+
+
+def final_metrics(client: Any, run_id: str) -> dict[str, float]:
+    metrics = client.get_run(run_id).data.metrics
+    return {k: float(v) for k, v in metrics.items() if not k.startswith(NOT_COMPARED) and "per_s" not in k}
+
+
+def compare(original: dict[str, float], new: dict[str, float], rtol: float) -> tuple[list[str], bool]:
+    """Lines of a table original / reproduced / difference, and whether every shared metric agrees within rtol."""
+    lines = [f"  {'metric':<24} {'original':>14} {'reproduced':>14} {'difference':>12}"]
+    same = True
+    for key in sorted(set(original) | set(new)):
+        a, b = original.get(key), new.get(key)
+        if a is None or b is None:
+            lines.append(
+                f"  {key:<24} {a if a is not None else '-':>14} {b if b is not None else '-':>14} {'missing':>12}"
+            )
+            same = False
+            continue
+        diff = b - a
+        ok = math.isclose(a, b, rel_tol=rtol, abs_tol=0.0) or (math.isnan(a) and math.isnan(b))
+        same &= ok
+        mark = "identical" if diff == 0 else f"{diff:+.3g}"
+        lines.append(f"  {key:<24} {a:>14.6g} {b:>14.6g} {mark:>12}")
+    return lines, same
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    from mlflow.tracking import MlflowClient
+
+    from normia.tracking.uri import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    check_reachable(uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        # Opening a missing sqlite store would create an empty one: refuse before anything is written.
+        raise UserError(
+            f"no MLflow store at {uri}: run from the folder that holds mlflow.db, or set --tracking-uri"
+        )
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = MlflowClient(tracking_uri=uri)
+    run = fetch_run(client, args.run_id, uri)
+    recorded, overrides = recorded_job(client, run)
+    cfg, changed = build_job(recorded, overrides, args.run_id, uri)
+    for warning in code_warnings(run):
+        print(f"warning: {warning}")
+    if changed:
+        shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
+        print(
+            f"note: today's configs compose differently for {len(changed)} key(s) ({shown}); using the recorded values"
+        )
+    print(f"reproducing run {args.run_id}: normia train {' '.join(overrides) or '(defaults)'}")
+    print(f"  output {cfg.paths.output_dir}")
+
+    from normia.train.cli import _run_one
+    from normia.train.preflight import preflight_local
+
+    preflight_local(cfg)
+    code = _run_one(cfg)
+    if code != 0:
+        return code
+    done = Path(cfg.paths.output_dir) / "done.json"
+    new_id = json.loads(done.read_text()).get("mlflow_run_id") if done.is_file() else None
+    if not new_id:
+        raise UserError(
+            "the re-run recorded no MLflow run (logger=none in the recorded config?): nothing to compare"
+        )
+    lines, same = compare(final_metrics(client, args.run_id), final_metrics(client, new_id), args.rtol)
+    print(f"== run {new_id} ({REPRODUCED_FROM}={args.run_id}) vs the original")
+    print("\n".join(lines))
+    tolerance = "identical" if args.rtol == 0 else f"within rtol={args.rtol}"
+    print(f"result: {'reproduced: every metric ' + tolerance if same else 'metrics differ'}")
+    return 1 if (args.check and not same) else 0
