@@ -60,5 +60,7 @@ def _composition_message(text: str, overrides: list[str]) -> str:
         keys = list(node.keys()) if isinstance(node, DictConfig) else []
     except UserError:
         keys = []
-    where = f"'{parent}'" if parent else "the config"
+    if not parent:
+        return f"unknown config group or key '{key}'{did_you_mean(leaf, [*map(str, keys), *config_groups()])}"
+    where = f"'{parent}'"
     return f"unknown key '{key}': {where} has no '{leaf}'{did_you_mean(leaf, [str(k) for k in keys])}"

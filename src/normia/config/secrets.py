@@ -17,8 +17,10 @@ def is_secret_key(key: str) -> bool:
 
 def redact(cfg: DictConfig) -> DictConfig:
     """A resolved copy of cfg with every secret value replaced by ***."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    return OmegaConf.create(_redact_obj(container))
+    container = _redact_obj(OmegaConf.to_container(cfg, resolve=True))
+    if isinstance(container.get("overrides"), list):
+        container["overrides"] = [redact_override(str(o)) for o in container["overrides"]]
+    return OmegaConf.create(container)
 
 
 def _redact_obj(obj: Any) -> Any:

@@ -43,6 +43,7 @@ class MlflowTracker(Logger):
         self._buffer: list[Any] = []
         self._last_flush = time.monotonic()
         self._monitor: Any = None
+        self._may_start = False
         self.resumed = run_id is not None
         self.final_status: str | None = None
 
@@ -55,17 +56,19 @@ class MlflowTracker(Logger):
         return self._run_id
 
     @property
-    def run_id(self) -> str:
-        self.experiment  # noqa: B018 (creates the run on first use)
-        assert self._run_id is not None
-        return self._run_id
-
-    @property
     @rank_zero_experiment
     def experiment(self) -> Any:
-        if self._client is None:
+        """The MlflowClient once begin() was called; None before (Lightning touches this before data setup, and
+        even constructing a client creates the sqlite store)."""
+        if self._client is None and self._may_start:
             self._start()
         return self._client
+
+    @rank_zero_only
+    def begin(self) -> None:
+        """Create (or reopen) the run: called when training really starts, after data and model setup succeeded."""
+        self._may_start = True
+        self.experiment  # noqa: B018
 
     def _start(self) -> None:
         from mlflow import MlflowClient
@@ -114,7 +117,8 @@ class MlflowTracker(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
-        self.experiment  # noqa: B018
+        if self.experiment is None:
+            return
         now = int(time.time() * 1000)
         for key, value in metrics.items():
             if key == "epoch":
@@ -141,12 +145,9 @@ class MlflowTracker(Logger):
 
     @rank_zero_only
     def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.experiment.set_tag(self._run_id, key, value)
-
-    @rank_zero_only
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self.experiment.log_text(self._run_id, text, artifact_file)
+        if self.experiment is not None:
+            for key, value in tags.items():
+                self.experiment.set_tag(self._run_id, key, value)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

@@ -18,7 +18,7 @@ from normia.tracking.mlflow_logger import MlflowTracker
 from normia.tracking.run_tags import run_tags
 from normia.tracking.uri import resolve_tracking_uri
 from normia.train.callbacks import GracefulStop, NormiaState, Throughput
-from normia.train.checkpoint import AtomicCheckpointIO
+from normia.train.checkpoint import LAST, AtomicCheckpointIO
 
 
 def instantiate_node(node: DictConfig, where: str) -> Any:
@@ -44,8 +44,8 @@ def build_tracker(cfg: DictConfig, run_id: str | None) -> MlflowTracker | None:
     tags = run_tags(world_size(cfg))
     tags.update({"normia.experiment": cfg.name, "normia.output_dir": str(cfg.paths.output_dir)})
     tags["normia.overrides"] = " ".join(redact_override(o) for o in cfg.overrides)[:5000]
-    tags.update({str(k): str(v) for k, v in (cfg.tags or {}).items()})
     safe = redact(cfg)
+    tags.update({str(k): str(v) for k, v in (safe.tags or {}).items()})
     texts = {
         "config.yaml": OmegaConf.to_yaml(safe),
         "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create([redact_override(o) for o in cfg.overrides])),
@@ -86,8 +86,8 @@ def build_callbacks(
     roles: dict[str, Any] = {
         "last": last,
         "best": best,
-        "state": NormiaState(run_id_getter=(lambda: tracker._run_id) if tracker else None),
-        "stop": GracefulStop(),
+        "state": NormiaState(tracker),
+        "stop": GracefulStop(checkpoint_path=str(ckpt_dir / LAST), tracker=tracker),
         "throughput": Throughput(),
     }
     user: list[L.Callback] = []

@@ -21,9 +21,16 @@ class NormiaState(L.Callback):
     """Saves what Lightning does not: RNG states of every library and the MLflow run id, so a resumed run continues
     the same random stream and appends to the same MLflow run."""
 
-    def __init__(self, run_id_getter: Any = None):
-        self.run_id_getter = run_id_getter
+    def __init__(self, tracker: Any = None):
+        self.tracker = tracker
         self.restored: dict[str, Any] = {}
+
+    def _run_id(self) -> str | None:
+        return self.tracker.version if self.tracker is not None else None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.tracker is not None:
+            self.tracker.begin()
 
     def state_dict(self) -> dict[str, Any]:
         np_state = np.random.get_state()
@@ -37,7 +44,6 @@ class NormiaState(L.Callback):
                 float(np_state[4]),
             ],
             "python_rng": _to_lists(random.getstate()),
-            "mlflow_run_id": self.run_id_getter() if self.run_id_getter else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -48,7 +54,7 @@ class NormiaState(L.Callback):
         random.setstate(_to_tuples(state["python_rng"]))
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["normia"] = {"mlflow_run_id": self.run_id_getter() if self.run_id_getter else None}
+        checkpoint["normia"] = {"mlflow_run_id": self._run_id()}
 
 
 def _to_lists(obj: Any) -> Any:
@@ -63,7 +69,14 @@ class GracefulStop(L.Callback):
     """The first Ctrl-C (SIGINT) asks to stop: at the next step boundary every rank agrees, training ends and the
     last checkpoint is written, so the run can be resumed. A second Ctrl-C interrupts at once."""
 
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT,)):
+    def __init__(
+        self,
+        checkpoint_path: str | None = None,
+        tracker: Any = None,
+        signals: tuple[int, ...] = (signal.SIGINT,),
+    ):
+        self.checkpoint_path = checkpoint_path
+        self.tracker = tracker
         self.signals = signals
         self.requested = False
         self.stopped = False
@@ -92,6 +105,12 @@ class GracefulStop(L.Callback):
         if flag:
             self.stopped = True
             trainer.should_stop = True
+            if self.tracker is not None:
+                self.tracker.final_status = "KILLED"  # resumable, not failed
+            if (
+                self.checkpoint_path
+            ):  # every rank is here (the flag was agreed on), so a collective save is safe
+                trainer.save_checkpoint(self.checkpoint_path)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for sig, previous in self._previous.items():

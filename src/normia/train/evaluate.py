@@ -7,22 +7,24 @@ from pathlib import Path
 import lightning as L
 from omegaconf import OmegaConf
 
+from normia.config.validate import validate
 from normia.errors import UserError
 from normia.train.build import instantiate_node
-from normia.train.checkpoint import AtomicCheckpointIO
+from normia.train.checkpoint import AtomicCheckpointIO, load_checkpoint_file
 from normia.train.module import TaskModule
 
 
 def evaluate(ckpt: Path, overrides: list[str]) -> dict[str, float]:
     if not ckpt.is_file():
         raise UserError(f"checkpoint {ckpt} does not exist")
+    load_checkpoint_file(ckpt)  # refuses a checkpoint that needs arbitrary unpickling, before anything else
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise UserError(
             f"no config.yaml in {run_dir}: normia eval needs a checkpoint written by normia train"
         )
-    cfg = OmegaConf.merge(OmegaConf.load(config_file), OmegaConf.from_dotlist(overrides))
+    cfg = validate(OmegaConf.merge(OmegaConf.load(config_file), OmegaConf.from_dotlist(overrides)))
     model = instantiate_node(cfg.model, "model")
     datamodule = instantiate_node(cfg.data, "data")
     module = TaskModule(model, cfg.optim)

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from normia.config.secrets import redact
+from normia.errors import UserError
 from normia.train.build import build_callbacks, build_tracker, build_trainer, instantiate_node, world_size
 from normia.train.checkpoint import last_checkpoint, read_normia_state
 from normia.train.module import TaskModule
@@ -48,13 +50,12 @@ def run_training(cfg: DictConfig) -> float | None:
         print(f"resuming from {ckpt_path}" + (f" (MLflow run {run_id})" if run_id else ""), flush=True)
 
     stopped = roles["stop"]
-    if tracker is not None:
-        tracker.final_status = None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    finally:
-        if tracker is not None and stopped.stopped:
-            tracker.final_status = "KILLED"
+    except (ValueError, MisconfigurationException) as err:
+        if trainer.global_step == 0 and _raised_by_lightning(err):
+            raise UserError(f"Lightning refused the trainer settings: {' '.join(str(err).split())}") from None
+        raise
     result = _monitored(trainer, roles, cfg.monitor)
     summary = _summary(cfg, trainer, roles, tracker, result, time.perf_counter() - started)
     if trainer.is_global_zero:
@@ -69,6 +70,14 @@ def run_training(cfg: DictConfig) -> float | None:
     if stopped.stopped:
         raise KeyboardInterrupt
     return result
+
+
+def _raised_by_lightning(err: BaseException) -> bool:
+    """A configuration check inside Lightning (not a bug in a model or data module) raised this."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}lightning{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def _checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> Path | None:

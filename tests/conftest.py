@@ -1,0 +1,53 @@
+"""Shared test helpers: an isolated working directory (its own mlflow.db and outputs/) and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """cwd = a fresh folder, so MLflow's default sqlite:///mlflow.db and outputs/ land there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("NORMIA_OUTPUT_ROOT", raising=False)
+    return tmp_path
+
+
+def run_normia(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess (exit codes, stderr, no state shared with the test process)."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "NORMIA_OUTPUT_ROOT")}
+    full_env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "normia.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# Overrides that keep a training test short on 2 CPU cores.
+FAST = ["logger.system_metrics=false", "trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture
+def normia_cli():
+    """The run_normia function, for tests in any folder (conftest modules are not importable by name)."""
+    return run_normia
+
+
+@pytest.fixture
+def fast_overrides() -> list[str]:
+    return list(FAST)
