@@ -276,3 +276,41 @@ class TestFusedLinearCrossEntropy:
         check_op(
             ops.fused_linear_cross_entropy, ref, [h, w, t, None, -100, "mean"], torch.float32, (0, 1), seed
         )
+
+
+class TestModules:
+    def test_a_llama_block_agrees_between_triton_and_torch_backends(self):
+        """The wrappers the models use: same parameters, same inputs, both backends, loss and every grad."""
+        from normia.ops.modules import LayerNorm, LMHeadLoss, RMSNorm, RotaryEmbedding, SwiGLUMLP
+
+        seed = fresh_seed()
+        dim, heads, seq, vocab = 48, 2, 6, 70
+        parts = torch.nn.ModuleDict(
+            {
+                "norm": RMSNorm(dim),
+                "ln": LayerNorm(dim),
+                "mlp": SwiGLUMLP(dim, 80),
+                "head": LMHeadLoss(dim, vocab, bias=True),
+            }
+        )
+        rot = RotaryEmbedding(dim // heads, max_seq_len=16)
+        x = torch.randn(2, seq, dim)
+        t = torch.randint(0, vocab, (2, seq))
+        t[0, :2] = -100
+
+        def run(backend: str):
+            ops.set_backend(backend)
+            parts.zero_grad()
+            h, s = parts["norm"](x, x * 0.5)
+            assert ("AddRMSNormFunction" in type(h.grad_fn).__name__) == (backend == "triton")
+            q = rot(h.view(2, seq, heads, dim // heads).transpose(1, 2), offset=3)
+            h = parts["ln"](q.transpose(1, 2).reshape(2, seq, dim) + s)
+            loss = parts["head"](parts["mlp"](h), t)
+            loss.backward()
+            return loss.detach(), {k: p.grad.clone() for k, p in parts.named_parameters()}
+
+        loss_triton, grads_triton = run("triton")
+        loss_torch, grads_torch = run("torch")
+        assert rel_err(loss_triton, loss_torch) <= 1e-5, seed
+        for name, g in grads_torch.items():
+            assert rel_err(grads_triton[name], g) <= 1e-4, f"{name} (seed {seed})"
