@@ -100,12 +100,7 @@ def _layer_norm_bwd_kernel(
         tl.store(DW_PART + cols, dw, mask=mask)
         if HAS_BIAS:
             tl.store(DB_PART + cols, db, mask=mask)
-    else:
-        for start in range(0, n_cols, BLOCK):
-            c = start + cols
-            tl.store(DW_PART + c, tl.zeros([BLOCK], dtype=tl.float32), mask=c < n_cols)
-            if HAS_BIAS:
-                tl.store(DB_PART + c, tl.zeros([BLOCK], dtype=tl.float32), mask=c < n_cols)
+    else:  # DW_PART / DB_PART arrive zeroed; each program owns its row of partials
         for row32 in range(pid, n_rows, n_prog):
             row = tl.cast(row32, tl.int64)
             mean = tl.load(MEAN + row)

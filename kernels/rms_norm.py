@@ -102,10 +102,7 @@ def _rms_norm_bwd_kernel(
             tl.store(DX + row * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=mask)
             dw += dy * xhat
         tl.store(DW_PART + cols, dw, mask=mask)
-    else:
-        for start in range(0, n_cols, BLOCK):
-            c = start + cols
-            tl.store(DW_PART + c, tl.zeros([BLOCK], dtype=tl.float32), mask=c < n_cols)
+    else:  # DW_PART arrives zeroed; each program owns its row of partials
         for row32 in range(pid, n_rows, n_prog):
             row = tl.cast(row32, tl.int64)
             rstd = tl.load(RSTD + row)
@@ -169,7 +166,7 @@ def rms_norm_backward(
     n_rows, n_cols = x2.shape
     dx = torch.empty((n_rows, n_cols), dtype=x2.dtype, device=x2.device)
     n_prog = num_programs(x2.device, n_rows, n_cols)
-    dw_part = torch.empty((n_prog, n_cols), dtype=torch.float32, device=x2.device)
+    dw_part = torch.zeros((n_prog, n_cols), dtype=torch.float32, device=x2.device)
     block, single, num_warps = row_settings(n_cols)
     if n_rows == 0:
         return dx, torch.zeros_like(weight)
