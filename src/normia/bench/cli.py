@@ -58,6 +58,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--dtype", default=None, help=f"one of {', '.join(DTYPES)} (default bf16 on GPU, fp32 on CPU)"
     )
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results/<device>-<date>)")
+    p.add_argument("--name", default=None, help="results file base name (default: the benchmark's name)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (matplotlib is slow to start)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default torch's; on a shared machine 1 gives stable timings)")  # fmt: skip
@@ -87,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default per size)")
     t.add_argument("--steps", type=int, default=10, help="timed steps per size")
     t.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model's loss")
+    t.add_argument("--compile", default="off", choices=("off", "on", "both"),
+                   help="torch.compile the model's loss: off, on, or both (one row each)")  # fmt: skip
     t.add_argument("--kernels-backend", default="auto", choices=("auto", "torch", "triton"),
                    help="force normia.ops' backend in the model")  # fmt: skip
     t.add_argument(
@@ -184,11 +186,12 @@ def _kernels(args: argparse.Namespace, device: torch.device, dtype: torch.dtype)
         min_time_s=args.min_time,
         time_budget_s=args.time_budget,
         plots=not args.no_plots,
+        name=args.name or args.what,
         passes=passes,
     )
     writer = kernels.run(cfg)
     print(writer.markdown())
-    print(f"results: {writer.out_dir}/kernels.{{json,csv,md}}")
+    print(f"results: {writer.json_path}, .csv, .md")
     return 0
 
 
@@ -207,7 +210,7 @@ def _train(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -
         seq_len=args.seq_len,
         steps=args.steps,
         warmup=max(0, args.warmup),
-        compile=args.compile,
+        compile={"off": (False,), "on": (True,), "both": (False, True)}[args.compile],
         kernels_backend=args.kernels_backend,
         activation_checkpointing=args.activation_checkpointing,
         dtype=dtype,
@@ -215,10 +218,11 @@ def _train(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -
         out_dir=_out_dir(args.out, device),
         time_budget_s=args.time_budget,
         plots=not args.no_plots,
+        name=args.name or args.what,
     )
     writer = train.run(cfg)
     print(writer.markdown())
-    print(f"results: {writer.out_dir}/train.{{json,csv,md}}")
+    print(f"results: {writer.json_path}, .csv, .md")
     return 0
 
 
@@ -250,9 +254,10 @@ def _scaling(args: argparse.Namespace, device: torch.device, dtype: torch.dtype)
         out_dir=_out_dir(args.out, device),
         time_budget_s=args.time_budget,
         plots=not args.no_plots,
+        name=args.name or args.what,
     )
     writer = scaling.run_from_env(cfg) if args.from_env else scaling.run(cfg)
     if writer is not None:
         print(writer.markdown())
-        print(f"results: {writer.out_dir}/scaling.{{json,csv,md}}")
+        print(f"results: {writer.json_path}, .csv, .md")
     return 0

@@ -5,6 +5,7 @@ run (device-to-device copy bandwidth for memory-bound kernels, the matmul rate f
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,12 +40,13 @@ class KernelsConfig:
     min_time_s: float = 0.2
     time_budget_s: float | None = None
     plots: bool = True
+    name: str = "kernels"  # results file base name: <out_dir>/<name>.json, .csv, .md
     passes: Sequence[str] = PASSES
 
 
 def run(cfg: KernelsConfig) -> ResultsWriter:
     info = devinfo.describe(cfg.device)
-    writer = ResultsWriter(cfg.out_dir, "kernels", devinfo.provenance(info), COLUMNS)
+    writer = ResultsWriter(cfg.out_dir, cfg.name, devinfo.provenance(info), COLUMNS)
     status = "failed"
     try:
         limits = measure_limits(cfg.device, dtype=cfg.dtype, min_time_s=max(0.05, 1.5 * cfg.min_time_s))
@@ -61,7 +63,7 @@ def run(cfg: KernelsConfig) -> ResultsWriter:
         status = "interrupted"
         raise
     finally:
-        writer.finish(status, plot=plot if cfg.plots else None)
+        writer.finish(status, plot=functools.partial(plot, prefix=cfg.name) if cfg.plots else None)
     return writer
 
 
@@ -231,19 +233,21 @@ def _line(err: BaseException) -> str:
     return (text[0] if text else type(err).__name__)[:300]
 
 
-def plot(rows: list[dict], out_dir: Path) -> list[Path]:
+def plot(rows: list[dict], out_dir: Path, prefix: str = "kernels") -> list[Path]:
     """One PNG per kernel: time and % of limit against shape, one line per provider, one column per pass."""
     paths = []
     for kernel in dict.fromkeys(r["kernel"] for r in rows):
-        subset = [r for r in rows if r["kernel"] == kernel]
+        subset = [r for r in rows if r["kernel"] == kernel and r["status"] == "ok"]
+        if not subset:
+            continue
         path = line_plot(
             subset,
-            out_dir / f"kernels_{kernel}.png",
+            out_dir / f"{prefix}_{kernel}.png",
             x="shape",
             panels=[("median_ms", "time (ms, median)"), ("pct_of_limit", "% of measured limit")],
             line="provider",
             facet="pass",
-            title=f"{kernel} ({subset[0]['dtype']}, x = {subset[0]['dims']})",
+            title=f"{kernel} ({subset[0]['dtype']}, shape = {' x '.join(KERNELS[kernel].dims)})",
             log_y=("median_ms",),
         )
         if path is not None:

@@ -8,6 +8,7 @@ torchrun or srun (`--from-env`), each of which records its world size's row.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 import socket
@@ -47,6 +48,7 @@ class ScalingConfig:
     out_dir: Path
     time_budget_s: float | None = None
     plots: bool = True
+    name: str = "scaling"  # results file base name: <out_dir>/<name>.json, .csv, .md
     threads_per_rank: int | None = None
 
 
@@ -99,7 +101,7 @@ def _measure(rank: int, world: int, local_rank: int, cfg: ScalingConfig) -> dict
     step = TrainStep(_DDPLossAdapter(ddp), cfg.dtype, device, compile=False)
     batches = random_batches(2, batch, seq_len, s.vocab_size, device, seed=1000 + rank)
     dist.barrier()
-    timing, loss = time_steps(step, batches, cfg.warmup, cfg.steps, device)
+    timing, loss, _joules = time_steps(step, batches, cfg.warmup, cfg.steps, device)
     # The slowest rank sets the pace: take the largest median over ranks.
     median = torch.tensor([timing.median_ms], dtype=torch.float64, device=device)
     dist.all_reduce(median, op=dist.ReduceOp.MAX)
@@ -143,7 +145,7 @@ def run(cfg: ScalingConfig) -> ResultsWriter:
     """Spawn each rank count in turn on this node and record a row per count."""
     info = devinfo.describe(torch.device(cfg.device_type))
     writer = ResultsWriter(
-        cfg.out_dir, "scaling", {**devinfo.provenance(info), "config": _cfg_dict(cfg)}, COLUMNS
+        cfg.out_dir, cfg.name, {**devinfo.provenance(info), "config": _cfg_dict(cfg)}, COLUMNS
     )
     status = "failed"
     base_tps: float | None = None
@@ -177,7 +179,7 @@ def run(cfg: ScalingConfig) -> ResultsWriter:
         status = "interrupted"
         raise
     finally:
-        writer.finish(status, plot=plot if cfg.plots else None)
+        writer.finish(status, plot=functools.partial(plot, prefix=cfg.name) if cfg.plots else None)
     return writer
 
 
@@ -255,10 +257,10 @@ def _cfg_dict(cfg: ScalingConfig) -> dict:
     return d
 
 
-def plot(rows: list[dict], out_dir: Path) -> list[Path]:
+def plot(rows: list[dict], out_dir: Path, prefix: str = "scaling") -> list[Path]:
     path = line_plot(
         [r for r in rows if r.get("status") == "ok"],
-        out_dir / "scaling.png",
+        out_dir / f"{prefix}.png",
         x="ranks",
         panels=[("tokens_per_s", "tokens/s (all ranks)"), ("efficiency", "scaling efficiency")],
         line="backend",

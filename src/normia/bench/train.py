@@ -7,6 +7,7 @@ run, and energy in Wh per million tokens where a counter is readable.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from normia.bench import device as devinfo
-from normia.bench.energy import open_meter, wh_per_million
+from normia.bench.energy import EnergyMeter, open_meter, wh_per_million
 from normia.bench.limits import bf16_peak_flops, measure_limits, mfu
 from normia.bench.memory import is_out_of_memory, peak_bytes
 from normia.bench.model_sizes import SIZES, build_llama
@@ -40,7 +41,7 @@ class TrainBenchConfig:
     seq_len: int | None
     steps: int
     warmup: int
-    compile: bool
+    compile: Sequence[bool]  # one row per size and mode: (False,), (True,) or (False, True)
     kernels_backend: str  # auto, torch or triton
     activation_checkpointing: bool
     dtype: torch.dtype
@@ -48,6 +49,7 @@ class TrainBenchConfig:
     out_dir: Path
     time_budget_s: float | None = None
     plots: bool = True
+    name: str = "train"  # results file base name: <out_dir>/<name>.json, .csv, .md
 
 
 class TrainStep:
@@ -92,20 +94,28 @@ def random_batches(n: int, batch: int, seq_len: int, vocab: int, device: torch.d
 
 
 def time_steps(
-    step: TrainStep, batches: list, warmup: int, steps: int, device: torch.device
-) -> tuple[Timing, float]:
-    """Run warm-up steps, then time `steps` steps one by one (synchronised); return the timing and the last loss."""
+    step: TrainStep,
+    batches: list,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+    meter: EnergyMeter | None = None,
+) -> tuple[Timing, float, float | None]:
+    """Run warm-up steps, then time `steps` steps one by one (synchronised). Returns the timing, the last loss and
+    the energy in joules of the timed steps (None without a meter)."""
     loss = torch.tensor(float("nan"))
     for i in range(warmup):
         loss = step(batches[i % len(batches)])
     devinfo_sync(device)
+    energy_start = meter.read() if meter else None
     samples = []
     for i in range(steps):
         t0 = time.perf_counter()
         loss = step(batches[i % len(batches)])
         devinfo_sync(device)
         samples.append((time.perf_counter() - t0) * 1e3)
-    return Timing.from_samples(samples, "wall clock per step, synchronised"), float(loss)
+    joules = meter.joules_since(energy_start) if meter and energy_start is not None else None
+    return Timing.from_samples(samples, "wall clock per step, synchronised"), float(loss), joules
 
 
 def devinfo_sync(device: torch.device) -> None:
@@ -115,7 +125,7 @@ def devinfo_sync(device: torch.device) -> None:
 
 def run(cfg: TrainBenchConfig) -> ResultsWriter:
     info = devinfo.describe(cfg.device)
-    writer = ResultsWriter(cfg.out_dir, "train", devinfo.provenance(info), COLUMNS)
+    writer = ResultsWriter(cfg.out_dir, cfg.name, devinfo.provenance(info), COLUMNS)
     status = "failed"
     try:
         limits = measure_limits(cfg.device, dtype=cfg.dtype)
@@ -129,25 +139,29 @@ def run(cfg: TrainBenchConfig) -> ResultsWriter:
             "energy": energy_note,
         })  # fmt: skip
         started = time.monotonic()
-        for size in cfg.sizes:
-            base = {"model": size, "dtype": str(cfg.dtype).removeprefix("torch."), "compile": cfg.compile,
+        for size, compiled in [(size, c) for size in cfg.sizes for c in cfg.compile]:
+            base = {"model": size, "dtype": str(cfg.dtype).removeprefix("torch."), "compile": compiled,
                     "kernels": cfg.kernels_backend}  # fmt: skip
             if cfg.time_budget_s is not None and time.monotonic() - started > cfg.time_budget_s:
                 writer.add(
                     {**base, "status": "skipped", "reason": f"time budget of {cfg.time_budget_s:.0f} s spent"}
                 )
                 continue
-            writer.add({**base, **_bench_size(size, cfg, info.name, limits.matmul_flops_per_s, meter)})
+            writer.add(
+                {**base, **_bench_size(size, compiled, cfg, info.name, limits.matmul_flops_per_s, meter)}
+            )
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
-        writer.finish(status, plot=plot if cfg.plots else None)
+        writer.finish(status, plot=functools.partial(plot, prefix=cfg.name) if cfg.plots else None)
     return writer
 
 
-def _bench_size(size: str, cfg: TrainBenchConfig, device_name: str, matmul_flops: float, meter) -> dict:  # type: ignore[no-untyped-def]
+def _bench_size(
+    size: str, compiled: bool, cfg: TrainBenchConfig, device_name: str, matmul_flops: float, meter
+) -> dict:  # type: ignore[no-untyped-def]
     s = SIZES[size]
     batch, seq_len = cfg.batch_size or s.batch_size, cfg.seq_len or s.seq_len
     row: dict = {"batch": batch, "seq_len": seq_len}
@@ -159,15 +173,13 @@ def _bench_size(size: str, cfg: TrainBenchConfig, device_name: str, matmul_flops
         )
         row["params"] = int(model.num_params())
         flops_per_token = float(model.flops_per_token(seq_len))
-        step = TrainStep(model, cfg.dtype, cfg.device, cfg.compile)
+        step = TrainStep(model, cfg.dtype, cfg.device, compiled)
         batches = random_batches(2, batch, seq_len, s.vocab_size, cfg.device)
         backend = None if cfg.kernels_backend == "auto" else cfg.kernels_backend
         with ops_backend(backend):
             if cfg.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(cfg.device)
-            energy_start = meter.read() if meter else None
-            timing, loss = time_steps(step, batches, cfg.warmup, cfg.steps, cfg.device)
-            joules = meter.joules_since(energy_start) if meter else None
+            timing, loss, joules = time_steps(step, batches, cfg.warmup, cfg.steps, cfg.device, meter)
             peak = _peak_memory(step, batches[0], cfg.device)
     except UserError:
         raise
@@ -218,10 +230,10 @@ def _peak_memory(step: TrainStep, batch: tuple, device: torch.device) -> int | N
         return None
 
 
-def plot(rows: list[dict], out_dir: Path) -> list[Path]:
+def plot(rows: list[dict], out_dir: Path, prefix: str = "train") -> list[Path]:
     path = line_plot(
         [r for r in rows if r.get("status") == "ok"],
-        out_dir / "train.png",
+        out_dir / f"{prefix}.png",
         x="model",
         panels=[("tokens_per_s", "tokens/s"), ("step_ms", "step time (ms)"), ("pct_of_matmul", "% of matmul rate"),
                 ("mfu", "MFU (bf16 peak)")],

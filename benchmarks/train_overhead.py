@@ -1,0 +1,178 @@
+"""Framework overhead of `normia train` (issue 2, "Measure"): steady-state training steps/s of the quickstart job run
+through normia.train.run.run_training, against a plain PyTorch loop training the same model on the same data, in
+one process, alternating the two. Target: normia / plain >= 0.95.
+
+    python benchmarks/train_overhead.py [--repeats 2] [--epochs 15] [--out benchmarks/results/cpu-<date>]
+
+A step's time is the interval between the starts of two consecutive training batches of one epoch, so it includes
+everything the framework does per step (data loading, hooks, logging, optimizer, LR schedule) and leaves out the
+per-epoch validation and checkpointing, which both sides do differently and rarely. Steps/s = 1 / median step time
+(the median resists the noise of a shared machine); the mean-based figure is recorded too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class StepTimer(L.Callback):
+    """Records the intervals between consecutive training-batch starts within each epoch, written at the end."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.intervals: list[float] = []
+        self._last: float | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        now = time.perf_counter()
+        if self._last is not None:
+            self.intervals.append(now - self._last)
+        self._last = now
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        Path(self.path).write_text(json.dumps(self.intervals))
+
+
+def normia_intervals(epochs: int, workdir: Path, extra: list[str]) -> list[float]:
+    from normia.config.compose import compose_job
+    from normia.train.run import run_training
+
+    timer_file = workdir / "normia_intervals.json"
+    cfg = compose_job([
+        "experiment=quickstart",
+        f"trainer.max_epochs={epochs}",
+        f"paths.output_dir={workdir / 'run'}",
+        f"logger.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
+        "+callbacks.step_timer._target_=train_overhead.StepTimer",
+        f"+callbacks.step_timer.path={timer_file}",
+        *extra,
+    ])  # fmt: skip
+    run_training(cfg)
+    return json.loads(timer_file.read_text())
+
+
+def plain_intervals(epochs: int) -> list[float]:
+    """The same model, data module, optimizer and LR schedule in a hand-written loop, validating every epoch."""
+    from hydra.utils import instantiate
+
+    from normia.config.compose import compose_job
+
+    cfg = compose_job(["experiment=quickstart"])
+    L.seed_everything(cfg.seed, verbose=False)
+    model = instantiate(cfg.model)
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    loader, val_loader = data.train_dataloader(), data.val_dataloader()
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                  weight_decay=o.weight_decay)  # fmt: skip
+    total = epochs * len(loader)
+
+    def lr_factor(step: int) -> float:  # linear warmup then cosine to min_lr_ratio, as normia's default
+        if step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        progress = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    intervals: list[float] = []
+    step = 0
+    for _epoch in range(epochs):
+        model.train()
+        last = None
+        for batch in loader:
+            now = time.perf_counter()
+            if last is not None:
+                intervals.append(now - last)
+            last = now
+            loss, _metrics = model.loss(batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            if step % cfg.trainer.log_every_n_steps == 0:
+                _ = loss.item()  # what a plain loop prints or logs
+        model.eval()
+        with torch.no_grad():
+            for batch in val_loader:
+                model.loss(batch)
+    return intervals
+
+
+def steps_per_s(intervals: list[float]) -> dict:
+    ordered = sorted(intervals)
+    median = ordered[len(ordered) // 2]
+    return {"steps": len(intervals), "median_step_ms": median * 1e3, "steps_per_s": 1 / median,
+            "steps_per_s_mean": len(intervals) / sum(intervals)}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each side, alternating")
+    parser.add_argument("--epochs", type=int, default=15, help="epochs per run (the quickstart's 15)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1: stable on a shared machine)"
+    )
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/cpu-<date>)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(Path(__file__).parent))  # so Hydra can import train_overhead.StepTimer
+    from normia.bench.device import describe, provenance
+    from normia.bench.results import ResultsWriter
+
+    date = _dt.datetime.now(_dt.timezone.utc).date().isoformat()
+    out = Path(args.out or REPO / "benchmarks" / "results" / f"cpu-{date}")
+    columns = ("variant", "repeat", "steps", "median_step_ms", "steps_per_s", "steps_per_s_mean")
+    meta = {
+        **provenance(describe(torch.device("cpu"))),
+        "epochs": args.epochs,
+        "config": "experiment=quickstart",
+    }
+    writer = ResultsWriter(out, "train_overhead", meta, columns)
+    variants = {  # as users run it, then without the per-step costs one can switch off, to show where time goes
+        "normia train": [],
+        "normia train, no progress bar": ["~callbacks.rich_progress"],
+        "normia train, no progress bar, logger=none": ["~callbacks.rich_progress", "logger=none"],
+    }
+    results: dict[str, list[float]] = {"plain": [], **{name: [] for name in variants}}
+    status = "failed"
+    try:
+        for repeat in range(args.repeats):
+            writer.add({"variant": "plain", "repeat": repeat, **steps_per_s(plain_intervals(args.epochs))})
+            results["plain"].append(writer.rows[-1]["steps_per_s"])
+            for name, extra in variants.items():
+                with tempfile.TemporaryDirectory() as tmp:
+                    figures = steps_per_s(normia_intervals(args.epochs, Path(tmp), extra))
+                writer.add({"variant": name, "repeat": repeat, **figures})
+                results[name].append(figures["steps_per_s"])
+        plain = max(results["plain"])
+        ratios = {
+            name: max(results[name]) / plain for name in variants
+        }  # best of each side against each other
+        writer.set_limits({"plain_steps_per_s": plain, **{f"ratio: {k} / plain": v for k, v in ratios.items()},
+                           "target": ">= 0.95"})  # fmt: skip
+        status = "complete"
+    finally:
+        writer.finish(status)
+    print(writer.markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
