@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -17,3 +18,13 @@ class CrashOnRank(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.global_rank == self.rank and trainer.global_step >= self.at_step:
             raise RuntimeError(f"injected failure on rank {self.rank} at step {trainer.global_step}")
+
+
+class SlowSteps(L.Callback):
+    """Sleep after each step so a test can send a signal while training runs (the math is untouched)."""
+
+    def __init__(self, seconds: float = 0.1):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        time.sleep(self.seconds)

@@ -154,7 +154,9 @@ def _slurm_message(err: Exception) -> str:
     lines = [
         line.strip() for line in text.splitlines() if "sbatch: error:" in line or "error:" in line.lower()
     ]
-    message = " ".join(line.replace("sbatch: error: ", "") for line in lines) or text.strip().splitlines()[-1]
+    message = (
+        "; ".join(line.replace("sbatch: error: ", "") for line in lines) or text.strip().splitlines()[-1]
+    )
     return " ".join(message.split())[:500]
 
 

@@ -56,21 +56,35 @@ def wait_for(
         time.sleep(poll_s)
 
 
-def error_excerpt(log_folder: Path, job_id: str, max_lines: int = 25) -> str:
-    """The end of the first task log of this job that shows an error (a Python traceback or an srun error)."""
-    logs = sorted(log_folder.glob(f"{job_id}_*_log.err")) + sorted(log_folder.glob(f"{job_id}_*_log.out"))
+def error_excerpt(log_folder: Path, job_id: str, max_lines: int = 12, max_tasks: int = 4) -> str:
+    """The last Python traceback of each task log that has one (the failing rank and what it did to the others),
+    else the Slurm error lines (srun: error: ...)."""
+    parts = []
+    logs = sorted(log_folder.glob(f"{job_id}_*_log.err"), key=_task_number)
     for path in logs:
         try:
             lines = path.read_text(errors="replace").splitlines()
         except OSError:
             continue
-        marks = [
-            i for i, line in enumerate(lines) if line.startswith("Traceback") or "error:" in line.lower()
-        ]
-        if marks:
-            start = marks[0]
-            tail = lines[start : start + max_lines * 4]
-            if len(tail) > max_lines:
-                tail = [*tail[:5], "...", *tail[-(max_lines - 6) :]]
-            return f"{path}:\n" + "\n".join(tail)
-    return ""
+        starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
+        if starts:
+            block = lines[starts[-1] :]
+            block = [line for line in block if not line.startswith(("submitit ", "srun: "))][-max_lines:]
+            parts.append(f"--- {path}\n" + "\n".join(block))
+        if len(parts) >= max_tasks:
+            break
+    if not parts:
+        for path in logs:
+            errors = [
+                line for line in path.read_text(errors="replace").splitlines() if "error:" in line.lower()
+            ]
+            if errors:
+                parts.append(f"--- {path}\n" + "\n".join(errors[-max_lines:]))
+    return "\n".join(parts)
+
+
+def _task_number(path: Path) -> int:
+    try:
+        return int(path.name.split("_")[-2])
+    except (IndexError, ValueError):
+        return 0

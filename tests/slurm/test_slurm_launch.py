@@ -1,0 +1,314 @@
+"""`normia train ... launcher=slurm` against the real two-node cluster: DDP over 2 nodes x 2 tasks, preemption that
+resumes to the same weights, a sweep array that re-runs only the unfinished job, a crashing rank, dry runs, bad
+input. Also prints the launch figures (submit-to-first-step, requeue-to-resume, steps lost per preemption)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from normia.launch import events
+from normia.launch.wait import wait_for
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+COMMON = [
+    "experiment=quickstart",
+    "launcher=slurm",
+    "launcher.master_addr=127.0.0.1",  # the fake nodes' names do not resolve
+    "launcher.cpus_per_task=1",
+    "launcher.time=00:15:00",
+    "trainer.enable_progress_bar=false",
+    "trainer.max_epochs=4",
+    "logger=none",
+]
+DDP_2X2 = ["launcher.nodes=2", "launcher.tasks_per_node=2"]
+SLOW = ["+callbacks.slow._target_=faults.SlowSteps", "+callbacks.slow.seconds=0.15"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _faults_importable_on_the_nodes() -> Iterator[None]:
+    """tests/slurm/faults.py must import in the jobs too: sbatch passes this environment on."""
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), previous) if p)
+    sys.path.insert(0, str(HERE))
+    yield
+    sys.path.remove(str(HERE))
+    if previous is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = previous
+
+
+def normia_train(*argv: str) -> tuple[int, str]:
+    """Run `normia train argv` in this process (same code path as the console script); (exit code, stdout+stderr)."""
+    from normia.cli import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        code = main(["train", *argv])
+    return code, buffer.getvalue()
+
+
+def job_count() -> int:
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-S", "now-1days", "-o", "JobID"], capture_output=True, text=True
+    )
+    return len(out.stdout.split())
+
+
+def wait_event(output_dir: Path, name: str, timeout_s: float = 300.0, restart: int = 0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for event in events.read(output_dir):
+            if event["event"] == name and event["restart"] == restart:
+                return event
+        time.sleep(0.1)
+    raise AssertionError(f"no '{name}' event in {output_dir} after {timeout_s} s: {events.read(output_dir)}")
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from normia.train.checkpoint import load_checkpoint_file
+
+    return load_checkpoint_file(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
+    """One uninterrupted 2 nodes x 2 tasks DDP run; the preemption test must end on exactly its weights."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    code, text = normia_train(*COMMON, *DDP_2X2, *SLOW, "launcher.wait=true", f"paths.output_dir={out}")
+    return code, text, out
+
+
+@pytest.mark.slow
+def test_ddp_over_two_nodes_and_two_tasks_trains_with_slurm_ranks(
+    reference_run: tuple[int, str, Path],
+) -> None:
+    code, text, out = reference_run
+    assert code == 0, text
+    assert re.search(r"job \d+: COMPLETED", text), text
+    done = json.loads((out / "done.json").read_text())
+    assert done["world_size"] == 4 and done["global_step"] > 0
+    job_id = re.search(r"submitted job (\d+)", text).group(1)
+    for rank in range(4):
+        logs = out / "slurm" / job_id
+        log = "".join((logs / f"{job_id}_{rank}_log.{kind}").read_text() for kind in ("out", "err"))
+        assert f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/4" in log  # Lightning's rank = Slurm's task
+        assert f"node={rank // 2}(2), global_rank={rank}(4)" in log  # tasks 0,1 on node 0; 2,3 on node 1
+
+
+@pytest.mark.slow
+def test_preempted_job_requeues_resumes_and_ends_bitwise_equal(
+    reference_run: tuple[int, str, Path], tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+    from submitit.slurm.slurm import SlurmJob
+
+    _, _, reference = reference_run
+    out = tmp_path / "run"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    argv = [
+        *COMMON,
+        *DDP_2X2,
+        *SLOW,
+        "logger=mlflow",
+        f"logger.tracking_uri={uri}",
+        f"paths.output_dir={out}",
+    ]
+    code, text = normia_train(*argv)
+    assert code == 0, text
+    job_id = re.search(r"submitted job (\d+)", text).group(1)
+    wait_event(out, "first_step")
+    # USR2 through scancel --signal, as Slurm sends before a time limit
+    SlurmJob(folder=out / "slurm" / "%j", job_id=job_id)._interrupt(timeout=True)
+    states = wait_for([job_id], timeout_s=600)
+    assert states[job_id][0] == "COMPLETED", (states, events.read(out))
+
+    log = {(e["event"], e["restart"]): e for e in events.read(out)}
+    saved, requeued = log[("checkpoint", 0)], log[("requeued", 0)]
+    resumed, first_after = log[("train_start", 1)], log[("first_step", 1)]
+    figures = {
+        "submit_to_first_step_s": log[("first_step", 0)]["time"] - log[("submitted", 0)]["time"],
+        "signal_to_checkpoint_s": saved["time"] - log[("signal", 0)]["received_at"],
+        "requeue_to_train_start_s": resumed["time"] - requeued["time"],
+        "requeue_to_first_step_s": first_after["time"] - requeued["time"],
+        "steps_lost": saved["step"] - resumed["step"],
+        "checkpoint_step": saved["step"],
+    }
+    print("\nMEASURED (2 nodes x 2 tasks, local Slurm):", json.dumps(figures))
+    # nothing redone: the job resumed from the step at which the signal stopped it
+    assert resumed["step"] == saved["step"]
+    assert not (out / "checkpoints" / "last-v1.ckpt").exists()  # one last.ckpt, the one the next resume reads
+    done = json.loads((out / "done.json").read_text())
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    # the resumed job appended to the same MLflow run
+    assert [r.info.run_id for r in runs] == [done["mlflow_run_id"]]
+    assert runs[0].info.status == "FINISHED"
+
+    # bitwise on CPU: same data order, RNG, optimizer and LR state as if never interrupted
+    mine, ref = weights(out), weights(reference)
+    assert mine.keys() == ref.keys()
+    different = [k for k in ref if not torch.equal(mine[k], ref[k])]
+    assert not different, f"weights differ from the uninterrupted run after resuming at step {saved['step']}"
+
+
+@pytest.mark.slow
+def test_crashing_rank_fails_the_job_within_a_minute_with_its_error(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    crash = [
+        "+callbacks.crash._target_=faults.CrashOnRank",
+        "+callbacks.crash.rank=1",
+        "+callbacks.crash.at_step=2",
+    ]
+    code, text = normia_train(
+        *COMMON, "launcher.tasks_per_node=2", *crash, "launcher.wait=true", f"paths.output_dir={out}"
+    )
+    ended = time.time()
+    assert code == 1, text
+    assert re.search(r"job \d+: FAILED", text), text
+    assert "RuntimeError: injected failure on rank 1 at step 2" in text  # the error reaches the terminal
+    first_step = wait_event(out, "first_step", timeout_s=1)
+    assert ended - first_step["time"] < 60
+
+
+@pytest.mark.slow
+def test_sweep_is_one_array_and_a_rerun_runs_only_the_cancelled_job(tmp_path: Path) -> None:
+    argv = [
+        "-m",
+        *COMMON,
+        "trainer.max_epochs=1",
+        "optim.lr=1e-3,2e-3,3e-3",
+        "launcher.array_parallelism=2",
+        "launcher.wait=true",
+        f"paths.output_root={tmp_path}",
+    ]
+    cancelled: list[str] = []
+
+    def cancel_second_task() -> None:  # while the first `normia train` waits for the array
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not cancelled:
+            ids = subprocess.run(
+                ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True
+            ).stdout.split()
+            task = next((i for i in ids if i.endswith("_1")), None)
+            if task:
+                subprocess.run(["scancel", task], check=True)
+                cancelled.append(task)
+            time.sleep(0.2)
+
+    canceller = threading.Thread(target=cancel_second_task)
+    canceller.start()
+    code, text = normia_train(*argv)
+    canceller.join()
+    assert cancelled, text
+    array_id = cancelled[0].split("_")[0]
+    assert re.search(rf"submitted job array {array_id} \(3 jobs, at most 2 at a time\)", text), text
+    assert f"job {array_id}_1: CANCELLED" in text and code == 1, text
+    dirs = sorted((tmp_path / "quickstart" / "multirun").glob("*/[0-9]"))
+    assert [d.name for d in dirs] == ["0", "1", "2"]
+    assert [(d / "done.json").is_file() for d in dirs] == [True, False, True]
+    finished = {d.name: (d / "done.json").stat().st_mtime for d in dirs if (d / "done.json").is_file()}
+
+    code, text = normia_train(*argv)
+    assert code == 0, text
+    assert text.count("already done, skipped") == 2
+    assert re.search(r"submitted job \d+: ", text) and "job array" not in text  # one job, not an array
+    assert (dirs[1] / "done.json").is_file()
+    assert {n: (dirs[int(n)] / "done.json").stat().st_mtime for n in finished} == finished  # not run again
+
+
+def test_dry_run_prints_the_script_and_submits_nothing(tmp_path: Path) -> None:
+    before = job_count()
+    out = tmp_path / "run"
+    code, text = normia_train(*COMMON, *DDP_2X2, f"paths.output_dir={out}", "--dry-run")
+    assert code == 0, text
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=2",
+        "#SBATCH --requeue",
+        "#SBATCH --signal=USR1@120",
+    ):
+        assert line in text
+    assert "resources: 2 node(s) x 2 task(s), 4 rank(s), partition debug" in text
+    assert "dry run: nothing submitted" in text
+    code, text = normia_train(*COMMON, f"paths.output_dir={out}", "launcher.dry_run=true")
+    assert code == 0 and "dry run: nothing submitted" in text, text
+    assert job_count() == before and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["launcher.partition=gpux"], r"unknown partition 'gpux' \(sinfo\) \(did you mean 'gpu'\?\)"),
+        (
+            ["launcher.gpus_per_node=4", "trainer=gpu"],
+            r"gpus_per_node=4 but the nodes of partition 'debug' have at most 2",
+        ),
+        ([*DDP_2X2, "trainer.devices=3"], r"trainer\.devices=3 but the Slurm job has 2 tasks per node"),
+        (["launcher.time=2h"], r"launcher\.time='2h' is not a Slurm time limit"),
+        (
+            ["launcher.time=02:00:00"],
+            r"launcher\.time=02:00:00 is longer than partition 'debug' allows \(01:00:00\)",
+        ),
+        (["launcher.nodes=3"], r"launcher\.nodes=3 but partition 'debug' has 2 node\(s\)"),
+    ],
+)
+def test_bad_requests_are_refused_before_submission(tmp_path: Path, extra: list[str], message: str) -> None:
+    before = job_count()
+    code, text = normia_train(*COMMON, *extra, f"paths.output_dir={tmp_path / 'run'}")
+    assert code == 2, text
+    assert re.search(rf"^error: .*{message}", text, re.MULTILINE), text
+    assert "Traceback" not in text
+    assert job_count() == before and not (tmp_path / "run").exists()
+
+
+def test_sbatch_refusal_shows_slurms_message_and_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, text = normia_train(*COMMON, "launcher.mem_gb=100000", f"paths.output_dir={out}")
+    assert code == 2, text
+    assert re.search(
+        r"^error: sbatch refused the job: .*(Memory specification|node configuration)", text, re.M
+    ), text
+    # Slurm keeps an accounting record (FAILED, never ran) of a refused job; nothing is queued or left on disk.
+    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip() == ""
+    assert not any((out / "slurm").iterdir())  # no pickle or script left for a job that does not exist
+
+
+@pytest.mark.slow
+def test_cpu_sbatch_template_runs_normia_with_launcher_srun(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "EXP": "quickstart",
+        "NORMIA_OUTPUT_ROOT": str(tmp_path),
+        "EXTRA": "trainer.max_epochs=1 trainer.enable_progress_bar=false logger=none",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    result = subprocess.run(
+        ["sbatch", "--wait", "--parsable", "-p", "debug", f"--output={tmp_path}/%j.out", "slurm/cpu.sbatch"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    job_id = result.stdout.strip()
+    log = next(tmp_path.glob("*.out")).read_text() if list(tmp_path.glob("*.out")) else ""
+    assert result.returncode == 0, result.stderr + log
+    done = json.loads((tmp_path / "quickstart" / f"slurm-{job_id}" / "done.json").read_text())
+    assert done["world_size"] == 2  # --ntasks-per-node=2 became trainer.devices=2
