@@ -30,6 +30,17 @@ def batch_length(batch: Any) -> int:
     raise TypeError(f"cannot tell the batch size of a {type(batch).__name__}")
 
 
+class _SamplerStateLoader(DataLoader):
+    """A DataLoader that exposes its sampler's position (Lightning's stateful-loader protocol), so Lightning sees the
+    loader as resumable; the position itself is counted by ResumableDataModule, where batches are consumed."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()  # type: ignore[union-attr]
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)  # type: ignore[union-attr]
+
+
 class ResumableDataModule(L.LightningDataModule):
     """Subclasses build `self.train_set` / `self.val_set` in setup(); this class makes their loaders resumable.
 
@@ -52,7 +63,8 @@ class ResumableDataModule(L.LightningDataModule):
         self._pending_state: dict[str, Any] | None = None
 
     def _loader(self, dataset: Dataset, sampler: Any = None, drop_last: bool = False) -> DataLoader:
-        return DataLoader(
+        loader_class = _SamplerStateLoader if isinstance(sampler, ResumableSampler) else DataLoader
+        return loader_class(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,

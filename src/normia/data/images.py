@@ -117,6 +117,7 @@ class ImageFolderDataModule(_ImageDataModule):
     ) -> None:
         super().__init__(val_fraction, batch_size, num_workers, seed)
         self.root, self.image_size, self.grayscale = root, image_size, grayscale
+        self.setup()  # load and check now: a bad input fails at construction, before any run is recorded
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         x, y, self.classes = load_image_folder(self.root, self.image_size, self.grayscale)
@@ -131,6 +132,7 @@ class ArrayImageDataModule(_ImageDataModule):
     ) -> None:
         super().__init__(val_fraction, batch_size, num_workers, seed)
         self.path = path
+        self.setup()  # load and check now: a bad input fails at construction, before any run is recorded
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         x, y = load_image_arrays(self.path)

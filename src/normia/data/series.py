@@ -139,6 +139,7 @@ class SeriesDataModule(ResumableDataModule):
         self.dates: pd.DatetimeIndex | None = None
         self.raw: np.ndarray | None = None
         self.n_train = 0
+        self.setup()  # load and check now: a bad input fails at construction, before any run is recorded
 
     @property
     def source(self) -> str:

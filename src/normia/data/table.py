@@ -48,6 +48,7 @@ class TableDataModule(ResumableDataModule):
         self.feature_scaler: Standardizer | None = None
         self.target_scaler: Standardizer | None = None
         self.classes: list[str] = []
+        self.setup()  # load and check now: a bad input fails at construction, before any run is recorded
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -71,6 +71,7 @@ def read_table(
     except pd.errors.ParserError as err:
         raise UserError(f"cannot parse the CSV {p} with separator '{sep}': {err}; set data.sep") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    frame.attrs["decimal"] = decimal  # numeric_columns re-reads text cells of a column pandas left as strings
     return frame
 
 
@@ -93,8 +94,17 @@ def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], source: str | P
     out = {}
     for name in columns:
         values = frame[name]
-        if values.dtype == object:
-            values = values.astype(str).str.strip().replace({"": None, "nan": None, "NaN": None})
+        if not pd.api.types.is_numeric_dtype(
+            values
+        ):  # pandas keeps a column as text when one cell is not a number
+            values = (
+                values.astype(str)
+                .str.strip()
+                .str.replace("\u00a0", "")
+                .replace({"": None, "nan": None, "NaN": None})
+            )
+            if frame.attrs.get("decimal") == ",":
+                values = values.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
         converted = pd.to_numeric(values, errors="coerce")
         bad = converted.isna() & values.notna()
         if bad.any():

@@ -91,6 +91,7 @@ class TextDataModule(ResumableDataModule):
         self.seq_len = int(seq_len)
         self.val_fraction = check_fraction("val_fraction", val_fraction)
         self.tokens: TokenShards | ArrayTokens | None = None
+        self.setup()  # load and check now: a bad input fails at construction, before any run is recorded
 
     @property
     def vocab_size(self) -> int:
