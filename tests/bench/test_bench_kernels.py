@@ -135,3 +135,18 @@ def test_interrupted_run_keeps_the_rows_already_measured(tmp_path: Path) -> None
     assert doc["status"] == "interrupted"
     assert 3 <= len(doc["rows"]) < 3 * len(shapes)
     assert all(r["status"] == "ok" for r in doc["rows"])
+
+
+@pytest.mark.parametrize("what", ["kernels", "train", "scaling"])
+def test_help_of_each_command(what: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([what, "--help"])
+    assert exit_.value.code == 0 and "--out" in capsys.readouterr().out
+
+
+def test_bad_name_through_the_normia_cli_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from normia.cli import main as normia_main
+
+    assert normia_main(["bench", "kernels", "--providers", "tritn"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown provider 'tritn' (did you mean 'triton'?)") and err.count("\n") == 1

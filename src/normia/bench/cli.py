@@ -27,9 +27,9 @@ def _choose(kind: str, names: list[str], valid: tuple[str, ...] | list[str]) -> 
         return list(valid)
     for name in names:
         if name not in valid:
-            raise UserError(
-                f"unknown {kind} '{name}'{did_you_mean(name, valid)}; valid {kind}s: {', '.join(valid)}"
-            )
+            hint = did_you_mean(name, valid)
+            listing = "" if "(valid:" in hint else f"; valid {kind}s: {', '.join(valid)}"
+            raise UserError(f"unknown {kind} '{name}'{hint}{listing}")
     return list(dict.fromkeys(names))
 
 
@@ -67,10 +67,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="normia bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="normia bench",
+        description="Benchmarks measured against limits measured in the same run (copy bandwidth, matmul rate, "
+        "bf16 peak). Results: JSON, CSV, markdown and PNG in benchmarks/results/<device>-<date>/ unless --out.",
+    )
     sub = parser.add_subparsers(dest="what", metavar="kernels|train|scaling", required=True)
 
-    k = sub.add_parser("kernels", help="time, GB/s and % of copy bandwidth per kernel, shape and provider")
+    k = sub.add_parser("kernels", help="time, GB/s and %% of copy bandwidth per kernel, shape and provider")
     k.add_argument("--kernels", nargs="+", help="kernel names or 'all' (default all)")
     k.add_argument(
         "--providers", nargs="+", help="triton, reference, eager, compile, liger or 'all' (default all)"

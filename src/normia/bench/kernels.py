@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,20 +119,19 @@ def _bench_shape(
             continue
         try:
             with ops_backend(impl.backend):
-                rows = _measure(spec, shape, cfg, impl.fn, inputs, reference, ceilings, provider)
+                for row in _measure(spec, shape, cfg, impl.fn, inputs, reference, ceilings, provider):
+                    writer.add(row)  # on disk as soon as measured
         except Exception as err:
             oom = is_out_of_memory(err)
             _release(cfg.device)
             reason = f"out of memory: {_line(err)}" if oom else f"{type(err).__name__}: {_line(err)}"
             _skip_all(spec, shape, cfg, writer, [provider], reason, "skipped" if oom else "error")
-            continue
-        for row in rows:
-            writer.add(row)
     del inputs, reference
     _release(cfg.device)
 
 
-def _measure(spec, shape, cfg, fn, inputs, reference, ceilings, provider) -> list[dict]:  # type: ignore[no-untyped-def]
+def _measure(spec, shape, cfg, fn, inputs, reference, ceilings, provider) -> Iterator[dict]:  # type: ignore[no-untyped-def]
+    """Yield one row per pass (fwd, bwd, fwd+bwd) of one provider at one shape."""
     device = cfg.device
     diff = [inputs[n] for n in spec.differentiable]
     out = fn(**inputs)
@@ -155,27 +154,21 @@ def _measure(spec, shape, cfg, fn, inputs, reference, ceilings, provider) -> lis
         "bwd": spec.work_bwd(shape, itemsize),
     }
     work["fwd+bwd"] = work["fwd"] + work["bwd"]
-    rows = []
     for pass_, call in (("fwd", fwd), ("bwd", bwd), ("fwd+bwd", fwd_bwd)):
         if pass_ not in cfg.passes:
             continue
         try:
             timing = time_fn(call, device, min_time_s=cfg.min_time_s)
             peak = None if pass_ == "bwd" else peak_bytes(call, device, list(inputs.values()))
-        except (
-            Exception
-        ) as err:  # e.g. a kernel that computes its gradient in the forward cannot re-run backward
+        except Exception as err:
             if is_out_of_memory(err):
                 raise
             reason, status = f"{type(err).__name__}: {_line(err)}", "error"
-            if (
-                pass_ == "bwd"
-            ):  # fused losses compute gradients in the forward and free them after one backward
+            if pass_ == "bwd":  # fused losses compute gradients in the forward: backward cannot run twice
                 reason, status = f"backward cannot be timed alone ({reason})", "skipped"
-            rows.append({**_base(spec, shape, cfg, provider, pass_), "status": status, "reason": reason})
+            yield {**_base(spec, shape, cfg, provider, pass_), "status": status, "reason": reason}
             continue
-        rows.append(_row(spec, shape, cfg, provider, pass_, timing, work[pass_], ceilings, peak, rel_err))
-    return rows
+        yield _row(spec, shape, cfg, provider, pass_, timing, work[pass_], ceilings, peak, rel_err)
 
 
 def _row(spec, shape, cfg, provider, pass_, timing: Timing, work: float, ceilings, peak, rel_err) -> dict:  # type: ignore[no-untyped-def]

@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-L2_FLUSH_BYTES = (
-    256 * 1024 * 1024
-)  # larger than any current GPU's L2 (H200: 60 MB), as in triton.testing.do_bench
+# Larger than any current GPU's L2 (H200: 60 MB), as in triton.testing.do_bench.
+L2_FLUSH_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
