@@ -30,6 +30,11 @@ def batch_length(batch: Any) -> int:
     raise TypeError(f"cannot tell the batch size of a {type(batch).__name__}")
 
 
+def _already_batched(batch: Any) -> Any:
+    """collate_fn for datasets whose __getitems__ returns a whole batch of tensors."""
+    return batch
+
+
 class _SamplerStateLoader(DataLoader):
     """A DataLoader that exposes its sampler's position (Lightning's stateful-loader protocol), so Lightning sees the
     loader as resumable; the position itself is counted by ResumableDataModule, where batches are consumed."""
@@ -72,6 +77,7 @@ class ResumableDataModule(L.LightningDataModule):
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=_already_batched if hasattr(dataset, "__getitems__") else None,
         )
 
     def train_dataloader(self) -> DataLoader:

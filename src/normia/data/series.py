@@ -95,6 +95,12 @@ class SeriesWindows(Dataset):
         cut = s + self.input_len
         return self.values[s:cut], self.values[cut : cut + self.horizon]
 
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch in one gather (the DataLoader then skips per-sample collation: see datamodule.py)."""
+        starts = torch.as_tensor(self.starts[np.asarray(indices)])
+        windows = self.values[starts[:, None] + torch.arange(self.input_len + self.horizon)]
+        return windows[:, : self.input_len], windows[:, self.input_len :]
+
 
 class SeriesDataModule(ResumableDataModule):
     """Forecasting windows over the target columns of a dated table; see the module docstring for the rules."""

@@ -146,3 +146,15 @@ class TokenWindows(Dataset):
         start = self.begin + index * self.seq_len
         window = torch.from_numpy(self.tokens.read(start, start + self.seq_len + 1))
         return window[:-1], window[1:]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch at once (the DataLoader then skips per-sample collation: see datamodule.py)."""
+        if any(not 0 <= i < self.count for i in indices):
+            raise IndexError(indices)
+        starts = self.begin + np.asarray(indices, dtype=np.int64) * self.seq_len
+        if isinstance(self.tokens, ArrayTokens):  # one fancy-indexing gather
+            rows = self.tokens.tokens[starts[:, None] + np.arange(self.seq_len + 1)].astype(np.int64)
+        else:
+            rows = np.stack([self.tokens.read(int(s), int(s) + self.seq_len + 1) for s in starts])
+        windows = torch.from_numpy(rows)
+        return windows[:, :-1], windows[:, 1:]
