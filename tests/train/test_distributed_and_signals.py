@@ -33,22 +33,18 @@ def _final_weights(workdir: Path, run: str) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_one_process(workdir: Path) -> None:
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_process(workdir: Path, strategy: str) -> None:
+    """Same global batch (2 x 32 vs 64), same data order: the final weights agree to float tolerance."""
     assert main(["train", *COMMON, "name=single", "data.batch_size=64"]) == 0
-    assert (
-        main(
-            [
-                "train",
-                *COMMON,
-                "name=ddp",
-                "trainer=ddp",
-                "trainer.accelerator=cpu",
-                "trainer.devices=2",
-                "data.batch_size=32",
-            ]
-        )
-        == 0
-    )
+    two = [
+        "name=ddp",
+        f"trainer={strategy}",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "data.batch_size=32",
+    ]
+    assert main(["train", *COMMON, *two]) == 0
     single, ddp = _final_weights(workdir, "single"), _final_weights(workdir, "ddp")
     assert single.keys() == ddp.keys()
     start = torch.load(next((workdir / "outputs" / "single").rglob("last.ckpt")), weights_only=True)[
@@ -112,3 +108,26 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_the_run(workdir: Path) -
     summary = json.loads(next((workdir / "outputs").rglob("done.json")).read_text())
     assert summary["mlflow_run_id"] == run_id and summary["global_step"] == stopped_at + 10
     assert client.get_run(run_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_ddp_sweep_makes_one_sweep_dir_and_runs_each_job_once(workdir: Path, capsys) -> None:
+    args = [
+        "train",
+        "-m",
+        *COMMON,
+        "trainer.max_steps=6",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "optim.lr=1e-3,3e-3",
+    ]
+    assert main(args) == 0
+    sweeps = list((workdir / "outputs" / "quickstart" / "multirun").iterdir())
+    assert len(sweeps) == 1, sweeps
+    jobs = sorted(p.name for p in sweeps[0].iterdir())
+    assert jobs == ["0", "1"]
+    for job in jobs:
+        summary = json.loads((sweeps[0] / job / "done.json").read_text())
+        assert summary["world_size"] == 2 and summary["global_step"] == 6
+    assert capsys.readouterr().out.count("== job ") == 2
