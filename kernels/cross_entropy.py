@@ -5,7 +5,7 @@ shape), including its edge cases: ignored rows have loss 0 and gradient 0, and "
 number of non-ignored rows, so an all-ignored batch gives nan (0/0) with a zero gradient, as torch does.
 
 One program per row streams the vocabulary in blocks with an online log-sum-exp (never more than one block
-in registers, so any vocabulary size works). The forward saves only the per-row lse (4 bytes a row); the
+in registers, so any vocabulary size works). The forward saves only two floats a row (max and log-sum); the
 backward kernel reads the logits once more and writes softmax - onehot, scaled per row by the incoming
 gradient, which is what makes reduction="none" (a per-row grad_output) exact. The same kernel can
 overwrite a logits chunk with its gradient in place, which is what fused_linear_cross_entropy uses.
@@ -43,11 +43,13 @@ def cross_entropy_reference(
 
 @triton.jit
 def _cross_entropy_kernel(
-    LOGITS, TARGET, LOSS, LSE, GRAD, SCALE,
+    LOGITS, TARGET, LOSS, STATS, GRAD, SCALE,
     stride_l, stride_g, n_cols, ignore_index, smoothing,
-    HAS_LSE: tl.constexpr, WRITE_LOSS: tl.constexpr, WRITE_GRAD: tl.constexpr,
+    HAS_STATS: tl.constexpr, WRITE_LOSS: tl.constexpr, WRITE_GRAD: tl.constexpr,
     SCALE_PER_ROW: tl.constexpr, HAS_SMOOTHING: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
+    # STATS holds (max, log(sum(exp(x - max)))) per row, not their sum (the lse): softmax = exp((x - max) - logd)
+    # keeps full fp32 accuracy when |logits| is large, where x - lse would cancel catastrophically.
     row = tl.program_id(0).to(tl.int64)
     LOGITS += row * stride_l
     GRAD += row * stride_g
@@ -56,14 +58,16 @@ def _cross_entropy_kernel(
     if t == ignore_index:
         if WRITE_LOSS:
             tl.store(LOSS + row, 0.0)
-            tl.store(LSE + row, 0.0)
+            tl.store(STATS + 2 * row, 0.0)
+            tl.store(STATS + 2 * row + 1, 0.0)
         if WRITE_GRAD:
             for start in range(0, n_cols, BLOCK):
                 c = start + cols
                 tl.store(GRAD + c, tl.zeros([BLOCK], dtype=GRAD.dtype.element_ty), mask=c < n_cols)
         return
-    if HAS_LSE:
-        lse = tl.load(LSE + row)
+    if HAS_STATS:
+        m = tl.load(STATS + 2 * row)
+        logd = tl.load(STATS + 2 * row + 1)
     else:
         m = float("-inf")
         d = 0.0
@@ -77,14 +81,15 @@ def _cross_entropy_kernel(
             m = m_new
             if HAS_SMOOTHING:
                 sum_x += tl.sum(tl.where(mask, x, 0.0), axis=0)
-        lse = m + tl.log(d)
+        logd = tl.log(d)
         if WRITE_LOSS:
             x_t = tl.load(LOGITS + t).to(tl.float32)
-            loss = lse - x_t
+            loss = (m - x_t) + logd
             if HAS_SMOOTHING:
-                loss = lse - (1.0 - smoothing) * x_t - smoothing * sum_x / n_cols
+                loss = (1.0 - smoothing) * (m - x_t) + smoothing * (m - sum_x / n_cols) + logd
             tl.store(LOSS + row, loss)
-            tl.store(LSE + row, lse)
+            tl.store(STATS + 2 * row, m)
+            tl.store(STATS + 2 * row + 1, logd)
     if WRITE_GRAD:
         if SCALE_PER_ROW:
             scale = tl.load(SCALE + row).to(tl.float32)
@@ -94,7 +99,7 @@ def _cross_entropy_kernel(
             c = start + cols
             mask = c < n_cols
             x = tl.load(LOGITS + c, mask=mask, other=0.0).to(tl.float32)
-            g = tl.exp(x - lse) - tl.where(c == t, 1.0 - smoothing, 0.0)
+            g = tl.exp((x - m) - logd) - tl.where(c == t, 1.0 - smoothing, 0.0)
             if HAS_SMOOTHING:
                 g -= smoothing / n_cols
             tl.store(GRAD + c, (g * scale).to(GRAD.dtype.element_ty), mask=mask)
@@ -107,19 +112,22 @@ def cross_entropy_rows(
     label_smoothing: float = 0.0,
     *,
     loss: torch.Tensor | None = None,
-    lse: torch.Tensor | None = None,
+    stats: torch.Tensor | None = None,
     grad: torch.Tensor | None = None,
     scale: torch.Tensor | None = None,
-    lse_known: bool = False,
+    stats_known: bool = False,
 ) -> None:
     """Launch on (rows, V) logits with unit column stride and a contiguous 1-D target.
 
-    loss/lse (fp32, one per row) are written when `loss` is given; `grad` (may be `logits` itself) receives
-    (softmax - smoothed onehot) * scale, `scale` being one value or one per row. lse_known: read lse, skip pass 1.
+    loss (fp32, one per row) and stats ((rows, 2) fp32: max, log-sum) are written when `loss` is given; `grad`
+    (may be `logits` itself) receives (softmax - smoothed onehot) * scale, `scale` being one value or one per
+    row. stats_known: read stats instead of the first pass over the logits.
     """
     n_rows, n_cols = logits.shape
-    if loss is not None and lse is None:
-        raise ValueError("cross_entropy_rows: pass an lse buffer with loss (the kernel writes both)")
+    if loss is not None and stats is None:
+        raise ValueError(
+            "cross_entropy_rows: pass a (rows, 2) stats buffer with loss (the kernel writes both)"
+        )
     if n_rows == 0:
         return
     block = min(next_pow2(n_cols), LIMITS.ce_block)
@@ -128,10 +136,10 @@ def cross_entropy_rows(
     dummy = logits
     _cross_entropy_kernel[(n_rows,)](
         logits, target,
-        loss if write_loss else dummy, lse if lse is not None else dummy,
+        loss if write_loss else dummy, stats if stats is not None else dummy,
         grad if write_grad else dummy, scale if scale is not None else dummy,
         logits.stride(0), grad.stride(0) if write_grad else 0, n_cols, ignore_index, float(label_smoothing),
-        HAS_LSE=lse_known, WRITE_LOSS=write_loss, WRITE_GRAD=write_grad,
+        HAS_STATS=stats_known, WRITE_LOSS=write_loss, WRITE_GRAD=write_grad,
         SCALE_PER_ROW=scale is not None and scale.numel() > 1,
         HAS_SMOOTHING=label_smoothing > 0.0, BLOCK=block, num_warps=8 if block >= 2048 else 4,
     )  # fmt: skip
@@ -162,7 +170,7 @@ def row_grad_scale(
 
 
 class CrossEntropyFunction(torch.autograd.Function):
-    """Triton forward (loss, lse) and Triton backward (dlogits) for any reduction."""
+    """Triton forward (loss, row stats) and Triton backward (dlogits) for any reduction."""
 
     @staticmethod
     def forward(ctx, logits, target, ignore_index: int, reduction: str, label_smoothing: float):
@@ -170,10 +178,10 @@ class CrossEntropyFunction(torch.autograd.Function):
         t1 = target.reshape(-1).contiguous()
         n_rows = l2.shape[0]
         loss_rows = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
-        lse = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
-        cross_entropy_rows(l2, t1, ignore_index, label_smoothing, loss=loss_rows, lse=lse)
+        stats = torch.empty((n_rows, 2), dtype=torch.float32, device=logits.device)
+        cross_entropy_rows(l2, t1, ignore_index, label_smoothing, loss=loss_rows, stats=stats)
         n_valid = (t1 != ignore_index).sum()
-        ctx.save_for_backward(l2, t1, lse, n_valid)
+        ctx.save_for_backward(l2, t1, stats, n_valid)
         ctx.args = (ignore_index, reduction, label_smoothing, logits.shape)
         out = reduce_rows(loss_rows, n_valid, reduction)
         if reduction == "none":
@@ -182,12 +190,12 @@ class CrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        l2, t1, lse, n_valid = ctx.saved_tensors
+        l2, t1, stats, n_valid = ctx.saved_tensors
         ignore_index, reduction, label_smoothing, shape = ctx.args
         scale = row_grad_scale(grad_out, n_valid, reduction, l2.shape[0])
         grad = torch.empty(l2.shape, dtype=l2.dtype, device=l2.device)
         cross_entropy_rows(
-            l2, t1, ignore_index, label_smoothing, lse=lse, grad=grad, scale=scale, lse_known=True
+            l2, t1, ignore_index, label_smoothing, stats=stats, grad=grad, scale=scale, stats_known=True
         )
         return grad.view(shape), None, None, None, None
 

@@ -63,25 +63,31 @@ def _chunk_ce_torch(
 ) -> None:
     """PyTorch twin of the Triton kernel call: write per-row losses and/or overwrite logits with the gradient."""
     lf = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    lse = torch.logsumexp(lf, dim=-1)
+    shifted = lf - lf.amax(
+        dim=-1, keepdim=True
+    )  # as the kernel: softmax = exp(shifted - logd), no cancellation
+    logd = torch.logsumexp(shifted, dim=-1)
     valid = target != ignore_index
     safe_t = torch.where(valid, target, torch.zeros_like(target)).unsqueeze(1)
     if loss is not None:
-        x_t = lf.gather(1, safe_t).squeeze(1)
-        loss.copy_(torch.where(valid, lse - x_t, torch.zeros_like(lse)))
+        loss.copy_(torch.where(valid, logd - shifted.gather(1, safe_t).squeeze(1), torch.zeros_like(logd)))
     if scale is not None:
-        grad = lf.sub_(lse.unsqueeze(1)).exp_()
+        grad = shifted.sub_(logd.unsqueeze(1)).exp_()
         grad.scatter_add_(1, safe_t, torch.full_like(safe_t, -1.0, dtype=grad.dtype))
-        row_scale = scale.expand(lse.shape[0]) if scale.numel() == 1 else scale
+        row_scale = scale.expand(logd.shape[0]) if scale.numel() == 1 else scale
         grad.mul_(torch.where(valid, row_scale, torch.zeros_like(row_scale)).unsqueeze(1))
         logits.copy_(grad)
 
 
 def _chunk_ce(logits, target, ignore_index, loss, scale, use_triton: bool) -> None:
     if use_triton:
-        lse = torch.empty_like(loss) if loss is not None else None
+        stats = (
+            torch.empty((loss.shape[0], 2), dtype=torch.float32, device=loss.device)
+            if loss is not None
+            else None
+        )
         grad = logits if scale is not None else None
-        cross_entropy_rows(logits, target, ignore_index, loss=loss, lse=lse, grad=grad, scale=scale)
+        cross_entropy_rows(logits, target, ignore_index, loss=loss, stats=stats, grad=grad, scale=scale)
     else:
         _chunk_ce_torch(logits, target, ignore_index, loss, scale)
 

@@ -242,10 +242,23 @@ class TestCrossEntropy:
         assert ops.cross_entropy(logits, t, reduction="sum").item() == 0.0
 
     def test_large_logits_are_stable(self):
+        """Logits in the thousands: no overflow, and no further from float64 than torch's own fp32 result.
+
+        (At |logits| ~ 1e3 the fp32 rounding of the log-sum-exp alone moves the softmax by ~1e-4, for torch too,
+        so the fp32 bound of 1e-5 cannot apply; the bar is torch's own error.)"""
         seed = fresh_seed()
         logits, t = _rand(5, 300, dtype=torch.float32) * 1e3, torch.randint(0, 300, (5,))
-        ref = cross_entropy.cross_entropy_reference
-        check_op(ops.cross_entropy, ref, [logits, t, -100, "sum", 0.0], torch.float32, (0,), seed)
+        errors = {}
+        for name, fn in (("ours", ops.cross_entropy), ("torch", torch.nn.functional.cross_entropy)):
+            x = logits.clone().requires_grad_()
+            loss = fn(x, t, reduction="sum")
+            loss.backward()
+            x64 = logits.double().requires_grad_()
+            ref = torch.nn.functional.cross_entropy(x64, t, reduction="sum")
+            ref.backward()
+            assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+            errors[name] = max(rel_err(loss, ref), rel_err(x.grad, x64.grad))
+        assert errors["ours"] <= max(1e-5, 2 * errors["torch"]), f"{errors} (seed {seed})"
 
 
 class TestFusedLinearCrossEntropy:

@@ -18,7 +18,7 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from normia.kernels import cross_entropy, layer_norm, rms_norm, rope, swiglu  # noqa: E402
 
-FP32_POINTERS = {"RSTD", "MEAN", "LOSS", "LSE", "SCALE", "DW_PART", "DB_PART"}
+FP32_POINTERS = {"RSTD", "MEAN", "LOSS", "STATS", "SCALE", "DW_PART", "DB_PART"}
 I32_SCALARS = {"n_cols", "n_rows", "n_heads", "seq_len", "half", "ignore_index"}
 FP32_SCALARS = {"eps", "smoothing"}
 
@@ -38,7 +38,7 @@ VARIANTS = [
     (rope._rope_kernel, {"BACKWARD": True, "BLOCK_T": 32, "BLOCK_D": 64}, 4),
 ]
 _CE = {
-    "HAS_LSE": False,
+    "HAS_STATS": False,
     "WRITE_LOSS": True,
     "WRITE_GRAD": False,
     "SCALE_PER_ROW": False,
@@ -47,7 +47,7 @@ _CE = {
 VARIANTS += [
     (cross_entropy._cross_entropy_kernel, {**_CE, "BLOCK": 8192}, 8),  # cross_entropy forward
     (cross_entropy._cross_entropy_kernel,  # cross_entropy backward, reduction="none"
-     {**_CE, "HAS_LSE": True, "WRITE_LOSS": False, "WRITE_GRAD": True, "SCALE_PER_ROW": True, "BLOCK": 8192}, 8),
+     {**_CE, "HAS_STATS": True, "WRITE_LOSS": False, "WRITE_GRAD": True, "SCALE_PER_ROW": True, "BLOCK": 8192}, 8),
     (cross_entropy._cross_entropy_kernel,  # fused linear CE chunk: loss + in-place gradient
      {**_CE, "WRITE_GRAD": True, "HAS_SMOOTHING": False, "BLOCK": 8192}, 8),
 ]  # fmt: skip
