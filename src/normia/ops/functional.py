@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from normia.kernels.add_rms_norm import add_rms_norm_reference, add_rms_norm_triton
@@ -16,6 +18,11 @@ from . import _validate as v
 from ._backend import use_triton
 
 
+def _device_of(t: torch.Tensor):
+    """Triton launches on the *current* CUDA device: make it the tensor's (cuda:1 tensors from a cuda:0 context)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """x * rsqrt(mean(x^2, -1) + eps) * weight, computed in fp32, returned in x.dtype."""
     fn = "rms_norm"
@@ -25,7 +32,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.
     v.vector_for_last_dim(fn, "weight", weight, "x", x)
     v.same_device(fn, x=x, weight=weight)
     v.eps(fn, eps)
-    return rms_norm_triton(x, weight, eps) if use_triton(fn, x) else rms_norm_reference(x, weight, eps)
+    if use_triton(fn, x):
+        with _device_of(x):
+            return rms_norm_triton(x, weight, eps)
+    return rms_norm_reference(x, weight, eps)
 
 
 def add_rms_norm(
@@ -43,7 +53,8 @@ def add_rms_norm(
     v.same_device(fn, x=x, residual=residual, weight=weight)
     v.eps(fn, eps)
     if use_triton(fn, x):
-        return add_rms_norm_triton(x, residual, weight, eps)
+        with _device_of(x):
+            return add_rms_norm_triton(x, residual, weight, eps)
     return add_rms_norm_reference(x, residual, weight, eps)
 
 
@@ -62,7 +73,8 @@ def layer_norm(
     v.same_device(fn, x=x, weight=weight, bias=bias)
     v.eps(fn, eps)
     if use_triton(fn, x):
-        return layer_norm_triton(x, weight, bias, eps)
+        with _device_of(x):
+            return layer_norm_triton(x, weight, bias, eps)
     return layer_norm_reference(x, weight, bias, eps)
 
 
@@ -74,7 +86,10 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     v.same_shape(fn, "gate", gate, "up", up)
     v.same_dtype(fn, "gate", gate, "up", up)
     v.same_device(fn, gate=gate, up=up)
-    return swiglu_triton(gate, up) if use_triton(fn, gate) else swiglu_reference(gate, up)
+    if use_triton(fn, gate):
+        with _device_of(gate):
+            return swiglu_triton(gate, up)
+    return swiglu_reference(gate, up)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -98,7 +113,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     if use_triton(fn, x):
         if cos.requires_grad or sin.requires_grad:
             raise ValueError(f"{fn}: the Triton kernel treats cos/sin as constant tables; pass them detached")
-        return apply_rope_triton(x, cos, sin)
+        with _device_of(x):
+            return apply_rope_triton(x, cos, sin)
     return apply_rope_reference(x, cos, sin)
 
 
@@ -131,7 +147,8 @@ def cross_entropy(
         raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
     _check_ce(fn, "logits", logits, logits.shape[-1], target, ignore_index)
     if use_triton(fn, logits):
-        return cross_entropy_triton(logits, target, ignore_index, reduction, label_smoothing)
+        with _device_of(logits):
+            return cross_entropy_triton(logits, target, ignore_index, reduction, label_smoothing)
     return cross_entropy_reference(logits, target, ignore_index, reduction, label_smoothing)
 
 
@@ -167,6 +184,7 @@ def fused_linear_cross_entropy(
     v.same_device(fn, hidden=hidden, weight=weight, bias=bias)
     _check_ce(fn, "hidden", hidden, weight.shape[0], target, ignore_index)
     triton_path = use_triton(fn, hidden)
-    return fused_linear_cross_entropy_chunked(
-        hidden, weight, target, bias, ignore_index, reduction, use_triton=triton_path
-    )
+    with _device_of(hidden) if triton_path else contextlib.nullcontext():
+        return fused_linear_cross_entropy_chunked(
+            hidden, weight, target, bias, ignore_index, reduction, use_triton=triton_path
+        )
