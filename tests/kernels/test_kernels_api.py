@@ -123,6 +123,27 @@ def test_import_needs_no_cuda_and_no_heavy_packages():
     assert proc.returncode == 0, proc.stderr
 
 
+def test_works_without_triton_installed():
+    """A machine without triton (e.g. macOS): normia.ops imports, the reference runs, forcing triton says why."""
+    code = (
+        "import sys; sys.modules['triton'] = None  # makes `import triton` raise ImportError\n"
+        "import torch, normia.ops as ops\n"
+        "from normia.kernels._triton import HAS_TRITON; assert not HAS_TRITON\n"
+        "h, w = torch.randn(6, 8, requires_grad=True), torch.randn(20, 8, requires_grad=True)\n"
+        "ops.fused_linear_cross_entropy(h, w, torch.randint(0, 20, (6,))).backward()\n"
+        "assert ops.rms_norm(h, torch.ones(8)).shape == (6, 8)\n"
+        "ops.set_backend('triton')\n"
+        "try:\n"
+        "    ops.swiglu(h, h)\n"
+        "except RuntimeError as e:\n"
+        "    assert 'triton is not installed' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('forced triton ran without triton')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 # ---- modules ----------------------------------------------------------------------------------------------
 def test_norm_modules():
     x, r = torch.randn(2, 3, 16), torch.randn(2, 3, 16)
