@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The CPU figures committed under benchmarks/results/cpu-<date>/: kernels (reference, eager, compile), the fused
-# linear cross-entropy's memory at N=8192, H=1024, V=32k (issue 3), training and 2-process gloo scaling of small
-# LLaMA models, normia train's framework overhead and the CLI's start-up time (issue 2). About 25 minutes on 2 cores.
+# The CPU figures committed under benchmarks/results/cpu-<date>/: kernels (reference, eager, compile), training and
+# 2-process gloo scaling of small LLaMA models, normia train's framework overhead and the CLI's start-up time
+# (issue 2). About 20 minutes on 2 shared cores.
 #
 #   bash benchmarks/cpu/run_all.sh [RESULTS_DIR]
 set -euo pipefail
@@ -10,8 +10,6 @@ PY=${PYTHON:-python}
 R=${1:-benchmarks/results/cpu-$(date -u +%F)}
 mkdir -p "$R"
 $PY -m normia.cli bench kernels --providers reference eager compile --threads 1 --time-budget 600 --out "$R"
-$PY -m normia.cli bench kernels --name flce_memory --kernels fused_linear_cross_entropy --providers reference eager \
-    --shapes 8192x1024x32000 --passes fwd+bwd --min-time 0.1 --threads 2 --no-plots --out "$R"
 $PY -m normia.cli bench train --sizes tiny small --compile both --steps 10 --warmup 3 --threads 1 --out "$R"
 $PY -m normia.cli bench scaling --size small --ranks 1 2 --steps 10 --warmup 3 --out "$R"
 $PY benchmarks/train_overhead.py --out "$R"

@@ -180,7 +180,10 @@ def _bench_size(
             if cfg.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(cfg.device)
             timing, loss, joules = time_steps(step, batches, cfg.warmup, cfg.steps, cfg.device, meter)
-            peak = _peak_memory(step, batches[0], cfg.device)
+            # On a CPU the memory tracker (a dispatch mode) would run compiled code eagerly: no figure then.
+            peak = (
+                None if compiled and cfg.device.type == "cpu" else _peak_memory(step, batches[0], cfg.device)
+            )
     except UserError:
         raise
     except Exception as err:  # one size failing (memory, compiler) must not lose the others
