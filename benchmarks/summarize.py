@@ -74,11 +74,13 @@ def main(folder: str) -> int:
     root = Path(folder)
     parts: list[list[str]] = []
     first = None
-    for name, render in (("kernels", kernels), ("train", train), ("scaling", scaling)):
-        doc = _load(root, name)
-        if doc:
+    for prefix, render in (("kernels", kernels), ("train", train), ("scaling", scaling)):
+        for path in sorted(root.glob(f"{prefix}*.json")):
+            if path.stem == "train_overhead":
+                continue
+            doc = json.loads(path.read_text())
             first = first or doc
-            parts.append(render(doc))
+            parts.append([f"`{path.name}`:", *render(doc)])
     for name, title in (("train_overhead", "normia train overhead (steps/s)"), ("startup", "CLI start-up")):
         doc = _load(root, name)
         if doc:

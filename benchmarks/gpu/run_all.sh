@@ -39,28 +39,38 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: run with a hard limit, log its o
 if [ "$SLUG" = cpu ]; then
     KERNELS=(--kernels rms_norm swiglu --shapes 64x128 --min-time 0.02 --threads 1)
     TRAIN=(--sizes tiny --compile off --steps 3 --warmup 1 --threads 1)
+    TRAIN_COMPILE=(--sizes tiny --compile on --steps 3 --warmup 1 --threads 1)
     SCALING=(--size tiny --ranks 1 2 --steps 3 --warmup 1)
 else
-    KERNELS=(--providers triton eager compile liger --min-time 0.1 --time-budget 110)
-    TRAIN=(--sizes 1b 350m 125m --compile both --steps 10 --warmup 3 --time-budget 100)
+    KERNELS=(--providers triton eager compile liger --min-time 0.1 --time-budget 90 --shapes
+        rms_norm:4096x1024 rms_norm:16384x4096 rms_norm:32768x8192
+        add_rms_norm:4096x1024 add_rms_norm:16384x4096 add_rms_norm:32768x8192
+        layer_norm:4096x1024 layer_norm:32768x8192 swiglu:4096x4096 swiglu:16384x14336
+        apply_rope:8x32x4096x128 cross_entropy:8192x32000 cross_entropy:16384x128256
+        fused_linear_cross_entropy:8192x4096x128256)
+    TRAIN=(--sizes 125m 350m 1b --compile off --steps 10 --warmup 3 --time-budget 45)
+    TRAIN_COMPILE=(--sizes 1b --compile on --steps 10 --warmup 3)
     SCALING=(--size 125m --steps 10 --warmup 3)
 fi
 
 # GPU tests only (-m gpu). Modules that import hydra/mlflow fail to collect on a bare GPU machine: carry on.
-step gpu-tests 100 $PY -m pytest -m gpu tests/ -q -p no:cacheprovider --continue-on-collection-errors \
+step gpu-tests 90 $PY -m pytest -m gpu tests/ -q -p no:cacheprovider --continue-on-collection-errors \
     --junitxml="$RESULTS/gpu-tests.xml"
 
-# Kernels: default GPU sweep (kernel_specs.py), normia Triton vs eager, torch.compile and Liger (if installed).
-step kernels 150 $PY -m normia.cli bench kernels "${KERNELS[@]}" --out "$RESULTS"
+# Kernels: small to large shapes of each (the full default sweep is in kernel_specs.py), normia Triton vs eager,
+# torch.compile and Liger (if installed).
+step kernels 130 $PY -m normia.cli bench kernels "${KERNELS[@]}" --out "$RESULTS"
 
-# Training: ~1B LLaMA (Llama-3.2-1B shape) first, then smaller, each without and with torch.compile, bf16.
-step train 170 $PY -m normia.cli bench train "${TRAIN[@]}" --out "$RESULTS"
+# Training, bf16 autocast, normia kernels: the size sweep eagerly, then the ~1B LLaMA (Llama-3.2-1B shape) compiled,
+# the MFU target's configuration.
+step train 70 $PY -m normia.cli bench train "${TRAIN[@]}" --out "$RESULTS"
+step train-compile 130 $PY -m normia.cli bench train --name train_compile "${TRAIN_COMPILE[@]}" --out "$RESULTS"
 
 # Scaling: every GPU of this node (one rank per GPU, nccl). With one GPU this is the single-rank baseline.
-step scaling 60 $PY -m normia.cli bench scaling "${SCALING[@]}" --out "$RESULTS"
+step scaling 45 $PY -m normia.cli bench scaling "${SCALING[@]}" --out "$RESULTS"
 
 echo "== total $(($(date +%s) - START))s" | tee -a "$LOG"
-cat "$RESULTS"/kernels.md "$RESULTS"/train.md "$RESULTS"/scaling.md 2>/dev/null | grep -v '| skipped |' >"$RESULTS/summary.md"
+$PY benchmarks/summarize.py "$RESULTS" >"$RESULTS/summary.md" 2>>"$LOG"
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
     tar czf "$OUT/results.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
     cp "$LOG" "$RESULTS/summary.md" "$OUT/"

@@ -150,3 +150,13 @@ def test_bad_name_through_the_normia_cli_is_one_line_and_exit_2(capsys: pytest.C
     assert normia_main(["bench", "kernels", "--providers", "tritn"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown provider 'tritn' (did you mean 'triton'?)") and err.count("\n") == 1
+
+
+def test_summary_for_the_readme(kernels_run: tuple[Path, dict]) -> None:
+    out, _doc = kernels_run
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "summarize.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("### cpu: ") and "| rms_norm | 64x96 | eager |" in result.stdout

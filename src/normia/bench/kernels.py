@@ -94,7 +94,7 @@ def _bench_shape(
     over_budget: bool,
 ) -> None:
     if over_budget:
-        _skip_all(spec, shape, cfg, writer, cfg.providers, f"time budget of {cfg.time_budget_s:.0f} s spent")
+        _skip_all(spec, shape, cfg, writer, cfg.providers, f"time budget of {cfg.time_budget_s:g} s spent")
         return
     itemsize = torch.finfo(cfg.dtype).bits // 8
     need, free = spec.memory_needed(shape, itemsize), free_bytes(cfg.device)

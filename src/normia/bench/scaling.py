@@ -155,7 +155,7 @@ def run(cfg: ScalingConfig) -> ResultsWriter:
             row = _row_base(cfg, n)
             if cfg.time_budget_s is not None and time.monotonic() - started > cfg.time_budget_s:
                 writer.add(
-                    {**row, "status": "skipped", "reason": f"time budget of {cfg.time_budget_s:.0f} s spent"}
+                    {**row, "status": "skipped", "reason": f"time budget of {cfg.time_budget_s:g} s spent"}
                 )
                 continue
             if cfg.device_type == "cuda" and n > torch.cuda.device_count():

@@ -144,7 +144,7 @@ def run(cfg: TrainBenchConfig) -> ResultsWriter:
                     "kernels": cfg.kernels_backend}  # fmt: skip
             if cfg.time_budget_s is not None and time.monotonic() - started > cfg.time_budget_s:
                 writer.add(
-                    {**base, "status": "skipped", "reason": f"time budget of {cfg.time_budget_s:.0f} s spent"}
+                    {**base, "status": "skipped", "reason": f"time budget of {cfg.time_budget_s:g} s spent"}
                 )
                 continue
             writer.add(
