@@ -42,13 +42,31 @@ def _final(state: str) -> bool:
     return state.split()[0] in FINAL_STATES
 
 
+def queued_ids() -> set[str]:
+    """Jobs slurmctld still holds (pending, running, completing), array tasks expanded (12_3)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=30, check=False
+    )
+    return set(out.stdout.split())
+
+
 def wait_for(
     job_ids: list[str], poll_s: float = 1.0, timeout_s: float | None = None
 ) -> dict[str, tuple[str, str]]:
-    """Block until every job reached a final state; returns their last states."""
+    """Block until every job reached a final state; returns their last states. An array task cancelled before it
+    started never gets an accounting record: once it is neither queued nor in sacct (3 polls in a row, to allow for
+    slurmdbd's lag) it is reported as CANCELLED."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    missing_polls: dict[str, int] = {}
     while True:
         states = job_states(job_ids)
+        absent = [j for j in job_ids if j not in states]
+        if absent:
+            queued = queued_ids()
+            for job in absent:
+                missing_polls[job] = missing_polls.get(job, 0) + 1 if job not in queued else 0
+                if missing_polls[job] >= 3:
+                    states[job] = ("CANCELLED", "never started")
         if len(states) >= len(job_ids) and all(_final(s) for s, _ in states.values()):
             return states
         if deadline is not None and time.monotonic() > deadline:
