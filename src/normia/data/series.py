@@ -99,7 +99,7 @@ class SeriesWindows(Dataset):
         """A whole batch in one gather (the DataLoader then skips per-sample collation: see datamodule.py)."""
         starts = torch.as_tensor(self.starts[np.asarray(indices)])
         windows = self.values[starts[:, None] + torch.arange(self.input_len + self.horizon)]
-        return windows[:, : self.input_len], windows[:, self.input_len :]
+        return windows[:, : self.input_len].contiguous(), windows[:, self.input_len :].contiguous()
 
 
 class SeriesDataModule(ResumableDataModule):

@@ -157,4 +157,4 @@ class TokenWindows(Dataset):
         else:
             rows = np.stack([self.tokens.read(int(s), int(s) + self.seq_len + 1) for s in starts])
         windows = torch.from_numpy(rows)
-        return windows[:, :-1], windows[:, 1:]
+        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
