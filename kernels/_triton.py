@@ -62,6 +62,7 @@ class _Limits:
         self.ce_block = 8192  # vocabulary block of the cross-entropy kernels
         self.elementwise_block = 1024  # elements per program of the elementwise kernels
         self.flce_chunk_rows = 0  # tokens per fused-linear-cross-entropy chunk; 0 = automatic
+        self.flce_cpu_chunk_elements = 2**25  # on CPUs, chunks hold at least this many logits
 
 
 LIMITS = _Limits()

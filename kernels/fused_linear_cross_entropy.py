@@ -1,9 +1,9 @@
 """Linear layer + cross-entropy without ever materialising the full (tokens, vocab) logits.
 
 Why: at vocab 128k the logits and their gradient dominate an LLM's activation memory. Tokens are processed
-in chunks sized so that one chunk of logits is about as large as the hidden states (Liger's rule): for
-each chunk the logits are computed by a matmul, the cross-entropy kernel writes the loss and overwrites
-the logits with their gradient in place, and two more matmuls accumulate d(hidden) and d(weight) (and
+in chunks (see chunk_rows: a chunk of logits is a small multiple of the hidden states' size): for each
+chunk the logits are computed by a matmul, the cross-entropy kernel writes the loss and overwrites the
+logits with their gradient in place, and two more matmuls accumulate d(hidden) and d(weight) (and
 d(bias)).
 
 For reduction "mean" / "sum" the incoming gradient is a scalar, so the gradients are computed during the
@@ -38,12 +38,13 @@ def fused_linear_cross_entropy_reference(
 
 
 def chunk_rows(n_rows: int, hidden_size: int, vocab_size: int, device_type: str = "cpu") -> int:
-    """Tokens per chunk (a power of two): chunk logits about the size of all hidden states (Liger's rule).
+    """Tokens per chunk (a power of two). Base: chunk logits about the size of all hidden states (Liger's rule).
 
-    On GPUs 2x that: each chunk's d(weight) matmul re-reads and re-writes the whole (vocab, hidden)
-    accumulator; at 256 tokens (hidden 4096, vocab 128k) that traffic outlasts the matmul itself, at 512 the
-    matmul hides it, while the chunk of logits stays ~1/16 of the full logits. On CPUs the matmuls dominate
-    and the smaller chunk keeps the memory lowest.
+    GPUs: 2x the base. Each chunk's d(weight) matmul re-reads and re-writes the whole (vocab, hidden)
+    accumulator; at 256 tokens (hidden 4096, vocab 128k) that traffic outlasts the matmul, at 512 the matmul
+    hides it, and the chunk of logits stays ~1/16 of the full logits.
+    CPUs: at least LIMITS.flce_cpu_chunk_elements logits (128 MB in fp32): CPU matmuls with a few dozen rows
+    run at a fraction of their speed (32-token chunks made the step 2-4x slower than unfused at 1k tokens).
     """
     if LIMITS.flce_chunk_rows:
         return LIMITS.flce_chunk_rows
@@ -51,6 +52,9 @@ def chunk_rows(n_rows: int, hidden_size: int, vocab_size: int, device_type: str 
     rows = next_pow2(triton.cdiv(max(n_rows, 1), factor))
     if device_type == "cuda":
         rows *= 2
+    else:
+        floor = max(1, LIMITS.flce_cpu_chunk_elements // max(vocab_size, 1))
+        rows = max(rows, 1 << (floor.bit_length() - 1))
     return max(1, min(rows, next_pow2(max(n_rows, 1))))
 
 
@@ -63,9 +67,8 @@ def _chunk_ce_torch(
 ) -> None:
     """PyTorch twin of the Triton kernel call: write per-row losses and/or overwrite logits with the gradient."""
     lf = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    shifted = lf - lf.amax(
-        dim=-1, keepdim=True
-    )  # as the kernel: softmax = exp(shifted - logd), no cancellation
+    # as the kernel: softmax = exp(shifted - logd), which avoids the cancellation of x - lse at large logits
+    shifted = lf - lf.amax(dim=-1, keepdim=True)
     logd = torch.logsumexp(shifted, dim=-1)
     valid = target != ignore_index
     safe_t = torch.where(valid, target, torch.zeros_like(target)).unsqueeze(1)
@@ -109,9 +112,8 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
         t1 = target.reshape(-1).contiguous()
         n_rows = h2.shape[0]
         n_valid = (t1 != ignore_index).sum()
-        acc = torch.promote_types(
-            hidden.dtype, torch.float32
-        )  # fp32, or fp64 for fp64 inputs (reference checks)
+        # per-row math in fp32 (fp64 for fp64 inputs, so the reference checks are exact)
+        acc = torch.promote_types(hidden.dtype, torch.float32)
         need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[3]
         eager = (need_h or need_w or need_b) and reduction != "none"
         grads = _alloc_grads(h2, weight, bias, need_h, need_w, need_b) if eager else (None, None, None)

@@ -20,6 +20,7 @@ def _torch_backend():
     yield
     ops.set_backend(None)
     LIMITS.flce_chunk_rows = 0
+    LIMITS.flce_cpu_chunk_elements = 2**25
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -138,12 +139,15 @@ def test_fused_linear_cross_entropy_never_builds_full_logits(monkeypatch):
         return real_linear(x, weight, bias)
 
     monkeypatch.setattr(flce.F, "linear", spy)
+    LIMITS.flce_cpu_chunk_elements = 256 * 8  # the CPU floor, scaled down to this test's sizes: 8 rows
     n, hidden, vocab = 512, 16, 256
     h, w = torch.randn(n, hidden, requires_grad=True), torch.randn(vocab, hidden, requires_grad=True)
     ops.fused_linear_cross_entropy(h, w, torch.randint(0, vocab, (n,))).backward()
-    expected_chunk = flce.chunk_rows(n, hidden, vocab)
-    assert expected_chunk == 32  # vocab/hidden = 16 -> chunk logits as large as the hidden states
-    assert rows_seen and max(rows_seen) == expected_chunk and sum(rows_seen) == n
+    assert flce.chunk_rows(n, hidden, vocab, "cuda") == 64  # 2x (chunk logits as large as the hidden states)
+    assert flce.chunk_rows(n, hidden, vocab, "cpu") == 32  # the base rule wins over the 8-row floor
+    assert rows_seen and max(rows_seen) == 32 and sum(rows_seen) == n
+    LIMITS.flce_cpu_chunk_elements = 256 * 100  # floor of 100 rows -> 64 (power of two below)
+    assert flce.chunk_rows(n, hidden, vocab, "cpu") == 64
 
 
 def test_eager_gradients_refuse_a_second_backward():
