@@ -55,7 +55,7 @@ def chunk_rows(n_rows: int, hidden_size: int, vocab_size: int, device_type: str 
     else:
         floor = max(1, LIMITS.flce_cpu_chunk_elements // max(vocab_size, 1))
         rows = max(rows, 1 << (floor.bit_length() - 1))
-    return max(1, min(rows, next_pow2(max(n_rows, 1))))
+    return max(1, min(rows, next_pow2(max(n_rows, 1)) // 2))  # at least two chunks: never the full logits
 
 
 def _chunk_ce_torch(

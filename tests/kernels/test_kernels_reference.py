@@ -148,6 +148,8 @@ def test_fused_linear_cross_entropy_never_builds_full_logits(monkeypatch):
     assert rows_seen and max(rows_seen) == 32 and sum(rows_seen) == n
     LIMITS.flce_cpu_chunk_elements = 256 * 100  # floor of 100 rows -> 64 (power of two below)
     assert flce.chunk_rows(n, hidden, vocab, "cpu") == 64
+    LIMITS.flce_cpu_chunk_elements = 2**30  # a floor above the whole logits still leaves two chunks
+    assert flce.chunk_rows(n, hidden, vocab, "cpu") == 256 and flce.chunk_rows(n, 1024, 256, "cuda") == 256
 
 
 def test_eager_gradients_refuse_a_second_backward():
