@@ -41,7 +41,9 @@ def mlflow_client(summary: dict[str, Any]) -> Any:
 
 def metric_history(summary: dict[str, Any], key: str) -> tuple[list[int], list[float]]:
     """(steps, values) of one metric of the run, as MLflow recorded it."""
-    history = sorted(mlflow_client(summary).get_metric_history(summary["mlflow_run_id"], key), key=lambda m: m.step)
+    history = sorted(
+        mlflow_client(summary).get_metric_history(summary["mlflow_run_id"], key), key=lambda m: m.step
+    )
     return [m.step for m in history], [m.value for m in history]
 
 
@@ -53,6 +55,8 @@ def load_trained(summary: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
     cfg = OmegaConf.load(Path(summary["output_dir"]) / "config.yaml")
     model = instantiate(cfg.model, _convert_="all")
     checkpoint = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    state = {
+        k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
+    }
     model.load_state_dict(state)
     return model.eval(), instantiate(cfg.data, _convert_="all")

@@ -15,7 +15,9 @@ pytestmark = [
 ]
 
 
-def loss_and_grads(model: Llama, batch: tuple[torch.Tensor, torch.Tensor], backend: str) -> tuple[float, dict]:
+def loss_and_grads(
+    model: Llama, batch: tuple[torch.Tensor, torch.Tensor], backend: str
+) -> tuple[float, dict]:
     previous = get_backend()
     set_backend(backend)
     try:
@@ -30,7 +32,9 @@ def loss_and_grads(model: Llama, batch: tuple[torch.Tensor, torch.Tensor], backe
 @pytest.mark.parametrize(("dtype", "rtol"), [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
 def test_triton_kernels_match_the_reference_in_the_model(dtype: torch.dtype, rtol: float) -> None:
     torch.manual_seed(0)
-    model = Llama(vocab_size=1000, dim=256, n_layers=2, n_heads=8, n_kv_heads=2, max_seq_len=256).cuda().to(dtype)
+    model = (
+        Llama(vocab_size=1000, dim=256, n_layers=2, n_heads=8, n_kv_heads=2, max_seq_len=256).cuda().to(dtype)
+    )
     tokens = torch.randint(0, 1000, (4, 257), device="cuda")
     batch = (tokens[:, :-1], tokens[:, 1:])
     ref_loss, ref_grads = loss_and_grads(model, batch, "torch")
