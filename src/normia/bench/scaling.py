@@ -201,9 +201,9 @@ def run_from_env(cfg: ScalingConfig) -> ResultsWriter | None:
     if rank != 0:
         return None
     info = devinfo.describe(torch.device(cfg.device_type))
-    name = f"scaling_world{world}"
+    name = f"{cfg.name}_world{world}"
     writer = ResultsWriter(cfg.out_dir, name, {**devinfo.provenance(info), "config": _cfg_dict(cfg)}, COLUMNS)
-    base_tps = _tokens_per_s(result) if world == 1 else _baseline(cfg.out_dir / "scaling_world1.json")
+    base_tps = _tokens_per_s(result) if world == 1 else _baseline(cfg.out_dir / f"{cfg.name}_world1.json")
     writer.add(_row(_row_base(cfg, world), result, base_tps))
     writer.finish("complete")
     return writer
