@@ -132,6 +132,8 @@ class _DDPLossAdapter(nn.Module):
 def _spawned(rank: int, world: int, port: int, cfg: ScalingConfig, result_path: str) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
+    if cfg.device_type == "cuda":
+        torch.cuda.set_device(rank)  # before the group exists, so NCCL binds each rank to its own GPU
     dist.init_process_group(cfg.backend, rank=rank, world_size=world, timeout=_dt.timedelta(minutes=5))
     try:
         result = _measure(rank, world, rank, cfg)
@@ -193,6 +195,8 @@ def run_from_env(cfg: ScalingConfig) -> ResultsWriter | None:
     local_rank = int(env.get("LOCAL_RANK", env.get("SLURM_LOCALID", "0")))
     env.setdefault("MASTER_ADDR", "127.0.0.1")
     env.setdefault("MASTER_PORT", "29500")
+    if cfg.device_type == "cuda":
+        torch.cuda.set_device(local_rank)
     dist.init_process_group(cfg.backend, rank=rank, world_size=world, timeout=_dt.timedelta(minutes=10))
     try:
         result = _measure(rank, world, local_rank, cfg)
