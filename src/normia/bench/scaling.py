@@ -26,6 +26,7 @@ from normia.bench import device as devinfo
 from normia.bench.model_sizes import SIZES, build_llama
 from normia.bench.plots import line_plot
 from normia.bench.results import ResultsWriter
+from normia.bench.timing import Timing
 from normia.bench.train import TrainStep, random_batches, time_steps
 
 COLUMNS = (
@@ -102,18 +103,19 @@ def _measure(rank: int, world: int, local_rank: int, cfg: ScalingConfig) -> dict
     batches = random_batches(2, batch, seq_len, s.vocab_size, device, seed=1000 + rank)
     dist.barrier()
     timing, loss, _joules = time_steps(step, batches, cfg.warmup, cfg.steps, device)
-    # The slowest rank sets the pace: take the largest median over ranks.
-    median = torch.tensor([timing.median_ms], dtype=torch.float64, device=device)
-    dist.all_reduce(median, op=dist.ReduceOp.MAX)
+    # The slowest rank sets the pace: each step's time is the largest over ranks.
+    per_step = torch.tensor(timing.samples_ms, dtype=torch.float64, device=device)
+    dist.all_reduce(per_step, op=dist.ReduceOp.MAX)
+    slowest = Timing.from_samples(per_step.tolist(), "wall clock per step, synchronised, slowest rank")
     return {
         "rank": rank,
         "world": world,
         "batch": batch,
         "seq_len": seq_len,
-        "median_ms": float(median.item()),
-        "p20_ms": timing.p20_ms,
-        "p80_ms": timing.p80_ms,
-        "samples_ms": timing.samples_ms,
+        "median_ms": slowest.median_ms,
+        "p20_ms": slowest.p20_ms,
+        "p80_ms": slowest.p80_ms,
+        "samples_ms": slowest.samples_ms,
         "loss": loss,
     }
 
