@@ -201,11 +201,11 @@ def main(argv: list[str]) -> int:
     print(f"reproducing run {args.run_id}: normia train {' '.join(overrides) or '(defaults)'}")
     print(f"  output {cfg.paths.output_dir}")
 
-    from normia.train.cli import _run_one
+    from normia.train.cli import run_job
     from normia.train.preflight import preflight_local
 
     preflight_local(cfg)
-    code = _run_one(cfg)
+    code = run_job(cfg)
     if code != 0:
         return code
     done = Path(cfg.paths.output_dir) / "done.json"

@@ -72,6 +72,10 @@ def test_secrets_are_masked_everywhere() -> None:
     assert "abc123" not in text and "pw\n" not in text and "***" in text and "user: u" in text
     assert redact_override("logger.token=xyz") == "logger.token=***"
     assert redact_override("optim.lr=1") == "optim.lr=1"
+    kept = OmegaConf.to_yaml(
+        redact(OmegaConf.create({"num_tokens": 5, "tokenizer": "bytes", "HF_TOKEN": "t"}))
+    )
+    assert "num_tokens: 5" in kept and "tokenizer: bytes" in kept and "HF_TOKEN: '***'" in kept
 
 
 def _assert_clean_failure(result, fragment: str, workdir: Path) -> None:

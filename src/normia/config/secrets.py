@@ -7,7 +7,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-SECRET_KEY = re.compile(r"(password|passwd|token|secret|api_?key|credential)", re.IGNORECASE)
+SECRET_KEY = re.compile(
+    r"(^|[_\-.])(password|passwd|pwd|token|secret|secrets|credential|credentials|api_?key|access_?key|private_?key)"
+    r"($|[_\-.])",
+    re.IGNORECASE,
+)
 MASK = "***"
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from normia.data.resumable import ResumableLoader, ShardedSampler, rank_and_world
+from normia.data.datamodule import ResumableDataModule
+from normia.errors import UserError
 
 
 def load_digits_arrays(flatten: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -20,8 +20,9 @@ def load_digits_arrays(flatten: bool = True) -> tuple[np.ndarray, np.ndarray]:
     return x, bunch.target.astype(np.int64)
 
 
-class DigitsDataModule(L.LightningDataModule):
-    """A fixed, seeded train/validation split of the 1,797 digits (the split never depends on the run's seed)."""
+class DigitsDataModule(ResumableDataModule):
+    """A fixed, seeded train/validation split of the 1,797 digits (the split never depends on the run's seed);
+    the training order is resumable mid-epoch and identical for 1 process of batch W*B and W processes of B."""
 
     def __init__(
         self,
@@ -31,16 +32,11 @@ class DigitsDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ):
-        super().__init__()
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
-        self.batch_size = batch_size
+            raise UserError(f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive)")
         self.val_fraction = val_fraction
         self.flatten = flatten
-        self.num_workers = num_workers
-        self.seed = seed
-        self.train_set: TensorDataset | None = None
-        self.val_set: TensorDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -51,14 +47,3 @@ class DigitsDataModule(L.LightningDataModule):
         val_idx, train_idx = order[:n_val], order[n_val:]
         self.train_set = TensorDataset(torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx]))
         self.val_set = TensorDataset(torch.from_numpy(x[val_idx]), torch.from_numpy(y[val_idx]))
-
-    def train_dataloader(self) -> DataLoader:
-        """batch_size is per process: W processes of batch B match one process of batch W*B."""
-        rank, world = rank_and_world(self)
-        sampler = ShardedSampler(self.train_set, rank=rank, world_size=world, shuffle=True, seed=self.seed)
-        return ResumableLoader(
-            self.train_set, sampler, batch_size=self.batch_size, num_workers=self.num_workers
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=256, shuffle=False, num_workers=self.num_workers)

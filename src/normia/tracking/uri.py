@@ -13,7 +13,17 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 
 def resolve_tracking_uri(configured: str | None) -> str:
     """Config value, else $MLFLOW_TRACKING_URI, else MLflow's embedded default (sqlite:///mlflow.db in the cwd)."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    return absolute_sqlite(uri)
+
+
+def absolute_sqlite(uri: str) -> str:
+    """sqlite:///mlflow.db -> sqlite:////abs/cwd/mlflow.db: the same file for every rank, node and later resume,
+    whatever their working directory (and MLflow caches stores by URI string within a process)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + os.path.abspath(uri[len(prefix) :])
+    return uri
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:

@@ -74,6 +74,7 @@ def build_callbacks(
         save_last=True,
         save_top_k=0,
         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
+        enable_version_counter=False,  # a resumed run overwrites last.ckpt (not last-v1.ckpt)
     )
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -82,6 +83,7 @@ def build_callbacks(
         mode=cfg.monitor_mode,
         save_top_k=1,
         auto_insert_metric_name=False,
+        enable_version_counter=False,
     )
     roles: dict[str, Any] = {
         "last": last,

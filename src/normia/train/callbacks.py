@@ -47,7 +47,16 @@ class NormiaState(L.Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Kept until the first training batch: between restore and that batch Lightning creates data iterators and
+        runs the sanity check, which draw from the global RNG; applying it then puts the stream where it was."""
         self.restored = state
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
+    ) -> None:
+        if not self.restored:
+            return
+        state, self.restored = self.restored, {}
         torch.set_rng_state(state["torch_rng"])
         kind, keys, pos, has_gauss, cached = state["numpy_rng"]
         np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
@@ -63,6 +72,10 @@ def _to_lists(obj: Any) -> Any:
 
 def _to_tuples(obj: Any) -> Any:
     return tuple(_to_tuples(x) for x in obj) if isinstance(obj, list) else obj
+
+
+class StopRequested(Exception):
+    """Raised on every rank at the step where a requested stop was agreed; run_training turns it into exit 130."""
 
 
 class GracefulStop(L.Callback):
@@ -104,13 +117,19 @@ class GracefulStop(L.Callback):
             flag = bool(tensor.item())
         if flag:
             self.stopped = True
-            trainer.should_stop = True
             if self.tracker is not None:
                 self.tracker.final_status = "KILLED"  # resumable, not failed
-            if (
-                self.checkpoint_path
-            ):  # every rank is here (the flag was agreed on), so a collective save is safe
+            # Every rank is here (the flag was agreed on), so a collective save is safe.
+            if self.checkpoint_path:
                 trainer.save_checkpoint(self.checkpoint_path)
+            # Not trainer.should_stop: Lightning would then validate, close the epoch and save again, and the
+            # resumed run would skip the rest of this epoch's data.
+            raise StopRequested(trainer.global_step)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self.on_fit_end(trainer, pl_module)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for sig, previous in self._previous.items():

@@ -128,7 +128,7 @@ def _run_local(jobs: list[DictConfig], sweep: str | None) -> int:
             continue
         if sweep is not None:
             print(f"== job {index + 1}/{len(jobs)}: {' '.join(cfg.overrides)}", flush=True)
-        code = _run_one(cfg)
+        code = run_job(cfg)
         if code != 0:
             return code
         results.append(json.loads(done.read_text()).get("result") if done.is_file() else None)
@@ -137,7 +137,9 @@ def _run_local(jobs: list[DictConfig], sweep: str | None) -> int:
     return 0
 
 
-def _run_one(cfg: DictConfig) -> int:
+def run_job(cfg: DictConfig) -> int:
+    """Run one composed job on this machine (in this process, or as local ranks); 0, 130 when stopped, or the
+    failing rank's code. Used by `normia train` and `normia reproduce`."""
     world = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
     try:
         if world > 1:

@@ -4,6 +4,7 @@ skips finished jobs and resumes the others), or the folder of the run being resu
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -61,14 +62,15 @@ def _run_dir_of(path: Path) -> Path:
 
 
 def check_writable(output_dir: str) -> None:
-    """Create the folder and write a probe file; refuse with a one-line error before anything else happens."""
-    path = Path(output_dir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".normia_write_probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
+    """The job folder must be creatable: its nearest existing ancestor is a writable folder. Nothing is created
+    here, so a refused job leaves nothing behind."""
+    path = Path(output_dir).absolute()
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        reason = "not a folder" if not ancestor.is_dir() else "not writable"
         raise UserError(
-            f"cannot write to output directory {path} ({err.strerror or err}); set paths.output_root=<writable folder>"
-        ) from None
+            f"cannot write to output directory {output_dir} ({ancestor} is {reason}); "
+            "set paths.output_root=<writable folder>"
+        )

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from normia.config.secrets import redact
 from normia.errors import UserError
 from normia.train.build import build_callbacks, build_tracker, build_trainer, instantiate_node, world_size
+from normia.train.callbacks import StopRequested
 from normia.train.checkpoint import last_checkpoint, read_normia_state
 from normia.train.module import TaskModule
 from normia.train.quiet import quiet_libraries
@@ -29,10 +30,13 @@ def run_training(cfg: DictConfig) -> float | None:
     started = time.perf_counter()
     quiet_libraries()
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     os.environ["NORMIA_KERNELS"] = str(cfg.kernels)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    # Model and data first: a bad input (missing file, wrong column) is refused before anything is written.
+    model = instantiate_node(cfg.model, "model")
+    datamodule = instantiate_node(cfg.data, "data")
 
+    output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = _checkpoint_to_resume(cfg, output_dir)
     run_id = read_normia_state(ckpt_path).get("mlflow_run_id") if ckpt_path else None
     rank_zero = _global_rank() == 0
@@ -40,8 +44,6 @@ def run_training(cfg: DictConfig) -> float | None:
         (output_dir / DONE).unlink(missing_ok=True)
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact(cfg)))
 
-    model = instantiate_node(cfg.model, "model")
-    datamodule = instantiate_node(cfg.data, "data")
     module = TaskModule(model, cfg.optim, compile_model=cfg.compile)
     tracker = build_tracker(cfg, run_id)
     callbacks, roles = build_callbacks(cfg, tracker)
@@ -52,6 +54,8 @@ def run_training(cfg: DictConfig) -> float | None:
     stopped = roles["stop"]
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except StopRequested:
+        pass
     except (ValueError, MisconfigurationException) as err:
         if trainer.global_step == 0 and _raised_by_lightning(err):
             raise UserError(f"Lightning refused the trainer settings: {' '.join(str(err).split())}") from None
