@@ -114,7 +114,10 @@ class SlurmPreemption(L.Callback):
         job_id = events.slurm_job_id()
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         resume_hint = f"checkpoint at step {step} in {root}; the same command resumes it"
-        if action != signals.REQUEUE or not self.requeue or job_id is None:
+        if job_id is None or not self.requeue:
+            print(f"normia: stopping (not a Slurm job, or requeue off); {resume_hint}", flush=True)
+            return 0
+        if action != signals.REQUEUE:
             print(f"normia: stopping (SIGTERM: preempted or cancelled); {resume_hint}", flush=True)
             return 0
         if restarts >= self.max_requeues:
