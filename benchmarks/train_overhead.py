@@ -48,13 +48,14 @@ class StepTimer(L.Callback):
         Path(self.path).write_text(json.dumps(self.intervals))
 
 
-def normia_intervals(epochs: int, workdir: Path, extra: list[str]) -> list[float]:
+def normia_intervals(epochs: int, workdir: Path, extra: list[str], overrides: list[str]) -> list[float]:
     from normia.config.compose import compose_job
     from normia.train.run import run_training
 
     timer_file = workdir / "normia_intervals.json"
     cfg = compose_job([
         "experiment=quickstart",
+        *overrides,
         f"trainer.max_epochs={epochs}",
         f"paths.output_dir={workdir / 'run'}",
         f"logger.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
@@ -66,13 +67,13 @@ def normia_intervals(epochs: int, workdir: Path, extra: list[str]) -> list[float
     return json.loads(timer_file.read_text())
 
 
-def plain_intervals(epochs: int) -> list[float]:
+def plain_intervals(epochs: int, overrides: list[str]) -> list[float]:
     """The same model, data module, optimizer and LR schedule in a hand-written loop, validating every epoch."""
     from hydra.utils import instantiate
 
     from normia.config.compose import compose_job
 
-    cfg = compose_job(["experiment=quickstart"])
+    cfg = compose_job(["experiment=quickstart", *overrides])
     L.seed_everything(cfg.seed, verbose=False)
     model = instantiate(cfg.model)
     data = instantiate(cfg.data)
@@ -129,6 +130,11 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1: stable on a shared machine)"
     )
+    parser.add_argument(
+        "--overrides", nargs="*", default=[],
+        help="config overrides for both sides, e.g. model.hidden=[2048,2048] data.batch_size=512 (a larger step)",
+    )  # fmt: skip
+    parser.add_argument("--name", default="train_overhead", help="results file stem")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/cpu-<date>)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -142,9 +148,9 @@ def main() -> int:
     meta = {
         **provenance(describe(torch.device("cpu"))),
         "epochs": args.epochs,
-        "config": "experiment=quickstart",
+        "config": " ".join(["experiment=quickstart", *args.overrides]),
     }
-    writer = ResultsWriter(out, "train_overhead", meta, columns)
+    writer = ResultsWriter(out, args.name, meta, columns)
     variants = {  # as users run it, then without the per-step costs one can switch off, to show where time goes
         "normia train": [],
         "normia train, no progress bar": ["~callbacks.rich_progress"],
@@ -154,11 +160,17 @@ def main() -> int:
     status = "failed"
     try:
         for repeat in range(args.repeats):
-            writer.add({"variant": "plain", "repeat": repeat, **steps_per_s(plain_intervals(args.epochs))})
+            writer.add(
+                {
+                    "variant": "plain",
+                    "repeat": repeat,
+                    **steps_per_s(plain_intervals(args.epochs, args.overrides)),
+                }
+            )
             results["plain"].append(writer.rows[-1]["steps_per_s"])
             for name, extra in variants.items():
                 with tempfile.TemporaryDirectory() as tmp:
-                    figures = steps_per_s(normia_intervals(args.epochs, Path(tmp), extra))
+                    figures = steps_per_s(normia_intervals(args.epochs, Path(tmp), extra, args.overrides))
                 writer.add({"variant": name, "repeat": repeat, **figures})
                 results[name].append(figures["steps_per_s"])
         plain = max(results["plain"])
