@@ -54,20 +54,20 @@ else
 fi
 
 # GPU tests only (-m gpu). Modules that import hydra/mlflow fail to collect on a bare GPU machine: carry on.
-step gpu-tests 90 $PY -m pytest -m gpu tests/ -q -p no:cacheprovider --continue-on-collection-errors \
+step gpu-tests 150 $PY -m pytest -m gpu tests/ -q -p no:cacheprovider --continue-on-collection-errors \
     --junitxml="$RESULTS/gpu-tests.xml"
 
 # Kernels: small to large shapes of each (the full default sweep is in kernel_specs.py), normia Triton vs eager,
 # torch.compile and Liger (if installed).
-step kernels 130 $PY -m normia.cli bench kernels "${KERNELS[@]}" --out "$RESULTS"
+step kernels 120 $PY -m normia.cli bench kernels "${KERNELS[@]}" --out "$RESULTS"
 
 # Training, bf16 autocast, normia kernels: the size sweep eagerly, then the ~1B LLaMA (Llama-3.2-1B shape) compiled,
 # the MFU target's configuration.
-step train 70 $PY -m normia.cli bench train "${TRAIN[@]}" --out "$RESULTS"
-step train-compile 130 $PY -m normia.cli bench train --name train_compile "${TRAIN_COMPILE[@]}" --out "$RESULTS"
+step train 60 $PY -m normia.cli bench train "${TRAIN[@]}" --out "$RESULTS"
+step train-compile 110 $PY -m normia.cli bench train --name train_compile "${TRAIN_COMPILE[@]}" --out "$RESULTS"
 
 # Scaling: every GPU of this node (one rank per GPU, nccl). With one GPU this is the single-rank baseline.
-step scaling 45 $PY -m normia.cli bench scaling "${SCALING[@]}" --out "$RESULTS"
+step scaling 30 $PY -m normia.cli bench scaling "${SCALING[@]}" --out "$RESULTS"
 
 echo "== total $(($(date +%s) - START))s" | tee -a "$LOG"
 $PY benchmarks/summarize.py "$RESULTS" >"$RESULTS/summary.md" 2>>"$LOG"

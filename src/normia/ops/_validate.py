@@ -86,8 +86,10 @@ def targets(
         raise ValueError(
             f"{fn}: target shape {shape(target)} must equal {logits_name}'s shape without its last dim, {lead}"
         )
+    if torch.compiler.is_compiling() or not target.numel():
+        return  # under torch.compile the host sync below would split the graph; eager calls still check
     bad = ((target < 0) | (target >= vocab)) & (target != ignore_index)
-    if target.numel() and bool(bad.any()):
+    if bool(bad.any()):
         flat = bad.reshape(-1).nonzero()[0, 0]
         value = int(target.reshape(-1)[flat])
         raise ValueError(
