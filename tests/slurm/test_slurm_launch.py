@@ -140,6 +140,8 @@ def test_preempted_job_requeues_resumes_and_ends_bitwise_equal(tmp_path: Path) -
     figures = {
         "submit_to_first_step_s": log[("first_step", 0)]["time"] - log[("submitted", 0)]["time"],
         "signal_to_checkpoint_s": saved["time"] - log[("signal", 0)]["received_at"],
+        "submit_to_job_start_s": log[("job_start", 0)]["time"] - log[("submitted", 0)]["time"],
+        "requeue_to_job_start_s": log[("job_start", 1)]["time"] - requeued["time"],  # Slurm's part
         "requeue_to_train_start_s": resumed["time"] - requeued["time"],
         "requeue_to_first_step_s": first_after["time"] - requeued["time"],
         "steps_lost": saved["step"] - resumed["step"],
