@@ -141,7 +141,7 @@ def test_dry_run_script_asks_for_the_signal_requeue_and_explicit_gpus(tmp_path) 
     )
     script = render_script(executor_params(spec, "gpu_h200", "normia-x"), tmp_path / "%j", "python", None)
     for line in (
-        "#SBATCH --gpus=8",
+        "#SBATCH --gpus-per-node=4",  # a total over 2 nodes could be split unevenly
         "#SBATCH --nodes=2",
         "#SBATCH --ntasks-per-node=4",
         "#SBATCH --requeue",
@@ -154,5 +154,9 @@ def test_dry_run_script_asks_for_the_signal_requeue_and_explicit_gpus(tmp_path) 
         "--kill-on-bad-exit=1",
     ):
         assert line in script
+    one_node = parse_launcher({**AUSTRAL_LIKE, "gpus_per_node": 4})
+    assert "#SBATCH --gpus=4" in render_script(
+        executor_params(one_node, "gpu_h200", "x"), tmp_path, "python", None
+    )
     array = render_script(executor_params(spec, "gpu_h200", "normia-x"), tmp_path / "%j", "python", 3)
     assert "#SBATCH --array=0-2%3" in array

@@ -52,9 +52,9 @@ def executor_params(spec: SlurmLauncherCfg, partition: str | None, job_name: str
     if cpus:
         params["cpus_per_task"] = cpus
     if spec.gpus_per_node:
-        if spec.gpus_flag == "gpus":
-            extra["gpus"] = spec.gpus_per_node * spec.nodes
-        else:
+        if spec.gpus_flag == "gpus" and spec.nodes == 1:
+            extra["gpus"] = spec.gpus_per_node
+        else:  # on several nodes a total (--gpus) may be split unevenly; one task per GPU needs the same per node
             params["gpus_per_node"] = spec.gpus_per_node
     if spec.mem_gb:
         extra["mem"] = f"{int(spec.mem_gb * 1024)}M"

@@ -42,7 +42,8 @@ class SlurmLauncherCfg:
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    gpus_flag: str = "gpus_per_node"  # how GPUs are requested: --gpus-per-node=N or --gpus=<total> (Austral)
+    # how GPUs are requested: --gpus-per-node=N, or --gpus=N (Austral's scripts) for one-node jobs
+    gpus_flag: str = "gpus_per_node"
     array_parallelism: int = 8
     signal: str = "USR1"
     signal_delay_s: int = 120
