@@ -1,4 +1,4 @@
-"""Bad data given to `normia train`: a one-line error naming the problem and the fix, exit code 2, no MLflow run.
+"""Bad data given to `normia train`: a one-line error naming the problem and the fix, exit code 2, nothing written.
 
 Run in-process through normia.cli.main (the same code path as the console script; one import of torch/Lightning
 for all cases instead of one per subprocess)."""
@@ -112,3 +112,4 @@ def test_bad_input_is_a_one_line_error_with_exit_code_2(case: str, workdir: Path
     assert problem in err and detail in err, err
     assert "Traceback" not in err
     assert_no_mlflow_run(workdir)
+    assert not (workdir / "outputs").exists(), "a refused job writes nothing"
