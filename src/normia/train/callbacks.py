@@ -33,18 +33,13 @@ class NormiaState(L.Callback):
             self.tracker.begin()
 
     def state_dict(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
-        return {
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": [
-                np_state[0],
-                np_state[1].tolist(),
-                int(np_state[2]),
-                int(np_state[3]),
-                float(np_state[4]),
-            ],
-            "python_rng": _to_lists(random.getstate()),
-        }
+        """Every rank's RNG states (ranks may draw differently); called on all ranks when a checkpoint is made."""
+        local = _rng_states()
+        per_rank = [local]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            per_rank = [None] * dist.get_world_size()
+            dist.all_gather_object(per_rank, local)
+        return {**local, "rank_rng": per_rank}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Kept until the first training batch: between restore and that batch Lightning creates data iterators and
@@ -57,13 +52,33 @@ class NormiaState(L.Callback):
         if not self.restored:
             return
         state, self.restored = self.restored, {}
-        torch.set_rng_state(state["torch_rng"])
-        kind, keys, pos, has_gauss, cached = state["numpy_rng"]
-        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-        random.setstate(_to_tuples(state["python_rng"]))
+        per_rank = state.get("rank_rng") or []
+        _set_rng_states(per_rank[trainer.global_rank] if len(per_rank) == trainer.world_size else state)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["normia"] = {"mlflow_run_id": self._run_id()}
+
+
+def _rng_states() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": [
+            np_state[0],
+            np_state[1].tolist(),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+        "python_rng": _to_lists(random.getstate()),
+    }
+
+
+def _set_rng_states(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    kind, keys, pos, has_gauss, cached = state["numpy_rng"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    random.setstate(_to_tuples(state["python_rng"]))
 
 
 def _to_lists(obj: Any) -> Any:
