@@ -55,6 +55,7 @@ def test_train_then_resume_continues_the_same_mlflow_run(workdir: Path, capsys) 
     client = _run(workdir)
     run = client.get_run(first["mlflow_run_id"])
     assert run.info.status == "FINISHED"
+    assert run.data.metrics["summary/samples_per_s"] > 0
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert min(steps) < 20 <= max(steps) and max(steps) >= 38
     experiment = client.get_experiment_by_name("quickstart")

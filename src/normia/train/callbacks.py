@@ -179,6 +179,12 @@ class Throughput(L.Callback):
         self.tokens += tokens * trainer.world_size
         self.steps += 1
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Into the tracker while its run is still open (Lightning closes it right after this hook)."""
+        rates = self.rates()
+        for logger in trainer.loggers if rates else []:
+            logger.log_metrics({f"summary/{k}": v for k, v in rates.items()}, trainer.global_step)
+
     def rates(self) -> dict[str, float]:
         if self.train_time <= 0:
             return {}

@@ -63,11 +63,6 @@ def run_training(cfg: DictConfig) -> float | None:
     result = _monitored(trainer, roles, cfg.monitor)
     summary = _summary(cfg, trainer, roles, tracker, result, time.perf_counter() - started)
     if trainer.is_global_zero:
-        if tracker is not None and tracker._client is not None:
-            tracker.log_metrics(
-                {f"summary/{k}": v for k, v in summary["throughput"].items()}, trainer.global_step
-            )
-            tracker.flush()
         print_summary(summary)
         if not stopped.stopped and not cfg.trainer.fast_dev_run:
             (output_dir / DONE).write_text(json.dumps(summary, indent=2))
