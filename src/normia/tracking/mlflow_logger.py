@@ -44,7 +44,6 @@ class MlflowTracker(Logger):
         self._last_flush = time.monotonic()
         self._monitor: Any = None
         self._may_start = False
-        self.resumed = run_id is not None
         self.final_status: str | None = None
 
     @property
@@ -142,12 +141,6 @@ class MlflowTracker(Logger):
     @rank_zero_only
     def save(self) -> None:
         self.flush()
-
-    @rank_zero_only
-    def set_tags(self, tags: dict[str, str]) -> None:
-        if self.experiment is not None:
-            for key, value in tags.items():
-                self.experiment.set_tag(self._run_id, key, value)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
