@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-import torch.distributed as dist
 
 from normia.launch import events, signals
+from normia.train.callbacks import max_over_ranks
 from normia.train.checkpoint import LAST
 
 
@@ -58,19 +57,9 @@ class SlurmPreemption(L.Callback):
                 events.record(trainer.default_root_dir, "first_step", step=step)
         if step % self.check_every_n_steps:
             return
-        action = self._agree(pl_module.device)
+        action = max_over_ranks(signals.STATE.action, pl_module.device)  # the strongest action any rank got
         if action != signals.NONE:
             self._checkpoint_and_exit(trainer, action)
-
-    @staticmethod
-    def _agree(device: torch.device) -> int:
-        """The strongest action any rank was asked for (one small all_reduce per check)."""
-        action = signals.STATE.action
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            flag = torch.tensor([action], dtype=torch.int32, device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            action = int(flag.item())
-        return action
 
     def _checkpoint_and_exit(self, trainer: L.Trainer, action: int) -> None:
         rank_zero = trainer.is_global_zero

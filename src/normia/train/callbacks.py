@@ -89,6 +89,16 @@ def _to_tuples(obj: Any) -> Any:
     return tuple(_to_tuples(x) for x in obj) if isinstance(obj, list) else obj
 
 
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest value any rank holds (one small all_reduce), so that every rank takes the same decision at the
+    same step; the value itself outside a process group."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        tensor = torch.tensor([value], dtype=torch.int32, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor.item())
+    return value
+
+
 class StopRequested(Exception):
     """Raised on every rank at the step where a requested stop was agreed; run_training turns it into exit 130."""
 
@@ -125,12 +135,7 @@ class GracefulStop(L.Callback):
                 self._previous[sig] = signal.signal(sig, self._handler)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        flag = self.requested
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            tensor = torch.tensor([1.0 if flag else 0.0], device=pl_module.device)
-            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-            flag = bool(tensor.item())
-        if flag:
+        if max_over_ranks(int(self.requested), pl_module.device):
             self.stopped = True
             if self.tracker is not None:
                 self.tracker.final_status = "KILLED"  # resumable, not failed
