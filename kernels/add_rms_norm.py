@@ -15,6 +15,7 @@ from .rms_norm import rms_norm_backward, rms_norm_forward, rms_norm_reference
 def add_rms_norm_reference(
     x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The definition: s = x + residual (torch's dtype promotion), then rms_norm(s); returns (normed, s)."""
     s = x + residual
     return rms_norm_reference(s, weight, eps), s
 
@@ -27,6 +28,7 @@ class AddRMSNormFunction(torch.autograd.Function):
         y, s, rstd = rms_norm_forward(x, weight, eps, residual=residual)
         ctx.save_for_backward(s, weight, rstd)
         ctx.x_shape = x.shape
+        ctx.dtypes = (x.dtype, residual.dtype)
         return y.view(x.shape), s.view(x.shape)
 
     @staticmethod
@@ -35,8 +37,9 @@ class AddRMSNormFunction(torch.autograd.Function):
         if dy is None:
             dy = torch.zeros_like(s2)
         dx, dw = rms_norm_backward(dy, s2, weight, rstd, ds=ds)
-        dx = dx.view(ctx.x_shape)
-        return dx, dx, dw, None
+        dx = dx.view(ctx.x_shape)  # d(sum)/dx = d(sum)/d(residual): one gradient, in each input's dtype
+        x_dtype, r_dtype = ctx.dtypes
+        return dx.to(x_dtype), dx.to(r_dtype), dw, None
 
 
 def add_rms_norm_triton(

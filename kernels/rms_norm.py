@@ -133,15 +133,21 @@ def _rms_norm_bwd_kernel(
 def rms_norm_forward(
     x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Launch the forward on (rows, N) views. Returns (y, s or None, rstd)."""
+    """Launch the forward on (rows, N) views. Returns (y, s or None, rstd).
+
+    With a residual, s = x + residual and y take torch's promoted dtype of the two (a bf16 block output added to
+    an fp32 residual stream under autocast gives fp32, as `x + residual` does); the kernel reads each input in its
+    own dtype, so no cast pass is made.
+    """
     x2 = as_rows(x)
     n_rows, n_cols = x2.shape
-    y = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
+    out_dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
+    y = torch.empty((n_rows, n_cols), dtype=out_dtype, device=x.device)
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     r2 = s = None
     if residual is not None:
         r2 = as_rows(residual)
-        s = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
+        s = torch.empty((n_rows, n_cols), dtype=out_dtype, device=x.device)
     block, single, num_warps = row_settings(n_cols)
     if n_rows > 0:
         _rms_norm_fwd_kernel[(n_rows,)](

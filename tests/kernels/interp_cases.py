@@ -126,6 +126,23 @@ class TestAddRMSNorm:
             seed,
         )
 
+    def test_mixed_dtypes_promote(self):
+        """bf16 x on an fp32 residual (autocast's residual stream): fp32 outputs, each gradient in its input's dtype."""
+        seed = fresh_seed()
+        x = _rand(4, 96, dtype=torch.bfloat16).requires_grad_()
+        r = _rand(4, 96, dtype=torch.float32).requires_grad_()
+        w = _rand(96, dtype=torch.float32)
+        y, s = ops.add_rms_norm(x, r, w)
+        assert y.dtype == s.dtype == torch.float32
+        xd, rd = x.detach().double().requires_grad_(), r.detach().double().requires_grad_()
+        y_ref, s_ref = add_rms_norm.add_rms_norm_reference(xd, rd, w.double())
+        assert rel_err(y, y_ref) <= 1e-5 and rel_err(s, s_ref) <= 1e-6, f"seed {seed}"
+        dy, ds = torch.randn_like(y), torch.randn_like(s)
+        torch.autograd.backward((y, s), (dy, ds))
+        torch.autograd.backward((y_ref, s_ref), (dy.double(), ds.double()))
+        assert x.grad.dtype == torch.bfloat16 and r.grad.dtype == torch.float32
+        assert rel_err(r.grad, rd.grad) <= 1e-5 and rel_err(x.grad, xd.grad) <= 1e-2, f"seed {seed}"
+
     def test_only_the_sum_is_used(self):
         """A backward that receives no gradient for the normed output (dy is None) must still be right."""
         fresh_seed()

@@ -40,8 +40,8 @@ def test_weight_shape_mismatch_names_both_shapes():
 def test_swiglu_and_add_rms_norm_need_matching_pairs():
     with pytest.raises(ValueError, match=r"gate and up must have the same shape, got \(2, 3\) and \(2, 4\)"):
         ops.swiglu(torch.randn(2, 3), torch.randn(2, 4))
-    with pytest.raises(TypeError, match="x and residual must have the same dtype"):
-        ops.add_rms_norm(torch.randn(2, 3), torch.randn(2, 3, dtype=torch.float64), torch.ones(3))
+    with pytest.raises(ValueError, match=r"x and residual must have the same shape"):
+        ops.add_rms_norm(torch.randn(2, 3), torch.randn(3, 3), torch.ones(3))
 
 
 def test_rope_shapes_are_checked():
@@ -199,3 +199,34 @@ def test_lm_head_loss_equals_linear_plus_cross_entropy_and_ties_to_an_embedding(
     (loss + emb(t.clamp(min=0)).sum() * 0).backward()
     assert emb.weight.grad is not None and head.bias.grad is not None
     assert head(h, t, reduction="none").shape == (3, 7)
+
+
+def test_add_rms_norm_promotes_mixed_float_dtypes_as_torch_does():
+    """A bf16 block output added to an fp32 residual stream (autocast) gives fp32 outputs, fp32 statistics."""
+    x = torch.randn(3, 16, dtype=torch.bfloat16, requires_grad=True)
+    r = torch.randn(3, 16, requires_grad=True)
+    w = torch.randn(16)
+    y, s = ops.add_rms_norm(x, r, w)
+    assert y.dtype == s.dtype == torch.float32
+    assert torch.equal(s, x.float() + r)
+    (y.sum() + s.sum()).backward()
+    assert x.grad.dtype == torch.bfloat16 and r.grad.dtype == torch.float32
+
+
+def test_fused_linear_cross_entropy_under_autocast_matches_the_unfused_loss():
+    torch.manual_seed(0)
+    h = torch.randn(64, 32, requires_grad=True)
+    w = torch.randn(50, 32, requires_grad=True)
+    t = torch.randint(0, 50, (64,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = ops.fused_linear_cross_entropy(h, w, t)
+    fused.backward()
+    got = (fused.detach(), h.grad.clone(), w.grad.clone())
+    h.grad = w.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = F.cross_entropy(F.linear(h, w), t)
+    ref.backward()
+    assert fused.dtype == torch.float32
+    assert got[1].dtype == got[2].dtype == torch.float32
+    for a, b in zip(got, (ref.detach(), h.grad, w.grad)):
+        assert ((a - b).abs().max() / b.abs().max()).item() < 2e-2

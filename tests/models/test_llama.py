@@ -142,3 +142,29 @@ def test_generate_and_bad_arguments() -> None:
         Llama(vocab_size=10, dim=32, n_layers=1, n_heads=4, n_kv_heads=3)
     with pytest.raises(ValueError, match="exceeds max_seq_len"):
         model(torch.zeros(1, 40, dtype=torch.long))
+
+
+def _autocast_loss_and_grads(model: Llama, fused: bool) -> tuple[torch.Tensor, dict]:
+    x, y = batch()
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        if fused:
+            loss, _ = model.loss((x, y))
+        else:
+            loss = torch.nn.functional.cross_entropy(model.logits(x).flatten(0, 1), y.flatten())
+    loss.backward()
+    return loss, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_bf16_autocast_trains_with_fp32_weights_like_the_unfused_model() -> None:
+    """bf16-mixed (Lightning's and the benchmark's precision): a bf16 block output meets the fp32 residual stream
+    in add_rms_norm and fp32 hidden states meet the head's matmul under autocast. Both used to raise."""
+    model = tiny()
+    loss, grads = _autocast_loss_and_grads(model, fused=True)
+    assert loss.dtype == torch.float32  # as autocast's cross_entropy
+    ref_loss, ref_grads = _autocast_loss_and_grads(model, fused=False)
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=2e-2)
+    for name, grad in ref_grads.items():
+        assert grads[name].dtype == torch.float32, name  # gradients in the parameters' dtype
+        scale = grad.abs().max().clamp_min(1e-12)
+        assert ((grads[name] - grad).abs().max() / scale).item() < 0.1, name

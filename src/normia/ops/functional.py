@@ -41,18 +41,21 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.
 def add_rms_norm(
     x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rms_norm(x + residual), x + residual): the pre-norm residual step in one pass."""
+    """(rms_norm(x + residual), x + residual): the pre-norm residual step in one pass.
+
+    x and residual may differ in float dtype (a bf16 block output on an fp32 residual stream under autocast): both
+    outputs then take torch's promoted dtype, as `x + residual` does. Raises TypeError/ValueError on bad input.
+    """
     fn = "add_rms_norm"
     v.floating(fn, "x", x)
     v.floating(fn, "residual", residual)
     v.floating(fn, "weight", weight)
     v.at_least_1d(fn, "x", x)
     v.same_shape(fn, "x", x, "residual", residual)
-    v.same_dtype(fn, "x", x, "residual", residual)
     v.vector_for_last_dim(fn, "weight", weight, "x", x)
     v.same_device(fn, x=x, residual=residual, weight=weight)
     v.eps(fn, eps)
-    if use_triton(fn, x):
+    if use_triton(fn, x) and use_triton(fn, residual):
         with _device_of(x):
             return add_rms_norm_triton(x, residual, weight, eps)
     return add_rms_norm_reference(x, residual, weight, eps)
@@ -173,7 +176,8 @@ def fused_linear_cross_entropy(
             f"{fn}: weight must be (vocab, {hidden.shape[-1]}) to match hidden's last dim, "
             f"got weight {v.shape(weight)} and hidden {v.shape(hidden)}"
         )
-    v.same_dtype(fn, "hidden", hidden, "weight", weight)
+    if not torch.is_autocast_enabled(hidden.device.type):  # under autocast both are cast to its dtype
+        v.same_dtype(fn, "hidden", hidden, "weight", weight)
     if bias is not None:
         v.floating(fn, "bias", bias)
         if bias.shape != (weight.shape[0],):
