@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from normia.bench.device import describe, resolve_device
-from normia.bench.energy import _rapl_meter, open_meter, wh_per_million
+from normia.bench.energy import _rapl_meter, nvml_energy_meter, open_meter, wh_per_million
 from normia.bench.memory import peak_bytes
 from normia.bench.timing import Timing, time_fn
 from normia.errors import UserError
@@ -90,3 +90,20 @@ def test_device_names_and_bad_devices() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_nvml_meter_reads_millijoules_as_one_counter() -> None:
+    """A test double for NVML's counter (no test machine has a GPU energy counter); the real one runs in
+    benchmarks/gpu/run_all.sh. The first GPU run crashed here: the reader returned a float, not a list."""
+
+    class FakeNvml:
+        millijoules = 5_000_000
+
+        def nvmlDeviceGetTotalEnergyConsumption(self, handle: object) -> int:  # noqa: N802 (NVML's name)
+            return self.millijoules
+
+    nvml = FakeNvml()
+    meter = nvml_energy_meter(nvml, handle=object())
+    start = meter.read()
+    nvml.millijoules += 7_500
+    assert meter.joules_since(start) == pytest.approx(7.5)

@@ -64,9 +64,12 @@ def _nvml_meter(device: torch.device) -> tuple[EnergyMeter | None, str]:
         pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # raises on GPUs older than Volta
     except Exception as err:
         return None, f"NVML energy counter not readable: {err}"
-    return EnergyMeter(
-        "nvml", lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3
-    ), "nvml total energy"
+    return nvml_energy_meter(pynvml, handle), "nvml total energy"
+
+
+def nvml_energy_meter(pynvml, handle) -> EnergyMeter:  # type: ignore[no-untyped-def]
+    """One GPU's meter: NVML's total energy since the driver loaded, in millijoules, read as a one-counter list."""
+    return EnergyMeter("nvml", lambda: [pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3])
 
 
 def _rapl_meter(root: Path) -> tuple[EnergyMeter | None, str]:
