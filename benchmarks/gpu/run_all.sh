@@ -3,6 +3,7 @@
 # 8 minutes on one H200, everything written into one results folder (default benchmarks/results/<device>-<date>/).
 #
 #   bash benchmarks/gpu/run_all.sh [RESULTS_DIR]
+#   STEPS="train train-compile" bash benchmarks/gpu/run_all.sh DIR   # only these steps (a re-run after a fix)
 #
 # Needs only python3 with torch, triton and numpy (matplotlib for plots, nvidia-ml-py for energy): no install, no
 # hydra/mlflow/lightning. Each step has a hard time limit; a benchmark stopped by it keeps the rows it measured
@@ -16,12 +17,14 @@ SLUG=$($PY -c "from normia.bench.device import describe, resolve_device; print(d
 RESULTS=${1:-benchmarks/results/$SLUG-$(date -u +%F)}
 mkdir -p "$RESULTS"
 LOG="$RESULTS/run_all.log"
-: >"$LOG"
+: >>"$LOG"
 START=$(date +%s)
 
+STEPS=${STEPS:-gpu-tests kernels train train-compile scaling}
 step() {  # step NAME LIMIT_SECONDS COMMAND...: run with a hard limit, log its output, report its exit code
     local name=$1 limit=$2
     shift 2
+    case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
     echo "== $name: limit ${limit}s, started at +$(($(date +%s) - START))s" | tee -a "$LOG"
     timeout --signal=TERM --kill-after=15 "$limit" "$@" >>"$LOG" 2>&1
     local rc=$?
@@ -38,7 +41,7 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: run with a hard limit, log its o
 # the script itself (the GPU tests then skip).
 if [ "$SLUG" = cpu ]; then
     KERNELS=(--kernels rms_norm swiglu --shapes 64x128 --min-time 0.02 --threads 1)
-    TRAIN=(--sizes tiny --compile off --steps 3 --warmup 1 --threads 1)
+    TRAIN=(--sizes tiny --compile off --steps 3 --warmup 1 --threads 1 --dtype bf16)  # bf16 autocast, as on a GPU
     TRAIN_COMPILE=(--sizes tiny --compile on --steps 3 --warmup 1 --threads 1)
     SCALING=(--size tiny --ranks 1 2 --steps 3 --warmup 1)
 else
