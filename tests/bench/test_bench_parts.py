@@ -99,7 +99,7 @@ def test_nvml_meter_reads_millijoules_as_one_counter() -> None:
     class FakeNvml:
         millijoules = 5_000_000
 
-        def nvmlDeviceGetTotalEnergyConsumption(self, handle: object) -> int:  # noqa: N802 (NVML's name)
+        def nvmlDeviceGetTotalEnergyConsumption(self, handle: object) -> int:
             return self.millijoules
 
     nvml = FakeNvml()
