@@ -113,7 +113,8 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
     def forward(ctx, hidden, weight, target, bias, ignore_index: int, reduction: str, use_triton: bool,
                 compute_dtype: torch.dtype | None = None):  # fmt: skip
         ctx.in_dtypes = (hidden.dtype, weight.dtype)
-        if compute_dtype is not None:  # autocast: explicit casts, then no autocast inside (see autocast_dtype)
+        # autocast: cast explicitly once, then run with autocast off inside (see autocast_dtype)
+        if compute_dtype is not None:
             hidden, weight = hidden.to(compute_dtype), weight.to(compute_dtype)
             bias = bias.to(compute_dtype) if bias is not None else None
         with torch.autocast(hidden.device.type, enabled=False):
