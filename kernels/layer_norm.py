@@ -3,23 +3,33 @@
 Same layout as rms_norm.py: one program per row forward (registers up to LIMITS.max_fused_row, block loops
 beyond; the variance is taken around the mean in a second pass, never as E[x^2] - E[x]^2), and a persistent
 backward with per-program fp32 partials for dw and db (deterministic, no atomics). int64 row offsets.
+
+Range: as rms_norm.py. Rows held in registers (up to LIMITS.max_fused_row elements) and the reference divide a row
+whose max |x| exceeds SCALE_SAFE_ABOVE by that maximum first, so any finite fp32/bf16 row normalises correctly (torch's
+own layer_norm returns zeros once the variance overflows); longer rows need the variance times N below 3.4e38.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ._rows import as_rows
 from ._triton import num_programs, row_settings, tl, triton
+from .rms_norm import row_scale
 
 
 def layer_norm_reference(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, eps: float = 1e-5
 ) -> torch.Tensor:
+    """torch's layer_norm in (at least) fp32, made scale-safe: a huge row is divided by its max |x| first."""
     acc = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(acc)
     b = bias.to(acc) if bias is not None else None
-    return F.layer_norm(x.to(acc), (x.shape[-1],), weight.to(acc), b, eps).to(x.dtype)
+    scale = row_scale(xf)  # no host sync to pick a path: the formula below is exact for scale == 1 too
+    xs = xf / scale
+    xc = xs - xs.mean(-1, keepdim=True)
+    y = xc * torch.rsqrt(xc.square().mean(-1, keepdim=True) + eps / scale / scale) * weight.to(acc)
+    return (y + b if b is not None else y).to(x.dtype)
 
 
 @triton.jit
@@ -35,10 +45,16 @@ def _layer_norm_fwd_kernel(
     if SINGLE_BLOCK:
         mask = cols < n_cols
         x = tl.load(X + cols, mask=mask, other=0.0).to(tl.float32)
-        mean = tl.sum(x, axis=0) / n_cols
-        xc = tl.where(mask, x - mean, 0.0)
-        rstd = tl.rsqrt(tl.sum(xc * xc, axis=0) / n_cols + eps)
-        y = xc * rstd * tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        # scale-safe (module doc): the row is in registers, so its max costs no memory pass
+        amax = tl.max(tl.abs(x), axis=0)
+        scale = tl.where(amax > 1099511627776.0, amax, 1.0)  # 2^40 = SCALE_SAFE_ABOVE
+        xs = x / scale
+        mean_s = tl.sum(xs, axis=0) / n_cols
+        xc = tl.where(mask, xs - mean_s, 0.0)
+        rstd_s = tl.rsqrt(tl.sum(xc * xc, axis=0) / n_cols + eps / scale / scale)
+        mean = mean_s * scale
+        rstd = rstd_s / scale
+        y = xc * rstd_s * tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
         if HAS_BIAS:
             y += tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
         tl.store(Y + cols, y.to(Y.dtype.element_ty), mask=mask)

@@ -5,6 +5,12 @@ over blocks. Backward: a persistent kernel (a few programs per SM) that writes d
 fp32 partial of dw, summed afterwards; no atomics, so results are deterministic. The kernels also serve
 add_rms_norm (HAS_RESIDUAL: s = x + residual is stored and normalised; DS: the gradient arriving on s is
 added to dx). Row offsets are int64 so tensors beyond 2^31 elements address correctly.
+
+Range: x^2 overflows fp32 from |x| ~ 1.8e19, and an overflowed mean square would turn the row into zeros (as in torch).
+Rows held in registers (up to LIMITS.max_fused_row elements, every LLM width) and the reference are scale-safe: a row
+whose largest |x| exceeds SCALE_SAFE_ABOVE is divided by that maximum before squaring, which costs no memory pass, so
+any finite fp32/bf16 row normalises correctly. Longer rows (the block loop) need sum(x^2) < 3.4e38, i.e. |x| below
+about 1.8e19 / sqrt(N). The backward needs rstd to stay a normal float: max |x| below about 1e37.
 """
 
 from __future__ import annotations
@@ -14,12 +20,28 @@ import torch
 from ._rows import as_rows
 from ._triton import num_programs, row_settings, tl, triton
 
+SCALE_SAFE_ABOVE = 2.0**40  # rows with a larger max |x| are divided by it before squaring (module doc)
+
+
+def row_scale(xf: torch.Tensor) -> torch.Tensor:
+    """Per-row divisor (..., 1): max |x| where it exceeds SCALE_SAFE_ABOVE, else exactly 1 (no change to the math).
+
+    Detached: the normalised output does not depend on the divisor (the eps term is divided by its square too).
+    """
+    amax = xf.detach().abs().amax(-1, keepdim=True)
+    return torch.where(amax > SCALE_SAFE_ABOVE, amax, torch.ones_like(amax))
+
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """The definition: computed in (at least) fp32, cast back to x.dtype."""
+    """The definition: x * rsqrt(mean(x^2) + eps) * w, computed in (at least) fp32, cast back to x.dtype.
+
+    Scale-safe: huge rows are divided by their max |x| first, so x^2 never overflows for a finite x.
+    """
     acc = torch.promote_types(x.dtype, torch.float32)
     xf = x.to(acc)
-    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.to(acc)
+    scale = row_scale(xf)
+    xs = xf / scale
+    y = xs * torch.rsqrt(xs.pow(2).mean(-1, keepdim=True) + eps / scale / scale) * weight.to(acc)
     return y.to(x.dtype)
 
 
@@ -45,9 +67,14 @@ def _rms_norm_fwd_kernel(
             s = (x + r).to(S.dtype.element_ty)
             tl.store(S + cols, s, mask=mask)
             x = s.to(tl.float32)
-        rstd = tl.rsqrt(tl.sum(x * x, axis=0) / n_cols + eps)
+        # scale-safe (module doc): the row is in registers, so its max costs no memory pass
+        amax = tl.max(tl.abs(x), axis=0)
+        scale = tl.where(amax > 1099511627776.0, amax, 1.0)  # 2^40 = SCALE_SAFE_ABOVE
+        xs = x / scale
+        rstd_s = tl.rsqrt(tl.sum(xs * xs, axis=0) / n_cols + eps / scale / scale)
         w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
-        tl.store(Y + cols, (x * rstd * w).to(Y.dtype.element_ty), mask=mask)
+        tl.store(Y + cols, (xs * rstd_s * w).to(Y.dtype.element_ty), mask=mask)
+        rstd = rstd_s / scale
     else:
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for start in range(0, n_cols, BLOCK):

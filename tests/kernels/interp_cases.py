@@ -344,3 +344,34 @@ class TestModules:
         assert rel_err(loss_triton, loss_torch) <= 1e-5, seed
         for name, g in grads_torch.items():
             assert rel_err(grads_triton[name], g) <= 1e-4, f"{name} (seed {seed})"
+
+
+class TestScaleSafeNorms:
+    """Rows whose squares overflow fp32 (|x| >= ~1.8e19) normalise correctly on the register (single-block) path."""
+
+    def test_the_issue_example(self):
+        x, w = torch.tensor([[3e19, -4e19]]), torch.ones(2)
+        assert torch.allclose(ops.rms_norm(x, w), torch.tensor([[0.8485, -1.1314]]), atol=1e-4)
+        assert torch.allclose(
+            ops.add_rms_norm(x, torch.zeros_like(x), w)[0], torch.tensor([[0.8485, -1.1314]]), atol=1e-4
+        )
+        assert torch.allclose(ops.layer_norm(x, w), torch.tensor([[1.0, -1.0]]), atol=1e-4)
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+    def test_huge_rows_with_gradients(self, dtype):
+        seed = fresh_seed()
+        x = _rand(4, 96, dtype=torch.float64) * torch.tensor(
+            [[1.0], [1e25], [1e33], [1e37]], dtype=torch.float64
+        )
+        x = x.to(dtype)
+        w = _rand(96, dtype=dtype)
+        check_op(ops.rms_norm, rms_norm.rms_norm_reference, [x, w, 1e-6], dtype, (0, 1), seed, "rms huge")
+        check_op(
+            ops.layer_norm,
+            layer_norm.layer_norm_reference,
+            [x, w, None, 1e-5],
+            dtype,
+            (0, 1),
+            seed,
+            "ln huge",
+        )

@@ -223,3 +223,14 @@ def test_cross_entropy_past_2_31_logits():
     ref = cross_entropy.cross_entropy_reference(lt, t[tail], reduction="none")
     ref.backward(dl[tail].double())
     assert rel_err(loss[tail], ref) <= 2e-2 and rel_err(logits.grad[tail], lt.grad) <= 2e-2
+
+
+def test_norms_of_rows_whose_squares_overflow_fp32():
+    """|x| ~ 4e19: x^2 overflows fp32. The register path divides by the row's max first (no extra memory pass)."""
+    x = torch.tensor([[3e19, -4e19]], device=CUDA)
+    w = torch.ones(2, device=CUDA)
+    assert torch.allclose(ops.rms_norm(x, w).cpu(), torch.tensor([[0.8485, -1.1314]]), atol=1e-4)
+    assert torch.allclose(ops.layer_norm(x, w).cpu(), torch.tensor([[1.0, -1.0]]), atol=1e-4)
+    xb = (_rand(8, 4096, dtype=torch.float32) * 1e30).to(BF16)
+    wb = _rand(4096, dtype=BF16)
+    assert rel_err(ops.rms_norm(xb, wb), rms_norm.rms_norm_reference(xb.double(), wb.double())) <= 2e-2

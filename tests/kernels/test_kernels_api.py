@@ -230,3 +230,48 @@ def test_fused_linear_cross_entropy_under_autocast_matches_the_unfused_loss():
     assert got[1].dtype == got[2].dtype == torch.float32
     for a, b in zip(got, (ref.detach(), h.grad, w.grad)):
         assert ((a - b).abs().max() / b.abs().max()).item() < 2e-2
+
+
+# ---- scale safety: x^2 overflows fp32 from |x| ~ 1.8e19; a finite row must still normalise ---------------------
+HUGE_ROW = [[3e19, -4e19]]  # the issue's example: torch's own norms return zeros here
+
+
+def test_rms_norm_of_a_huge_row_is_not_zeros():
+    y = ops.rms_norm(torch.tensor(HUGE_ROW), torch.ones(2))
+    assert torch.allclose(y, torch.tensor([[0.8485, -1.1314]]), atol=1e-4)
+    y, s = ops.add_rms_norm(torch.tensor(HUGE_ROW), torch.zeros(1, 2), torch.ones(2))
+    assert torch.allclose(y, torch.tensor([[0.8485, -1.1314]]), atol=1e-4)
+
+
+def test_layer_norm_of_a_huge_row_is_not_zeros():
+    y = ops.layer_norm(torch.tensor(HUGE_ROW), torch.ones(2), torch.zeros(2))
+    assert torch.allclose(y, torch.tensor([[1.0, -1.0]]), atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_norms_near_the_top_of_the_float_range_match_a_float64_reference(dtype):
+    """Rows at 1e30..3e38 (bf16 reaches them too), with gradients: compared with the plain formula in float64."""
+    torch.manual_seed(0)
+    x = (torch.randn(3, 64, dtype=torch.float64) * torch.tensor([[1e30], [1e36], [1e37]])).to(dtype)
+    w = torch.randn(64)
+    for op, ref in (
+        (
+            lambda t: ops.rms_norm(t, w),
+            lambda t: t * torch.rsqrt(t.square().mean(-1, keepdim=True)) * w.double(),
+        ),
+        (
+            lambda t: ops.layer_norm(t, w),
+            lambda t: (t - t.mean(-1, keepdim=True)) / t.std(-1, unbiased=False, keepdim=True) * w.double(),
+        ),
+    ):
+        xg = x.detach().requires_grad_()
+        y = op(xg)
+        assert torch.isfinite(y).all()
+        xd = x.detach().double().requires_grad_()
+        y_ref = ref(xd)
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        assert ((y.double() - y_ref).abs().max() / y_ref.abs().max()).item() < tol
+        g = torch.randn_like(y_ref)
+        y.backward(g.to(y.dtype))
+        y_ref.backward(g)
+        assert ((xg.grad.double() - xd.grad).abs().max() / xd.grad.abs().max()).item() < 10 * tol
