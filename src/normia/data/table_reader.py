@@ -1,16 +1,24 @@
 """Read a CSV or Parquet table as a checked pandas DataFrame, including CSVs as French open-data portals export them.
 
-Those files use `;` between fields, a decimal comma, a UTF-8 byte-order mark and dd/mm/yyyy dates; each is detected
-here (or set explicitly) so the file loads without hand edits. Every problem that would otherwise surface later as a
+Those files use `;` between fields, a decimal comma, a UTF-8 byte-order mark, dd/mm/yyyy dates and spaces (plain,
+no-break or narrow no-break) between thousands. The separator is detected from the structure of the header and body
+(refused when two separators fit equally well); the decimal mark is detected per column, so a `;` file may hold both
+`11,1` and a coordinate `49.4400`. A number is never rescaled: a column mixing both marks, or a cell whose reading is
+ambiguous, is refused naming the file, the cell and the option. Every problem that would otherwise surface later as a
 NaN or a cryptic pandas error is a UserError naming the file, the column and the fix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from normia.errors import UserError, did_you_mean
 
@@ -18,16 +26,79 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+SEPARATORS = (";", ",", "\t", "|")
+DECIMALS = (".", ",")
+SNIFF_RECORDS = 200
+SNIFF_BYTES = 65536
+THOUSANDS = (
+    " \u00a0\u202f"  # plain, no-break and narrow no-break space: what French exports put between thousands
+)
+NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?")
+GROUPED = re.compile(rf"[+-]?\d{{1,3}}(?:[{THOUSANDS}]\d{{3}})+(?:[.,]\d+)?")
+COMMA_GROUPED = re.compile(r"[+-]?\d{1,3},\d{3}")  # 1,234: thousands in English exports, 1.234 in French ones
+DATE = re.compile(
+    r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+)
 
 
-def _sniff_csv(head: str) -> tuple[str, str]:
-    """(separator, decimal) guessed from the first lines: `;` means the European convention with a decimal comma."""
+def _typed(cell: str) -> bool:
+    """A cell that reads as a number or a date: what a correct split of a data row mostly produces."""
+    cell = cell.strip()
+    return bool(NUMBER.fullmatch(cell) or GROUPED.fullmatch(cell) or DATE.fullmatch(cell))
+
+
+def _records(sample: str, sep: str, complete: bool) -> list[list[str]]:
+    """The first records of the sample split with `sep` (quotes respected); a record cut by the sample is dropped."""
     try:
-        sep = csv.Sniffer().sniff(head, delimiters=";,\t|").delimiter
-    except csv.Error:
-        counts = {s: head.count(s) for s in (";", ",", "\t")}
-        sep = max(counts, key=counts.__getitem__) if any(counts.values()) else ","
-    return sep, ("," if sep in (";", "\t") else ".")
+        rows = [r for r in csv.reader(io.StringIO(sample), delimiter=sep, skipinitialspace=True) if r]
+    except csv.Error:  # e.g. a quote left open: this separator does not describe the file
+        return []
+    if not complete and len(rows) > 1:
+        rows = rows[:-1]
+    return rows[: SNIFF_RECORDS + 1]
+
+
+def _score(rows: list[list[str]], others: str) -> float:
+    """How well a split reads: +1 per body cell that is a number or a date, -1 per cell still holding another
+    candidate separator (`01/01/2023;11` when splitting on ','), per cell."""
+    body = [cell for row in rows[1:] for cell in row]
+    typed = sum(map(_typed, body))
+    leftover = sum(1 for cell in body if not _typed(cell) and any(s in cell for s in others))
+    return (typed - leftover) / max(len(body), 1)
+
+
+def detect_separator(sample: str, source: str | Path, complete: bool = True) -> str:
+    """The separator that splits the header and every row into the same number (>= 2) of fields.
+
+    When several do (`date;Température (°C, moyenne)` splits in two on ',' as well as on ';'), the one whose body
+    cells read as numbers and dates, and hold no other separator, wins; a tie is refused rather than guessed.
+    """
+    splits = {sep: _records(sample, sep, complete) for sep in SEPARATORS}
+    fitting = {
+        sep: rows for sep, rows in splits.items() if len({len(r) for r in rows}) == 1 and len(rows[0]) >= 2
+    }
+    if not fitting:
+        unused = [s for s in SEPARATORS if s not in sample]
+        return unused[0] if unused else ","  # one column (or ragged rows: pandas then names the bad line)
+    fits = {sep: _score(rows, "".join(s for s in fitting if s != sep)) for sep, rows in fitting.items()}
+    ranked = sorted(fits.items(), key=lambda kv: -kv[1])
+    if len(ranked) > 1 and ranked[0][1] - ranked[1][1] < 1e-9:
+        names = " and ".join(repr(s) for s, _ in ranked if ranked[0][1] - fits[s] < 1e-9)
+        raise UserError(
+            f"cannot tell the separator of {source}: {names} each split every line into the same number of "
+            f"fields; set data.sep (e.g. data.sep={ranked[0][0]!r})"
+        )
+    return ranked[0][0]
+
+
+def _check_options(sep: str | None, decimal: str | None) -> None:
+    """data.decimal is '.' or ','; it cannot be the separator."""
+    if decimal is not None and decimal not in DECIMALS:
+        raise UserError(
+            f"data.decimal='{decimal}' is not a decimal mark: use '.', ',' or null (detected per column)"
+        )
+    if sep is not None and decimal is not None and sep == decimal:
+        raise UserError(f"data.sep and data.decimal are both '{sep}': set one of them to null (detected)")
 
 
 def read_table(
@@ -36,34 +107,32 @@ def read_table(
     decimal: str | None = None,
     encoding: str = "utf-8-sig",
 ) -> pd.DataFrame:
-    """Load a CSV (separator and decimal mark detected unless given) or a Parquet file."""
+    """Load a CSV (separator detected unless given, numbers read per column) or a Parquet file.
+
+    A CSV column whose every cell is a number is returned as numbers; any other column stays text, and
+    numeric_columns names its first bad cell if it is asked for as numbers.
+    """
     import pandas as pd
 
+    _check_options(sep, decimal)
     p = Path(path).expanduser()
     if not p.is_file():
         raise UserError(f"data file not found: {p} (fix data.path)")
     if p.suffix.lower() in (".parquet", ".pq"):
         try:
-            return pd.read_parquet(p)
+            frame = pd.read_parquet(p)
         except Exception as err:  # pyarrow raises several types for a corrupt file
             raise UserError(f"cannot read the Parquet file {p}: {err}") from None
+        frame.attrs.update(decimal=decimal, sep=None)
+        return frame
     raw = p.read_bytes()
     if not raw.strip():
         raise UserError(f"the data file {p} is empty")
+    sample = _decode_head(raw, p, encoding)
+    explicit_sep = sep is not None
+    sep = sep or detect_separator(sample, p, complete=len(raw) <= SNIFF_BYTES)
     try:
-        text_head = raw[:65536].decode(encoding)
-    except UnicodeDecodeError as err:
-        raise UserError(
-            f"the data file {p} is not {encoding} (invalid byte at offset {err.start}): "
-            "set data.encoding=latin-1 (or cp1252) or re-encode the file to UTF-8"
-        ) from None
-    except LookupError:
-        raise UserError(f"unknown data.encoding '{encoding}': use e.g. utf-8-sig, latin-1, cp1252") from None
-    guessed_sep, guessed_decimal = _sniff_csv("\n".join(text_head.splitlines()[:20]))
-    sep = sep or guessed_sep
-    decimal = decimal or (guessed_decimal if sep == guessed_sep else ".")
-    try:
-        frame = pd.read_csv(p, sep=sep, decimal=decimal, encoding=encoding, skipinitialspace=True)
+        frame = pd.read_csv(p, sep=sep, encoding=encoding, skipinitialspace=True, dtype=str)
     except UnicodeDecodeError:
         raise UserError(
             f"the data file {p} is not {encoding}: set data.encoding=latin-1 or re-encode it"
@@ -71,8 +140,141 @@ def read_table(
     except pd.errors.ParserError as err:
         raise UserError(f"cannot parse the CSV {p} with separator '{sep}': {err}; set data.sep") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    frame.attrs["decimal"] = decimal  # numeric_columns re-reads text cells of a column pandas left as strings
+    if explicit_sep:
+        _check_split(frame, sep, p)
+    frame.attrs.update(decimal=decimal, sep=sep)
+    for name in frame.columns:
+        with contextlib.suppress(UserError):  # stays text: numeric_columns names the bad cell if it is used
+            frame[name] = parse_numbers(frame[name], name, p, decimal, sep)
     return frame
+
+
+def _decode_head(raw: bytes, path: Path, encoding: str) -> str:
+    """The first bytes as text (a character cut at the end is dropped), or the fix for a wrong encoding."""
+    head = raw[:SNIFF_BYTES]
+    try:
+        return head.decode(encoding)
+    except UnicodeDecodeError as err:
+        if (
+            len(raw) > SNIFF_BYTES and err.start >= len(head) - 4
+        ):  # a character cut by the sample, not a bad byte
+            return head[: err.start].decode(encoding, errors="replace")
+        raise UserError(
+            f"the data file {path} is not {encoding} (invalid byte at offset {err.start}): "
+            "set data.encoding=latin-1 (or cp1252) or re-encode the file to UTF-8"
+        ) from None
+    except LookupError:
+        raise UserError(f"unknown data.encoding '{encoding}': use e.g. utf-8-sig, latin-1, cp1252") from None
+
+
+def _check_split(frame: pd.DataFrame, sep: str, path: Path) -> None:
+    """A one-column result whose header holds another separator means data.sep does not match the file."""
+    if len(frame.columns) != 1:
+        return
+    header = str(frame.columns[0])
+    other = [s for s in SEPARATORS if s != sep and s in header]
+    if other:
+        raise UserError(
+            f"data.sep='{sep}' does not split the header of {path} ('{header}'); it seems to use '{other[0]}': "
+            f"set data.sep='{other[0]}' or data.sep=null (detected)"
+        )
+
+
+def _cell(source: str | Path, name: str, row: int, value: str) -> str:
+    """How a message names a cell: the value, its column and its data row (1-based, header excluded)."""
+    return f"value {value!r} in column '{name}' of {source} at data row {row + 1}"
+
+
+def _bad_cell_message(source: str | Path, name: str, row: int, value: str) -> str:
+    """Why a cell is not a number, with the fix; thousands separators other than spaces are named as such."""
+    digits_and_marks = re.fullmatch(rf"[+-]?[\d.,{THOUSANDS}]*\d[\d.,{THOUSANDS}]*", value)
+    if digits_and_marks and (value.count(".") + value.count(",") > 1):
+        return (
+            f"{_cell(source, name, row, value)} has more than one '.' or ',': only a space (plain, no-break or "
+            "narrow no-break) is read as a thousands separator; remove the other marks from the column"
+        )
+    if digits_and_marks:
+        return (
+            f"{_cell(source, name, row, value)} has a space that does not separate groups of three digits: "
+            "fix the cell"
+        )
+    return (
+        f"non-numeric value {value!r} in column '{name}' of {source} at data row {row + 1}: "
+        "fix the cell, or set data.decimal/data.sep if the number format was misread"
+    )
+
+
+def parse_numbers(
+    cells: pd.Series, name: str, source: str | Path, decimal: str | None = None, sep: str | None = None
+) -> pd.Series:
+    """A text column as numbers read with ONE decimal mark: data.decimal, or the mark its cells use.
+
+    Empty cells stay missing. Spaces between groups of three digits are thousands separators. A column mixing '.'
+    and ',' as decimal marks, a cell using the other mark than data.decimal, and (in a ',' separated file) a cell
+    such as "1,234" that may be 1.234 or 1234 are refused, naming the cell: a value is never rescaled silently.
+    """
+    import pandas as pd
+
+    text = cells.astype("string").str.strip()
+    present = (text.notna() & (text != "")).to_numpy(dtype=bool)
+    values = text.to_numpy(dtype=object)
+    grouped = text.str.fullmatch(GROUPED.pattern).fillna(False).to_numpy(dtype=bool)
+    clean = np.where(
+        grouped, text.str.replace(f"[{THOUSANDS}]", "", regex=True).to_numpy(dtype=object), values
+    )
+    ok = pd.Series(clean).astype("string").str.fullmatch(NUMBER.pattern).fillna(False).to_numpy(dtype=bool)
+    bad = np.flatnonzero(present & ~ok)
+    if len(bad):
+        raise UserError(_bad_cell_message(source, name, int(bad[0]), str(values[bad[0]])))
+    marks = pd.Series(clean).astype("string")
+    dot = (marks.str.contains(".", regex=False).fillna(False).to_numpy(dtype=bool)) & present
+    comma = (marks.str.contains(",", regex=False).fillna(False).to_numpy(dtype=bool)) & present
+    _check_decimal_marks(values, dot, comma, name, source, decimal, sep)
+    out = pd.Series(np.nan, index=cells.index, dtype="float64")
+    if present.any():
+        numbers = pd.to_numeric(pd.Series(clean[present], dtype=object).str.replace(",", ".", regex=False))
+        if present.all():
+            return pd.Series(numbers.to_numpy(), index=cells.index, name=cells.name)
+        out[present] = numbers.to_numpy(dtype="float64")
+    return out.rename(cells.name)
+
+
+def _check_decimal_marks(
+    values: np.ndarray,
+    dot: np.ndarray,
+    comma: np.ndarray,
+    name: str,
+    source: str | Path,
+    decimal: str | None,
+    sep: str | None,
+) -> None:
+    """One decimal mark per column, the one data.decimal names if set; an ambiguous '1,234' needs data.decimal."""
+    first = {m: int(np.flatnonzero(v)[0]) for m, v in ((".", dot), (",", comma)) if v.any()}
+    if decimal is not None:
+        other = "," if decimal == "." else "."
+        if other in first:
+            row = first[other]
+            raise UserError(
+                f"{_cell(source, name, row, str(values[row]))} uses '{other}' as decimal mark but "
+                f"data.decimal='{decimal}': set data.decimal=null (detected per column) or fix the cell"
+            )
+        return
+    if len(first) == 2:
+        (m1, r1), (m2, r2) = sorted(first.items(), key=lambda kv: kv[1])
+        raise UserError(
+            f"{_cell(source, name, r2, str(values[r2]))} uses '{m2}' as decimal mark but data row {r1 + 1} "
+            f"({values[r1]!r}) uses '{m1}': fix the cell so that the column uses one decimal mark "
+            "(data.decimal sets one mark for every column)"
+        )
+    if sep == "," and "," in first:
+        commas = [str(v) for v in values[comma]]
+        if all(COMMA_GROUPED.fullmatch(v) for v in commas):
+            row = first[","]
+            raise UserError(
+                f"{_cell(source, name, row, str(values[row]))} may be {commas[0].replace(',', '.')} (decimal "
+                f"comma) or {commas[0].replace(',', '')} (thousands separator): set data.decimal=',' if ',' is "
+                "the decimal mark, or remove the thousands separators"
+            )
 
 
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], source: str | Path, key: str) -> None:
@@ -88,32 +290,16 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str], source: str | P
 
 
 def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], source: str | Path) -> pd.DataFrame:
-    """The named columns as float64; a non-numeric cell is reported with its row (1-based, header excluded)."""
+    """The named columns as float64; a cell that is not a number is reported with its row and the fix."""
     import pandas as pd
 
+    decimal, sep = frame.attrs.get("decimal"), frame.attrs.get("sep")
     out = {}
     for name in columns:
         values = frame[name]
-        if not pd.api.types.is_numeric_dtype(
-            values
-        ):  # pandas keeps a column as text when one cell is not a number
-            values = (
-                values.astype(str)
-                .str.strip()
-                .str.replace("\u00a0", "")
-                .replace({"": None, "nan": None, "NaN": None})
-            )
-            if frame.attrs.get("decimal") == ",":
-                values = values.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-        converted = pd.to_numeric(values, errors="coerce")
-        bad = converted.isna() & values.notna()
-        if bad.any():
-            row = int(bad.to_numpy().nonzero()[0][0])
-            raise UserError(
-                f"non-numeric value {values.iloc[row]!r} in column '{name}' of {source} at data row {row + 1}: "
-                "fix the cell, or set data.decimal/data.sep if the number format was misread"
-            )
-        out[name] = converted.astype("float64")
+        if not pd.api.types.is_numeric_dtype(values):
+            values = parse_numbers(values, name, source, decimal, sep)
+        out[name] = values.astype("float64")
     return pd.DataFrame(out, index=frame.index)
 
 
