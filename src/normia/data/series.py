@@ -4,6 +4,8 @@ Each sample is (past `input_len` steps, next `horizon` steps) of every target co
 last `val_fraction` of the time axis (forecasting the future, never interpolating); its windows may read inputs from
 the end of the training period but every target lies in it. Values are standardised with the mean and std of the
 training period only. Dates must be regular: a gap is an error unless `resample` (and `fill`) say how to regularise.
+A long-format file (one row per date and per station) needs `series_column`; each series is then its own channel
+(see long_format.py): rows sharing a date are never averaged together.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ import torch
 from torch.utils.data import Dataset
 
 from normia.data.datamodule import ResumableDataModule
+from normia.data.long_format import (
+    check_unique_pairs,
+    selected_series,
+    series_labels,
+    suggest_series_column,
+    to_channels,
+)
 from normia.data.splits import Standardizer, check_fraction
 from normia.data.table_reader import numeric_columns, parse_dates, read_table, require_columns
 from normia.errors import UserError, did_you_mean
@@ -123,6 +132,8 @@ class SeriesDataModule(ResumableDataModule):
         decimal: str | None = None,
         encoding: str = "utf-8-sig",
         date_format: str | None = None,
+        series_column: str | None = None,
+        series: str | Sequence[str] | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if bool(path) == bool(dataset):
@@ -133,6 +144,12 @@ class SeriesDataModule(ResumableDataModule):
             raise UserError(f"data.input_len={input_len} and data.horizon={horizon} must both be >= 1")
         if fill is not None and fill not in FILLS:
             raise UserError(f"unknown data.fill '{fill}'{did_you_mean(fill, FILLS)}")
+        if series is not None and series_column is None:
+            raise UserError(
+                "data.series needs data.series_column: the column that names the series of each row"
+            )
+        if series_column is not None and date_column is None:
+            raise UserError("data.series_column needs data.date_column: long-format rows are matched by date")
         self.path, self.dataset = path, dataset
         self.columns = list(columns) if columns else None
         self.date_column = date_column
@@ -141,6 +158,8 @@ class SeriesDataModule(ResumableDataModule):
         self.resample, self.fill = resample, fill
         self.read_options = {"sep": sep, "decimal": decimal, "encoding": encoding}
         self.date_format = date_format
+        self.series_column = series_column
+        self.series = list(series) if isinstance(series, Sequence) and not isinstance(series, str) else series
         self.scaler: Standardizer | None = None
         self.dates: pd.DatetimeIndex | None = None
         self.raw: np.ndarray | None = None
@@ -161,11 +180,21 @@ class SeriesDataModule(ResumableDataModule):
         present = [str(c) for c in frame.columns]
         if self.date_column is not None:
             require_columns(frame, [self.date_column], self.source, "date_column")
-        targets = self.columns or [c for c in present if c != self.date_column]
+        if self.series_column is not None:
+            require_columns(frame, [self.series_column], self.source, "series_column")
+        targets = self.columns or [c for c in present if c not in (self.date_column, self.series_column)]
         require_columns(frame, targets, self.source, "columns")
-        values = numeric_columns(frame, targets, self.source)
+        dates = None
         if self.date_column is not None:
-            values.index = parse_dates(frame, self.date_column, self.source, self.date_format)
+            dates = parse_dates(frame, self.date_column, self.source, self.date_format)
+            if self.series_column is None:  # checked first: a long-format file gets the hint, not a text cell
+                self.check_one_row_per_date(frame, dates)
+        values = self.value_columns(frame, targets)
+        if dates is not None:
+            if self.series_column is not None:
+                values = self.series_channels(frame, values, dates)
+            else:
+                values.index = dates
             values = values.sort_index()
             if self.resample:
                 try:
@@ -182,11 +211,43 @@ class SeriesDataModule(ResumableDataModule):
             column = str(missing.any()[missing.any()].index[0])
             where = values.index[missing[column].to_numpy()][0]
             at = where.date() if hasattr(where, "date") else where
+            kind = "series" if self.series_column is not None else "column"
             raise UserError(
-                f"{int(missing.to_numpy().sum())} missing value(s) in column '{column}' of {self.source}, "
+                f"{int(missing.to_numpy().sum())} missing value(s) in {kind} '{column}' of {self.source}, "
                 f"first at {at}: fill them or set data.fill=interpolate (or ffill)"
             )
         return values
+
+    def value_columns(self, frame: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+        """The target columns as numbers; when they were not listed, the error says how to leave a column out."""
+        try:
+            return numeric_columns(frame, targets, self.source)
+        except UserError as err:
+            if self.columns:
+                raise
+            raise UserError(f"{err}; or list the value columns in data.columns") from None
+
+    def check_one_row_per_date(self, frame: pd.DataFrame, dates: pd.Series) -> None:
+        """A repeated date is refused before any resampling, which would average the rows silently."""
+        repeated = dates.duplicated().to_numpy()
+        if not repeated.any():
+            return
+        row = int(np.flatnonzero(repeated)[0])
+        guess = suggest_series_column(frame, dates, [self.date_column or "", *(self.columns or [])])
+        raise UserError(
+            f"date {dates.iloc[row].date()} appears twice in column '{self.date_column}' of {self.source} "
+            f"(data row {row + 1}): remove the duplicate, or, if the file holds several series (one row per date "
+            f"and per station), set data.series_column={guess or '<the column naming them>'}"
+        )
+
+    def series_channels(self, frame: pd.DataFrame, values: pd.DataFrame, dates: pd.Series) -> pd.DataFrame:
+        """Long format: one channel per selected series (and value column), indexed by date."""
+        column = self.series_column or ""
+        labels = series_labels(frame, column, self.source)
+        names = selected_series(labels, self.series, column, self.source)
+        keep = labels.isin(names)
+        check_unique_pairs(dates[keep], labels[keep], self.date_column or "", self.source)
+        return to_channels(values, dates, labels, names)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
