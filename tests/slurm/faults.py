@@ -28,3 +28,28 @@ class SlowSteps(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         time.sleep(self.seconds)
+
+
+class _Lingering:
+    """Sleeps when the interpreter destroys it: during module teardown, after Python has reset its signal handlers."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.sleep = time.sleep  # the time module may be gone by then
+
+    def __del__(self) -> None:
+        self.sleep(self.seconds)
+
+
+_LINGER: list[_Lingering] = []
+
+
+class SlowExit(L.Callback):
+    """Make the process take `seconds` longer to exit after the job has ended, the way a GPU job's teardown (NCCL,
+    CUDA context, logger threads) does, so a signal sent after "Job completed successfully" lands while it exits."""
+
+    def __init__(self, seconds: float = 4.0):
+        self.seconds = seconds
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _LINGER.append(_Lingering(self.seconds))

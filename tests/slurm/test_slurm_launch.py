@@ -35,6 +35,7 @@ COMMON = [
     "trainer.enable_progress_bar=false",
     "logger=none",
 ]
+WITH_MLFLOW = [a for a in COMMON if a != "logger=none"] + ["logger=mlflow"]  # a logger is given once
 DDP_2X2 = ["launcher.nodes=2", "launcher.tasks_per_node=2"]
 # Two ranks on two nodes for the bitwise resume check: with 2 ranks a gradient all-reduce is a+b, exact in any
 # order; with 4, DDP's first step after a restart reduces in its initial bucket order (it re-buckets after the first
@@ -123,7 +124,12 @@ def test_preempted_job_requeues_resumes_and_ends_bitwise_equal(tmp_path: Path) -
     out = tmp_path / "run"
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     code, text = normia_train(
-        *shape, "logger=mlflow", f"logger.tracking_uri={uri}", f"paths.output_dir={out}"
+        *WITH_MLFLOW,
+        *DDP_2X1,
+        *SLOW,
+        "trainer.max_epochs=2",
+        f"logger.tracking_uri={uri}",
+        f"paths.output_dir={out}",
     )
     assert code == 0, text
     job_id = re.search(r"submitted job (\d+)", text).group(1)
@@ -310,3 +316,38 @@ def test_cpu_sbatch_template_runs_normia_with_launcher_srun(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr + log
     done = json.loads((tmp_path / "quickstart" / f"slurm-{job_id}" / "done.json").read_text())
     assert done["world_size"] == 2  # --ntasks-per-node=2 became trainer.devices=2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["USR1", "TERM"])
+def test_signal_while_the_finished_job_exits_leaves_it_completed(tmp_path: Path, sig: str) -> None:
+    """The time-limit signal (or a late scancel) that arrives after "Job completed successfully", while the process
+    is still exiting, must not turn the finished job into FAILED (killed by signal 10) next to a FINISHED MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "run"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    linger = ["+callbacks.linger._target_=faults.SlowExit", "+callbacks.linger.seconds=4"]
+    code, text = normia_train(
+        *WITH_MLFLOW, "trainer.max_epochs=1", *linger, f"logger.tracking_uri={uri}", f"paths.output_dir={out}"
+    )
+    assert code == 0, text
+    job_id = re.search(r"submitted job (\d+)", text).group(1)
+    log = out / "slurm" / job_id / f"{job_id}_0_log.out"
+    deadline = time.monotonic() + 300
+    while "Job completed successfully" not in (log.read_text() if log.is_file() else ""):
+        assert time.monotonic() < deadline, f"the job did not complete: {log}"
+        time.sleep(0.1)
+    sent = 0
+    while (
+        job_id in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    ):
+        subprocess.run(["scancel", f"--signal={sig}", job_id], capture_output=True, check=False)
+        sent += 1
+        time.sleep(0.3)
+    states = wait_for([job_id], timeout_s=120)
+    assert states[job_id] == ("COMPLETED", "0:0"), (states, log.read_text())
+    assert sent >= 3, "the process exited before the signals could test anything"
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]

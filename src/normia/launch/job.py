@@ -18,9 +18,15 @@ class TrainJob:
         signals.install()  # first thing: a preemption signal during start-up is remembered, not lost
         if os.environ.get("SLURM_PROCID", "0") == "0":
             events.record(self.cfg.paths.output_dir, "job_start", host=os.uname().nodename)
-        from normia.train.run import run_training
+        try:
+            from normia.train.run import run_training
 
-        return run_training(self.cfg)
+            return run_training(self.cfg)
+        finally:
+            # The job is over (done, failed, or checkpointed for a requeue): a late signal must not kill the
+            # process while it exits and turn the recorded outcome into FAILED. launcher=srun's next job installs
+            # the handlers again.
+            signals.ignore_until_exit()
 
     def __repr__(self) -> str:
         return f"TrainJob({self.cfg.get('name')}, output_dir={self.cfg.paths.output_dir})"

@@ -39,6 +39,21 @@ class PreemptState:
 STATE = PreemptState()
 
 
+def ignore_until_exit() -> bool:
+    """Once the job's work is over, ignore the preemption signals until the process has exited.
+
+    Why: while the interpreter shuts down it resets every Python-level handler to the default, and the default action
+    of USR1/USR2/TERM is to kill the process. A time-limit signal that lands in that window (after "Job completed
+    successfully", during module teardown, NCCL/CUDA clean-up) made Slurm record a finished job as FAILED 10:0 next
+    to a FINISHED MLflow run. SIG_IGN survives the shutdown; a stuck process still gets SIGKILL from Slurm.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    for sig in (*REQUEUE_SIGNALS, *STOP_SIGNALS):
+        signal.signal(sig, signal.SIG_IGN)
+    return True
+
+
 def install() -> bool:
     """Point the preemption signals at STATE.handle (replacing submitit's and Lightning's handlers)."""
     if threading.current_thread() is not threading.main_thread():
