@@ -74,6 +74,24 @@ def test_a_given_separator_that_does_not_split_the_header_is_refused(tmp_path: P
         read_table(path, sep=";")
 
 
+def test_trailing_separator_keeps_values_in_their_columns(tmp_path: Path) -> None:
+    """Rows ending with ';' (header without) were shifted by pandas onto the row index: a silently wrong table."""
+    path = write(tmp_path / "t.csv", ["date;pm10", "01/01/2023;12,5;", "02/01/2023;13,5;"])
+    frame = read_table(path)
+    assert list(frame.columns) == ["date", "pm10"] and frame["date"].tolist() == ["01/01/2023", "02/01/2023"]
+    assert numbers(path, "pm10") == [12.5, 13.5]
+    path = write(tmp_path / "h.csv", ["date;pm10;", "01/01/2023;12,5;", "02/01/2023;13,5;"])
+    assert list(read_table(path).columns) == ["date", "pm10"]  # the unnamed empty column is dropped
+
+
+def test_a_value_beyond_the_header_is_refused_naming_the_row(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.csv", ["date;pm10", "01/01/2023;12,5", "02/01/2023;13,5;99"])
+    with pytest.raises(
+        UserError, match=r"data row 2 of .*t.csv has 3 fields but the header has 2 \(value '99'"
+    ):
+        read_table(path)
+
+
 # --- decimal mark: one convention per column, or refused naming the cell ------------------------------------------
 
 
