@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
-from normia.data.sampler import ResumableSampler
+from normia.data.digits import DigitsDataModule
+from normia.data.sampler import EvalSampler, ResumableSampler, eval_batches
 
 
 def take(sampler: ResumableSampler, n: int) -> list[int]:
@@ -58,3 +61,37 @@ def test_resume_with_another_world_size() -> None:
     merged = [rest[r][i] for i in range(len(rest[0])) for r in range(4)]
     assert merged == full[16:]
     assert np.unique(merged).size == 48
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 5])
+@pytest.mark.parametrize("batch_size", [1, 2, 7, 32])
+def test_validation_batches_hold_each_sample_once_with_as_many_batches_on_every_rank(
+    world: int, batch_size: int
+) -> None:
+    """No padding (torch's DistributedSampler repeats samples to even out the ranks, so metrics depended on W), and
+    the same number of batches everywhere (FSDP gathers parameters in every forward: an extra one would hang)."""
+    for n in [world, world + 1, 2 * world * batch_size - 1, 2 * world * batch_size + 1, 65, 359]:
+        if n < world:
+            continue
+        ranks = [eval_batches(n, batch_size, r, world) for r in range(world)]
+        seen = [i for batches in ranks for batch in batches for i in batch]
+        assert sorted(seen) == list(range(n)), (n, batch_size, world)
+        assert len({len(batches) for batches in ranks}) == 1
+        sizes = [len(batch) for batches in ranks for batch in batches]
+        assert min(sizes) >= 1 and max(sizes) <= max(batch_size, 2)
+        sampler = EvalSampler(n, batch_size, rank=world - 1, world_size=world)
+        assert list(sampler) == ranks[-1] and len(sampler) == len(ranks[-1])
+
+
+def test_validation_sampler_refuses_fewer_samples_than_ranks() -> None:
+    with pytest.raises(ValueError, match="3 samples cannot give each of 4 ranks"):
+        eval_batches(3, 8, 0, 4)
+
+
+def test_validation_loader_of_a_data_module_reads_every_sample_once_in_one_process() -> None:
+    """The loader a data module gives Lightning (one process here): all samples, in order, batches <= batch_size."""
+    dm = DigitsDataModule(batch_size=64, val_fraction=0.2)
+    batches = list(dm.val_dataloader())
+    labels = torch.cat([y for _, y in batches])
+    assert [len(y) for _, y in batches] == [60, 60, 60, 60, 60, 59]
+    assert torch.equal(labels, dm.val_set.tensors[1])

@@ -13,9 +13,9 @@ from typing import Any
 
 import lightning as L
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from normia.data.sampler import ResumableSampler
+from normia.data.sampler import EvalSampler, ResumableSampler
 from normia.errors import UserError
 
 
@@ -33,6 +33,22 @@ def batch_length(batch: Any) -> int:
 def _already_batched(batch: Any) -> Any:
     """collate_fn for datasets whose __getitems__ returns a whole batch of tensors."""
     return batch
+
+
+class _BatchReader(Dataset):
+    """Reads a whole batch for a list of indices, as DataLoader's own batching would (the dataset's __getitems__,
+    which in normia returns a batch, or default_collate of its items): lets EvalSampler choose each batch."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, indices: list[int]) -> Any:
+        if hasattr(self.dataset, "__getitems__"):
+            return self.dataset.__getitems__(indices)
+        return default_collate([self.dataset[i] for i in indices])
 
 
 class _SamplerStateLoader(DataLoader):
@@ -97,10 +113,25 @@ class ResumableDataModule(L.LightningDataModule):
         return self._loader(self.train_set, sampler=self._sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
+        """Each validation sample on exactly one rank, as many batches on every rank (see EvalSampler), so the
+        metrics are those of one process whatever the number of ranks."""
         if self.val_set is None:
             self.setup("validate")
         assert self.val_set is not None
-        return self._loader(self.val_set)
+        sampler = EvalSampler(len(self.val_set), self.batch_size)  # type: ignore[arg-type]
+        if sampler.total_size < sampler.num_replicas:
+            raise UserError(
+                f"{sampler.total_size} validation samples for {sampler.num_replicas} processes: each process needs "
+                "at least one; use more validation data or fewer processes"
+            )
+        return DataLoader(
+            _BatchReader(self.val_set),
+            batch_size=None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=_already_batched,
+        )
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = self.trainer

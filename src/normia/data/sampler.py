@@ -131,3 +131,90 @@ class ResumableSampler(DistributedSampler):
             return
         self.epoch = int(state["epoch"])
         self._resume = (int(state["epoch"]), int(state["consumed"]))
+
+
+def balanced_sizes(total: int, parts: int) -> list[int]:
+    """`parts` sizes that add up to `total` and differ by at most one (the larger ones first)."""
+    base, extra = divmod(int(total), int(parts))
+    return [base + (i < extra) for i in range(parts)]
+
+
+def eval_batch_count(num_samples: int, batch_size: int, world: int) -> int:
+    """Batches per rank: enough for batches of at most `batch_size`, but never more than the samples allow if every
+    rank must get at least one sample per batch (which only caps it when batch_size is 1)."""
+    return max(1, min(-(-num_samples // (world * batch_size)), num_samples // world))
+
+
+def eval_batches(num_samples: int, batch_size: int, rank: int, world: int) -> list[list[int]]:
+    """This rank's validation batches: each sample on exactly one rank, no padding, the same number of batches on
+    every rank (FSDP gathers parameters in every forward, so one extra batch on one rank would hang the others).
+
+    The data is cut into equal global batches, each cut into equal per-rank pieces; all pieces are contiguous.
+    """
+    if num_samples < world:
+        raise ValueError(f"{num_samples} samples cannot give each of {world} ranks at least one")
+    batches = []
+    start = 0
+    for global_size in balanced_sizes(num_samples, eval_batch_count(num_samples, batch_size, world)):
+        pieces = balanced_sizes(global_size, world)
+        begin = start + sum(pieces[:rank])
+        batches.append(list(range(begin, begin + pieces[rank])))
+        start += global_size
+    return batches
+
+
+class EvalSampler(DistributedSampler):
+    """Yields this rank's validation batches as index lists (see `eval_batches`), for a DataLoader(batch_size=None).
+
+    torch's DistributedSampler, which Lightning puts on a validation loader under DDP, pads the data by repeating
+    samples so that every rank gets as many; the repeated samples then count twice in the metrics, which therefore
+    depend on the number of ranks. Here every sample is seen once. Subclassing DistributedSampler keeps Lightning from
+    replacing it; rank and world size are read when it is used, after the process group exists.
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, rank: int | None = None, world_size: int | None = None
+    ) -> None:
+        if num_samples < 1 or batch_size < 1:
+            raise ValueError(
+                f"EvalSampler needs samples and a batch size >= 1, got {num_samples}, {batch_size}"
+            )
+        self.dataset_size = int(num_samples)
+        self.batch_size = int(batch_size)
+        self._rank = rank
+        self._world_size = world_size
+        self.shuffle = False
+        self.drop_last = False
+        self.seed = 0
+        self.epoch = 0
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        return _rank_and_world(self._rank, self._world_size)[1]
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        return _rank_and_world(self._rank, self._world_size)[0]
+
+    @property
+    def total_size(self) -> int:  # type: ignore[override]
+        return self.dataset_size
+
+    @property
+    def num_samples(self) -> int:  # type: ignore[override]
+        """Samples on this rank (not padded)."""
+        return sum(len(batch) for batch in self.batches())
+
+    def batches(self) -> list[list[int]]:
+        rank, world = _rank_and_world(self._rank, self._world_size)
+        return eval_batches(self.dataset_size, self.batch_size, rank, world)
+
+    def __len__(self) -> int:
+        """Batches on this rank, the same on every rank."""
+        return eval_batch_count(self.dataset_size, self.batch_size, self.num_replicas)
+
+    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        return iter(self.batches())
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)  # the order does not depend on it

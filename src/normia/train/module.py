@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from normia.train.optim import build_optimizer, build_scheduler
+from normia.train.val_metrics import WeightedMeans
 
 
 def count_units(batch: object) -> tuple[int, int]:
@@ -30,6 +31,7 @@ class TaskModule(L.LightningModule):
         self.optim_cfg = optim_cfg
         self.compile_model = compile_model
         self._sharded = False
+        self._val_means = WeightedMeans()
 
     def configure_model(self) -> None:
         """FSDP2: shard every child module with parameters, then the root (called under ModelParallelStrategy)."""
@@ -59,12 +61,23 @@ class TaskModule(L.LightningModule):
                 self.log(f"train/{name}", value)
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_means.reset()
+
     def validation_step(self, batch: object, batch_idx: int) -> None:
+        """Accumulate only: the metrics are reduced and logged once, in on_validation_epoch_end."""
         loss, metrics = self.model.loss(batch)
         size, _ = count_units(batch)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=size)
-        for name, value in metrics.items():
-            self.log(f"val/{name}", value, prog_bar=name == "acc", sync_dist=True, batch_size=size)
+        self._val_means.update({"loss": loss, **metrics}, size)
+
+    def on_validation_epoch_end(self) -> None:
+        """Exact means over the validation set, the same for any number of ranks (see val_metrics.py).
+
+        The values are already equal on every rank; sync_dist with reduce_fx="max" keeps them bit for bit (a mean of
+        W equal floats need not be) and tells Lightning they are synchronised."""
+        means = self._val_means.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        for name, value in means.items():
+            self.log(f"val/{name}", value, prog_bar=name in ("loss", "acc"), sync_dist=True, reduce_fx="max")
 
     def configure_optimizers(self) -> dict:
         optimizer = build_optimizer(self.model.parameters(), self.optim_cfg)
