@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import time
 from argparse import Namespace
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from normia.tracking.values import nonfinite_note
+
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000
 MAX_METRICS_PER_BATCH = 1000
+CUT_MARKER = " ...[cut: full value in config.yaml]"
 STATUS = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 
 
@@ -45,6 +50,7 @@ class MlflowTracker(Logger):
         self._monitor: Any = None
         self._may_start = False
         self.final_status: str | None = None
+        self._noted: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -77,14 +83,16 @@ class MlflowTracker(Logger):
             experiment_id = _experiment_id(client, self.experiment_name)
             run = client.create_run(experiment_id, run_name=self.run_name, tags=self._tags)
             self._run_id = run.info.run_id
-            self._log_params(client)
-            for artifact_file, text in self._texts.items():
-                client.log_text(self._run_id, text, artifact_file)
+            with _failed_on_error(client, self._run_id):
+                self._log_params(client)
+                for artifact_file, text in self._texts.items():
+                    client.log_text(self._run_id, text, artifact_file)
         else:
             client.get_run(self._run_id)  # raises if the id is unknown to this store
             client.update_run(self._run_id, status="RUNNING")
-            for key, value in self._tags.items():
-                client.set_tag(self._run_id, key, value)
+            with _failed_on_error(client, self._run_id):
+                for key, value in self._tags.items():
+                    client.set_tag(self._run_id, key, value)
         self._client = client
         if self.system_metrics:
             self._start_system_metrics()
@@ -92,7 +100,7 @@ class MlflowTracker(Logger):
     def _log_params(self, client: Any) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in self._params.items()]
+        items = [Param(k, _cut(str(v))) for k, v in self._params.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             client.log_batch(self._run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
 
@@ -122,12 +130,21 @@ class MlflowTracker(Logger):
         for key, value in metrics.items():
             if key == "epoch":
                 continue
-            self._buffer.append(Metric(key.replace("@", "_at_"), float(value), now, int(step or 0)))
+            name = key.replace("@", "_at_")
+            self._buffer.append(Metric(name, float(value), now, int(step or 0)))
+            self._note_nonfinite(name, float(value), int(step or 0))
         if (
             time.monotonic() - self._last_flush >= self.flush_every_s
             or len(self._buffer) >= MAX_METRICS_PER_BATCH
         ):
             self.flush()
+
+    def _note_nonfinite(self, key: str, value: float, step: int) -> None:
+        """The first infinite value of a metric also goes to a tag: the store keeps inf as the largest float."""
+        note = nonfinite_note(key, value, step)
+        if note is not None and note[0] not in self._noted:
+            self._noted.add(note[0])
+            self._client.set_tag(self._run_id, *note)
 
     @rank_zero_only
     def flush(self) -> None:
@@ -152,6 +169,23 @@ class MlflowTracker(Logger):
             self._monitor = None
         final = self.final_status or STATUS.get(status, "FINISHED")
         self._client.set_terminated(self._run_id, status=final)
+
+
+def _cut(value: str) -> str:
+    """A param value MLflow can store; a cut one ends with a marker saying where the full value is."""
+    if len(value) <= MAX_PARAM_CHARS:
+        return value
+    return value[: MAX_PARAM_CHARS - len(CUT_MARKER)] + CUT_MARKER
+
+
+@contextmanager
+def _failed_on_error(client: Any, run_id: str) -> Iterator[None]:
+    """Once a run exists, any failure while filling it ends it as FAILED (never left RUNNING), then re-raises."""
+    try:
+        yield
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
 
 
 def _experiment_id(client: Any, name: str) -> str:

@@ -16,9 +16,11 @@ from normia.config.secrets import redact, redact_override
 from normia.errors import UserError
 from normia.tracking.mlflow_logger import MlflowTracker
 from normia.tracking.run_tags import run_tags
+from normia.tracking.tags import check_user_tags, default_run_name, system_tags
 from normia.tracking.uri import resolve_tracking_uri
 from normia.train.callbacks import GracefulStop, NormiaState, Throughput
 from normia.train.checkpoint import LAST, AtomicCheckpointIO
+from normia.train.health import MonitorCheck, NonFiniteLoss, nonfinite_mode
 
 
 def instantiate_node(node: DictConfig, where: str) -> Any:
@@ -41,10 +43,12 @@ def world_size(cfg: DictConfig) -> int:
 def build_tracker(cfg: DictConfig, run_id: str | None) -> MlflowTracker | None:
     if cfg.logger.name != "mlflow" or cfg.trainer.fast_dev_run:
         return None
+    safe = redact(cfg)
+    check_user_tags(safe.tags)
     tags = run_tags(world_size(cfg))
+    tags.update(system_tags(tags["normia.git_commit"] if tags["normia.git_commit"] != "unknown" else None))
     tags.update({"normia.experiment": cfg.name, "normia.output_dir": str(cfg.paths.output_dir)})
     tags["normia.overrides"] = " ".join(redact_override(o) for o in cfg.overrides)[:5000]
-    safe = redact(cfg)
     tags.update({str(k): str(v) for k, v in (safe.tags or {}).items()})
     texts = {
         "config.yaml": OmegaConf.to_yaml(safe),
@@ -54,7 +58,8 @@ def build_tracker(cfg: DictConfig, run_id: str | None) -> MlflowTracker | None:
     return MlflowTracker(
         tracking_uri=resolve_tracking_uri(cfg.logger.tracking_uri),
         experiment_name=cfg.logger.experiment_name,
-        run_name=cfg.logger.run_name,
+        run_name=cfg.logger.run_name
+        or default_run_name(cfg.name, str(cfg.paths.output_dir), list(cfg.overrides)),
         run_id=run_id,
         tags=tags,
         params=params,
@@ -91,6 +96,8 @@ def build_callbacks(
         "state": NormiaState(tracker),
         "stop": GracefulStop(checkpoint_path=str(ckpt_dir / LAST), tracker=tracker),
         "throughput": Throughput(),
+        "nonfinite": NonFiniteLoss(nonfinite_mode(cfg)),
+        "monitor": MonitorCheck(cfg.monitor),
     }
     user: list[L.Callback] = []
     for name, node in (cfg.callbacks or {}).items():

@@ -28,7 +28,8 @@ class NormiaState(L.Callback):
     def _run_id(self) -> str | None:
         return self.tracker.version if self.tracker is not None else None
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After the sanity check: a job refused there (e.g. an unknown monitor) leaves no MLflow run."""
         if self.tracker is not None:
             self.tracker.begin()
 
@@ -139,6 +140,7 @@ class GracefulStop(L.Callback):
             self.stopped = True
             if self.tracker is not None:
                 self.tracker.final_status = "KILLED"  # resumable, not failed
+            _flush_step_metrics(trainer, self.tracker)
             # Every rank is here (the flag was agreed on), so a collective save is safe.
             if self.checkpoint_path:
                 trainer.save_checkpoint(self.checkpoint_path)
@@ -155,6 +157,17 @@ class GracefulStop(L.Callback):
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
+
+
+def _flush_step_metrics(trainer: L.Trainer, tracker: Any) -> None:
+    """This step's train/* values: Lightning sends them to the loggers only after on_train_batch_end, which a stop
+    leaves by raising; without this each preemption loses the point of the interrupted step."""
+    connector = getattr(trainer, "_logger_connector", None)
+    if connector is not None and hasattr(connector, "update_train_step_metrics"):
+        connector.on_batch_end()
+        connector.update_train_step_metrics()
+    if tracker is not None:
+        tracker.flush()
 
 
 class Throughput(L.Callback):

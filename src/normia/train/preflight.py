@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from normia.errors import UserError
+from normia.tracking.tags import check_user_tags
 from normia.tracking.uri import check_reachable, resolve_tracking_uri
 from normia.train.outputs import check_writable
 
@@ -13,6 +14,7 @@ def preflight_local(cfg: DictConfig) -> None:
     check_writable(cfg.paths.output_dir)
     if cfg.logger.name == "mlflow" and not cfg.trainer.fast_dev_run:
         check_reachable(resolve_tracking_uri(cfg.logger.tracking_uri))
+        check_user_tags(cfg.tags)
     accelerator = str(cfg.trainer.accelerator)
     if accelerator in ("gpu", "cuda"):
         import torch

@@ -3,9 +3,11 @@ all end here; a job whose output_dir holds checkpoints/last.ckpt resumes from it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,10 @@ from normia.errors import UserError
 from normia.train.build import build_callbacks, build_tracker, build_trainer, instantiate_node, world_size
 from normia.train.callbacks import StopRequested
 from normia.train.checkpoint import last_checkpoint, read_normia_state
+from normia.train.health import json_safe
 from normia.train.module import TaskModule
 from normia.train.quiet import quiet_libraries
+from normia.train.refusal import nothing_left_if_refused
 from normia.train.summary import print_summary
 
 DONE = "done.json"
@@ -36,39 +40,58 @@ def run_training(cfg: DictConfig) -> float | None:
     model = instantiate_node(cfg.model, "model")
     datamodule = instantiate_node(cfg.data, "data")
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = _checkpoint_to_resume(cfg, output_dir)
     run_id = read_normia_state(ckpt_path).get("mlflow_run_id") if ckpt_path else None
     rank_zero = _global_rank() == 0
-    if rank_zero:
-        (output_dir / DONE).unlink(missing_ok=True)
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact(cfg)))
-
-    module = TaskModule(model, cfg.optim, compile_model=cfg.compile)
-    tracker = build_tracker(cfg, run_id)
-    callbacks, roles = build_callbacks(cfg, tracker)
-    trainer = build_trainer(cfg, tracker, callbacks)
-    if ckpt_path and rank_zero:
-        print(f"resuming from {ckpt_path}" + (f" (MLflow run {run_id})" if run_id else ""), flush=True)
-
-    stopped = roles["stop"]
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    except StopRequested:
-        pass
-    except (ValueError, MisconfigurationException) as err:
-        if trainer.global_step == 0 and _raised_by_lightning(err):
-            raise UserError(f"Lightning refused the trainer settings: {' '.join(str(err).split())}") from None
-        raise
+    fresh = ckpt_path is None and not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    trainer: L.Trainer | None = None
+    with nothing_left_if_refused(
+        output_dir if fresh and rank_zero else None,
+        Path(cfg.paths.output_root),
+        lambda: trainer is not None and trainer.global_step > 0,
+    ):
+        module = TaskModule(model, cfg.optim, compile_model=cfg.compile)
+        tracker = build_tracker(cfg, run_id)
+        callbacks, roles = build_callbacks(cfg, tracker)
+        trainer = _lightning_checked(lambda: build_trainer(cfg, tracker, callbacks))
+        if rank_zero:
+            (output_dir / DONE).unlink(missing_ok=True)
+            (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact(cfg)))
+        if ckpt_path and rank_zero:
+            print(f"resuming from {ckpt_path}" + (f" (MLflow run {run_id})" if run_id else ""), flush=True)
+        stopped = roles["stop"]
+        _fit(trainer, module, datamodule, ckpt_path)
     result = _monitored(trainer, roles, cfg.monitor)
     summary = _summary(cfg, trainer, roles, tracker, result, time.perf_counter() - started)
     if trainer.is_global_zero:
         print_summary(summary)
         if not stopped.stopped and not cfg.trainer.fast_dev_run:
-            (output_dir / DONE).write_text(json.dumps(summary, indent=2))
+            (output_dir / DONE).write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False))
     if stopped.stopped:
         raise KeyboardInterrupt
     return result
+
+
+def _fit(trainer: L.Trainer, module: TaskModule, datamodule: Any, ckpt_path: Path | None) -> None:
+    with contextlib.suppress(StopRequested):
+        _lightning_checked(
+            lambda: trainer.fit(
+                module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None
+            ),
+            trainer,
+        )
+
+
+def _lightning_checked(step: Callable[[], Any], trainer: L.Trainer | None = None) -> Any:
+    """Run a Trainer construction or fit; Lightning's own refusal of a setting (before the first step) becomes a
+    one-line UserError."""
+    try:
+        return step()
+    except (ValueError, MisconfigurationException) as err:
+        if (trainer is None or trainer.global_step == 0) and _raised_by_lightning(err):
+            raise UserError(f"Lightning refused the trainer settings: {' '.join(str(err).split())}") from None
+        raise
 
 
 def _raised_by_lightning(err: BaseException) -> bool:

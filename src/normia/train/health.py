@@ -1,0 +1,108 @@
+"""Training health: a diverged run (non-finite loss) must fail, not finish as a success; a misspelt `monitor` is
+refused after the sanity check, before the first training step and before any MLflow run exists."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from normia.errors import UserError, did_you_mean
+from normia.train.callbacks import max_over_ranks
+
+NONFINITE_CHOICES = ("stop", "skip")
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite: the run is marked FAILED and the command exits 3."""
+
+    exit_code = 3
+
+
+class NonFiniteLoss(L.Callback):
+    """Checks every micro-batch's loss before backward. mode='stop': every rank raises TrainingDiverged at the same
+    step, before the bad gradients reach the weights (so the last checkpoint stays sound). mode='skip': the
+    optimizer step of a batch with a non-finite loss is dropped on every rank, and the count is logged."""
+
+    def __init__(self, mode: str = "stop"):
+        if mode not in NONFINITE_CHOICES:
+            raise UserError(
+                f"trainer.on_nonfinite_loss={mode!r} is not one of {', '.join(NONFINITE_CHOICES)}"
+            )
+        self.mode = mode
+        self.skipped = 0
+        self._bad_value: float | None = None
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
+        value = float(loss.detach().float().sum()) if not bool(torch.isfinite(loss.detach()).all()) else None
+        if value is not None and self._bad_value is None:
+            self._bad_value = value
+        if self.mode == "stop" and max_over_ranks(int(value is not None), pl_module.device):
+            shown = f"{value}" if value is not None else "non-finite on another rank"
+            raise TrainingDiverged(
+                f"training diverged: loss is {shown} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+                "lower optim.lr or set trainer.gradient_clip_val, or trainer.on_nonfinite_loss=skip to skip such steps"
+            )
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self.mode != "skip":
+            return
+        bad = max_over_ranks(int(self._bad_value is not None), pl_module.device)
+        self._bad_value = None
+        if not bad:
+            return
+        # Gradients set to None: every optimizer leaves those parameters (and their state) untouched.
+        optimizer.zero_grad(set_to_none=True)
+        self.skipped += 1
+        if trainer.is_global_zero:
+            print(
+                f"warning: non-finite loss at step {trainer.global_step}: optimizer step skipped", flush=True
+            )
+        for logger in trainer.loggers:
+            logger.log_metrics({"train/skipped_steps": float(self.skipped)}, trainer.global_step)
+
+
+def nonfinite_mode(cfg: Any) -> str:
+    """trainer.on_nonfinite_loss, 'stop' when the schema has no such key (yet)."""
+    return str(cfg.trainer.get("on_nonfinite_loss", None) or "stop")
+
+
+class MonitorCheck(L.Callback):
+    """After the first validation pass (the sanity check, or the first real one if there is none), the model's
+    metric names are known: a `monitor` that is not among them is refused with the closest name. Runs before
+    ModelCheckpoint (checkpoint callbacks run last), whose own error is a traceback after a whole epoch."""
+
+    def __init__(self, monitor: str):
+        self.monitor = monitor
+        self.checked = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.checked:
+            return
+        self.checked = True
+        known = set(trainer.callback_metrics)
+        # train/<name> is logged only every log_every_n_steps; its names mirror val/<name>.
+        known |= {"train/" + k[len("val/") :] for k in known if k.startswith("val/")}
+        known |= {"step", "epoch"}
+        if self.monitor not in known:
+            raise UserError(
+                f"monitor={self.monitor!r} is not a metric this model logs{did_you_mean(self.monitor, known)}; "
+                "set monitor=<one of its metrics>"
+            )
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN and infinities as the strings 'nan', 'inf', '-inf' (bare NaN is not JSON), recursively."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
