@@ -284,6 +284,24 @@ def test_long_format_repeated_pair_and_missing_day_are_named(tmp_path: Path) -> 
         SeriesDataModule(path=str(path), series_column="code_station", input_len=3, horizon=1)
 
 
+def test_long_format_row_without_a_series_name_is_refused(tmp_path: Path) -> None:
+    path = pm10_long(tmp_path / "pm10.csv")
+    lines = path.read_text().splitlines()
+    lines[5] = lines[5].replace("FR04002", "")
+    write(path, lines)
+    with pytest.raises(
+        UserError, match=r"empty cell in column 'code_station' \(data.series_column\) .* data row 5"
+    ):
+        SeriesDataModule(path=str(path), series_column="code_station", input_len=3, horizon=1)
+
+
+def test_long_format_hint_names_a_numeric_station_code_column(tmp_path: Path) -> None:
+    lines = ["date;pm10;station"] + [f"2023-01-{d:02d};{d + k};{k}" for d in range(1, 21) for k in (101, 102)]
+    path = write(tmp_path / "codes.csv", lines)
+    with pytest.raises(UserError, match=r"appears twice .* set data.series_column=station$"):
+        SeriesDataModule(path=str(path), input_len=3, horizon=1)
+
+
 def test_long_format_numeric_codes_and_several_value_columns(tmp_path: Path) -> None:
     lines = ["date;capteur;pm10;no2"]
     for i, day in enumerate(pd.date_range("2023-01-01", periods=30, freq="D")):

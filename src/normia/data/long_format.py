@@ -43,7 +43,8 @@ def selected_series(
     present = list(dict.fromkeys(labels.tolist()))
     if wanted is None:
         return present
-    names = [str(w).strip() for w in ([wanted] if isinstance(wanted, (str, int, float)) else wanted)]
+    asked = [wanted] if isinstance(wanted, (str, int, float)) else wanted
+    names = list(dict.fromkeys(str(w).strip() for w in asked))  # a name given twice is still one channel
     if not names:
         raise UserError(
             "data.series is empty: name at least one series, or set data.series=null for all of them"
@@ -95,12 +96,15 @@ def to_channels(values: pd.DataFrame, dates: pd.Series, labels: pd.Series, names
 
 
 def suggest_series_column(frame: pd.DataFrame, dates: pd.Series, skip: Sequence[str]) -> str | None:
-    """A text column that tells apart the rows sharing a date (a station or sensor name), for the error's hint."""
+    """A column that tells apart the rows sharing a date (a station or sensor name), for the error's hint.
+
+    Text columns are tried first, then integer ones (station codes), fewest distinct values first; a float column
+    holds values, not names."""
     import pandas as pd
 
-    for name in frame.columns:
-        if name in skip or pd.api.types.is_float_dtype(frame[name]):
-            continue
+    names = [n for n in frame.columns if n not in skip and not pd.api.types.is_float_dtype(frame[n])]
+    names.sort(key=lambda n: (pd.api.types.is_numeric_dtype(frame[n]), frame[n].nunique()))  # names repeat
+    for name in names:
         pairs = pd.DataFrame({"d": dates.to_numpy(), "s": frame[name].to_numpy()})
         if frame[name].nunique() > 1 and not pairs.duplicated().any():
             return str(name)

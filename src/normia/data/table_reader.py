@@ -31,9 +31,8 @@ SEPARATORS = (";", ",", "\t", "|")
 DECIMALS = (".", ",")
 SNIFF_RECORDS = 200
 SNIFF_BYTES = 65536
-THOUSANDS = (
-    " \u00a0\u202f"  # plain, no-break and narrow no-break space: what French exports put between thousands
-)
+# Thousands separators read: plain, no-break and narrow no-break space (what French exports use); no '.' or ','.
+THOUSANDS = " \u00a0\u202f"
 NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?")
 GROUPED = re.compile(rf"[+-]?\d{{1,3}}(?:[{THOUSANDS}]\d{{3}})+(?:[.,]\d+)?")
 COMMA_GROUPED = re.compile(r"[+-]?\d{1,3},\d{3}")  # 1,234: thousands in English exports, 1.234 in French ones
