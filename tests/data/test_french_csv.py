@@ -40,6 +40,12 @@ def test_header_cell_with_a_comma_keeps_the_semicolon_separator(tmp_path: Path) 
     assert numbers(path, "Température (°C, moyenne)") == [11.1] * 30
     dm = SeriesDataModule(path=str(path), input_len=3, horizon=1)
     assert dm.column_names == ["Température (°C, moyenne)"] and len(dm.dates) == 30
+    same = write(tmp_path / "same.csv", ["date;Température (°C, moyenne)", *["01/01/2023;11,1"] * 30])
+    assert list(read_table(same).columns) == [
+        "date",
+        "Température (°C, moyenne)",
+    ]  # the row exactly as quoted
+    assert numbers(same, "Température (°C, moyenne)") == [11.1] * 30
 
 
 def test_tab_file_with_a_comma_in_a_header_cell(tmp_path: Path) -> None:
