@@ -42,10 +42,21 @@ def test_slurm_time_formats(text: object, seconds: int) -> None:
     assert time_limit_seconds(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["2h", "1:2:3:4", "abc", "", "0", "-5", "1-"])
+@pytest.mark.parametrize("bad", ["2h", "1:2:3:4", "abc", "", "-5", "1-"])
 def test_malformed_time_limit_is_refused_with_the_accepted_forms(bad: str) -> None:
     with pytest.raises(UserError, match=r"is not a Slurm time limit; write minutes \(90\), HH:MM:SS"):
         time_limit_seconds(bad)
+
+
+@pytest.mark.parametrize("no_limit", ["0", 0, "00:00:00", "0-00:00", "UNLIMITED", "infinite", "-1"])
+def test_no_time_limit_is_refused_with_the_reason(no_limit: object) -> None:
+    """0 and UNLIMITED are valid to Slurm (no limit); normia refuses them because its requeue signal comes a fixed
+    time before the limit, and says so instead of calling them malformed."""
+    with pytest.raises(
+        UserError, match=r"it means no time limit, and the requeue signal .* needs a finite one"
+    ) as err:
+        parse_launcher({"time": no_limit})
+    assert "\n" not in str(err.value)
 
 
 def test_format_seconds() -> None:
@@ -91,7 +102,7 @@ def _cfg(overrides: list[str], accelerator: str = "cpu", devices: int = 1) -> Om
 
 
 def test_trainer_follows_the_launcher() -> None:
-    cfg = _cfg([])
+    cfg = _cfg([], accelerator="auto")
     fit_trainer(cfg, nodes=2, tasks_per_node=4, gpus_per_node=4)
     assert (cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.accelerator) == (4, 2, "gpu")
     cfg = _cfg([], accelerator="auto")
@@ -107,8 +118,10 @@ def test_explicit_inconsistent_trainer_settings_are_refused() -> None:
     cfg = _cfg(["trainer.num_nodes=1"])
     with pytest.raises(UserError, match=r"trainer.num_nodes=1 but the Slurm job has 2 nodes"):
         fit_trainer(cfg, nodes=2, tasks_per_node=1, gpus_per_node=0)
-    with pytest.raises(UserError, match=r"trainer\.accelerator=cpu; use trainer=gpu"):
+    with pytest.raises(UserError, match=r"trainer\.accelerator=cpu \(on the command line\).*add trainer=gpu"):
         fit_trainer(_cfg(["trainer.accelerator=cpu"]), nodes=1, tasks_per_node=2, gpus_per_node=2)
+    with pytest.raises(UserError, match=r"trainer\.accelerator=cpu \(from the experiment's trainer preset\)"):
+        fit_trainer(_cfg([]), nodes=1, tasks_per_node=2, gpus_per_node=2)  # not silently moved to the GPUs
     with pytest.raises(UserError, match=r"launcher\.gpus_per_node=0; ask for GPUs"):
         fit_trainer(_cfg([], accelerator="gpu"), nodes=1, tasks_per_node=1, gpus_per_node=0)
 

@@ -35,7 +35,15 @@ COMMON = [
     "trainer.enable_progress_bar=false",
     "logger=none",
 ]
-WITH_MLFLOW = [a for a in COMMON if a != "logger=none"] + ["logger=mlflow"]  # a logger is given once
+
+
+def common(*extra: str) -> list[str]:
+    """COMMON with `extra` in place of the same keys (normia refuses a key given twice)."""
+    keys = {a.partition("=")[0] for a in extra}
+    return [a for a in COMMON if a.partition("=")[0] not in keys] + list(extra)
+
+
+WITH_MLFLOW = common("logger=mlflow")
 DDP_2X2 = ["launcher.nodes=2", "launcher.tasks_per_node=2"]
 # Two ranks on two nodes for the bitwise resume check: with 2 ranks a gradient all-reduce is a+b, exact in any
 # order; with 4, DDP's first step after a restart reduces in its initial bucket order (it re-buckets after the first
@@ -69,10 +77,23 @@ def normia_train(*argv: str) -> tuple[int, str]:
 
 
 def job_count() -> int:
+    """Jobs Slurm has a record of. A failing sacct is an error here, not zero jobs: otherwise every "nothing was
+    submitted" check would pass whenever accounting is down."""
     out = subprocess.run(
-        ["sacct", "-n", "-X", "-S", "now-1days", "-o", "JobID"], capture_output=True, text=True
+        ["sacct", "-n", "-X", "-S", "now-1days", "-o", "JobID"], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0 and not out.stderr.strip(), (
+        f"sacct failed (exit {out.returncode}): {out.stderr}"
     )
     return len(out.stdout.split())
+
+
+def test_job_count_fails_when_sacct_does(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "missing.conf"))  # a real sacct that cannot work
+    with pytest.raises(AssertionError, match="sacct failed"):
+        job_count()
+    monkeypatch.undo()
+    assert job_count() >= 0
 
 
 def wait_event(output_dir: Path, name: str, timeout_s: float = 300.0, restart: int = 0) -> dict:
@@ -275,7 +296,7 @@ def test_dry_run_prints_the_script_and_submits_nothing(tmp_path: Path) -> None:
 )
 def test_bad_requests_are_refused_before_submission(tmp_path: Path, extra: list[str], message: str) -> None:
     before = job_count()
-    code, text = normia_train(*COMMON, *extra, f"paths.output_dir={tmp_path / 'run'}")
+    code, text = normia_train(*common(*extra), f"paths.output_dir={tmp_path / 'run'}")
     assert code == 2, text
     assert re.search(rf"^error: .*{message}", text, re.MULTILINE), text
     assert "Traceback" not in text

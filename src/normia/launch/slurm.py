@@ -19,6 +19,7 @@ from normia.errors import UserError
 from normia.launch import events
 from normia.launch.checks import check_request
 from normia.launch.cluster_info import live_partitions
+from normia.launch.python_env import check_gpu_python, describe_python
 from normia.launch.sbatch import executor_params, python_command, render_script
 from normia.launch.spec import SlurmLauncherCfg, parse_launcher
 from normia.launch.timelimit import format_seconds
@@ -48,6 +49,7 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> 
         _pin_paths(cfg)
     live = live_partitions() if spec.query_cluster else None
     partition = check_request(spec, live)
+    check_gpu_python(spec)
     pending = []
     for cfg in jobs:
         if (Path(cfg.paths.output_dir) / DONE).is_file():
@@ -170,10 +172,22 @@ def _resources(spec: SlurmLauncherCfg, partition: str | None) -> str:
 
 def _print_plan(spec: SlurmLauncherCfg, partition: str | None, pending: list[DictConfig], total: int) -> None:
     print(f"resources: {_resources(spec, partition)}")
+    print(describe_python(spec))
     if total > 1:
         print(f"job array: {len(pending)} of {total} job(s), at most {spec.array_parallelism} at a time")
     for cfg in pending:
         print(f"  {' '.join(cfg.overrides) or '(defaults)'} -> {cfg.paths.output_dir}")
+        print(f"    each rank: {_rank_runs(cfg)}")
+        print(f"    mlflow: {_mlflow_where(cfg)}")
+
+
+def _rank_runs(cfg: DictConfig) -> str:
+    """What Lightning will run on in each rank, as fitted to the launcher (the script alone does not say)."""
+    trainer = cfg.trainer
+    return (
+        f"accelerator={trainer.get('accelerator')}, devices={trainer.get('devices')} per node x "
+        f"{trainer.get('num_nodes')} node(s), strategy={trainer.get('strategy')}, precision={trainer.get('precision')}"
+    )
 
 
 def _mlflow_where(cfg: DictConfig) -> str:
@@ -197,6 +211,7 @@ def _print_submitted(
     for job, cfg in zip(jobs, cfgs):
         print(f"  job {job.job_id}: {' '.join(cfg.overrides) or '(defaults)'}")
         print(f"    output: {cfg.paths.output_dir}")
+        print(f"    each rank: {_rank_runs(cfg)}")
         print(f"    logs:   {job.paths.stdout} (rank 0; other ranks: {job.paths.folder}/*_log.*)")
     print(f"  mlflow: {_mlflow_where(cfgs[0])}")
     ids = ",".join(str(job.job_id) for job in jobs)

@@ -22,17 +22,32 @@ UNLIMITED = ("UNLIMITED", "INFINITE")
 def time_limit_seconds(value: object, key: str = "launcher.time") -> int:
     """Seconds of a Slurm time limit given as minutes (int) or a Slurm time string; UserError if malformed."""
     text = str(value).strip()
+    if text.upper() in (*UNLIMITED, "-1"):
+        _refuse_no_limit(value, key)
     for pattern, units in _FORMATS:
         match = pattern.match(text)
         if match:
             seconds = sum(int(v) * _SECONDS[u] for v, u in zip(match.groups(), units))
             if seconds <= 0:
-                break
+                _refuse_no_limit(value, key)
             return seconds
     raise UserError(
         f"{key}='{value}' is not a Slurm time limit; write minutes (90), HH:MM:SS (01:30:00) "
         "or D-HH:MM:SS (1-12:00:00)"
     )
+
+
+def _refuse_no_limit(value: object, key: str) -> None:
+    """0 and UNLIMITED mean "no limit" to Slurm; say why normia needs one instead of calling them malformed."""
+    if key == "launcher.time":
+        why = (
+            "it means no time limit, and the requeue signal (launcher.signal, sent launcher.signal_delay_s "
+            "before the limit) needs a finite one; give the longest run you expect, e.g. 04:00:00 "
+            "(the job checkpoints and requeues itself at the limit)"
+        )
+    else:
+        why = "it means no limit; leave the key out (null) for an unlimited partition"
+    raise UserError(f"{key}='{value}' is not a usable Slurm time limit: {why}")
 
 
 def sinfo_limit_seconds(text: str) -> int | None:

@@ -41,23 +41,31 @@ def fit_trainer(cfg: DictConfig, nodes: int, tasks_per_node: int, gpus_per_node:
                 f"(normia sets it from the launcher) or change {how}"
             )
         cfg.trainer[key] = value
+    _fit_accelerator(cfg, gpus_per_node, explicit)
+
+
+def _fit_accelerator(cfg: DictConfig, gpus_per_node: int, explicit: set[str]) -> None:
+    """GPUs asked for must be used: a CPU trainer on GPU nodes (an experiment's `trainer: cpu` preset plus
+    launcher.gpus_per_node=2) would hold them idle, so it is refused rather than silently switched. `auto` is made
+    concrete, so the dry run shows what each rank will run on."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    chosen = "trainer.accelerator" in explicit or any(
-        o.lstrip("+~").startswith("trainer=") for o in cfg.overrides
-    )
     if gpus_per_node > 0 and accelerator == "cpu":
-        if chosen:
-            raise UserError(
-                f"launcher.gpus_per_node={gpus_per_node} but trainer.accelerator=cpu; use trainer=gpu "
-                "(or launcher.gpus_per_node=0 for a CPU job)"
-            )
-        cfg.trainer.accelerator = "gpu"  # the experiment's default CPU trainer, sent to GPU nodes
+        chosen = "trainer.accelerator" in explicit or any(
+            o.lstrip("+~").startswith("trainer=") for o in cfg.get("overrides") or []
+        )
+        where = "on the command line" if chosen else "from the experiment's trainer preset"
+        raise UserError(
+            f"launcher.gpus_per_node={gpus_per_node} but trainer.accelerator=cpu ({where}): the job would hold "
+            f"{gpus_per_node} GPU(s) per node and train on the CPU; add trainer=gpu (or trainer=ddp), "
+            "or set launcher.gpus_per_node=0 for a CPU job"
+        )
     if gpus_per_node == 0 and accelerator in ("gpu", "cuda"):
         raise UserError(
             f"trainer.accelerator={accelerator} but launcher.gpus_per_node=0; ask for GPUs with launcher.gpus_per_node=N"
         )
-    if gpus_per_node == 0 and accelerator == "auto":
-        cfg.trainer.accelerator = "cpu"  # a CPU job must not try CUDA because the login node had a GPU
+    if accelerator == "auto":
+        # a CPU job must not try CUDA because the login node had a GPU; a GPU job must not fall back to the CPU
+        cfg.trainer.accelerator = "gpu" if gpus_per_node > 0 else "cpu"
 
 
 def fit_trainer_to_spec(cfg: DictConfig, spec: SlurmLauncherCfg) -> None:
