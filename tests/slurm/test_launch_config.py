@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from normia.errors import UserError
 from normia.launch.checks import check_request
 from normia.launch.cluster_info import gpus_in_gres, parse_sinfo
+from normia.launch.rendezvous import check_master_resolves
 from normia.launch.sbatch import executor_params, render_script
 from normia.launch.spec import parse_launcher
 from normia.launch.timelimit import format_seconds, time_limit_seconds
@@ -173,3 +174,27 @@ def test_dry_run_script_asks_for_the_signal_requeue_and_explicit_gpus(tmp_path) 
     )
     array = render_script(executor_params(spec, "gpu_h200", "normia-x"), tmp_path / "%j", "python", 3)
     assert "#SBATCH --array=0-2%3" in array
+
+
+def test_master_address_that_does_not_resolve_is_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What each rank checks before training (the real resolver): a name nobody can resolve fails in seconds,
+    naming the address and launcher.master_addr, instead of the ranks retrying it until the time limit."""
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("MASTER_ADDR", "no-such-host.invalid")
+    with pytest.raises(
+        UserError,
+        match=r"'no-such-host.invalid' \(MASTER_ADDR, set from launcher.master_addr\) does "
+        r"not resolve on .*set launcher.master_addr to an address every node can reach",
+    ):
+        check_master_resolves(transient_s=0)
+    monkeypatch.delenv("MASTER_ADDR")
+    monkeypatch.setenv("SLURM_NODELIST", "gpu-nosuch[07-08]")  # Lightning's pick: the first node
+    with pytest.raises(
+        UserError, match=r"'gpu-nosuch07' \(the job's first node, launcher.master_addr unset\)"
+    ):
+        check_master_resolves(transient_s=0)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    check_master_resolves(transient_s=0)
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # one rank: no rendezvous, nothing to check
+    monkeypatch.setenv("MASTER_ADDR", "no-such-host.invalid")
+    check_master_resolves(transient_s=0)

@@ -372,3 +372,24 @@ def test_signal_while_the_finished_job_exits_leaves_it_completed(tmp_path: Path,
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
     assert [r.info.status for r in runs] == ["FINISHED"]
+
+
+@pytest.mark.slow
+def test_unresolvable_master_address_fails_the_job_at_once_naming_it(tmp_path: Path) -> None:
+    """2 nodes and no launcher.master_addr: Lightning would take the first node's name, which does not resolve
+    here, and the ranks would retry it until the time limit. The job must fail within 2 minutes, saying why."""
+    out = tmp_path / "run"
+    argv = [
+        a for a in common(*DDP_2X1, "launcher.time=00:05:00") if not a.startswith("launcher.master_addr=")
+    ]
+    started = time.monotonic()
+    code, text = normia_train(*argv, "trainer.max_epochs=1", "launcher.wait=true", f"paths.output_dir={out}")
+    assert time.monotonic() - started < 120, text
+    assert code == 1 and re.search(r"job \d+: FAILED", text), text
+    first_node = r"'node1' \(the job's first node, launcher.master_addr unset\)"
+    assert re.search(
+        rf"^error: the master address {first_node} does not resolve on .*set launcher\.master_addr",
+        text,
+        re.M,
+    ), text
+    assert "Traceback" not in text

@@ -19,8 +19,10 @@ class TrainJob:
         if os.environ.get("SLURM_PROCID", "0") == "0":
             events.record(self.cfg.paths.output_dir, "job_start", host=os.uname().nodename)
         try:
+            from normia.launch.rendezvous import check_master_resolves
             from normia.train.run import run_training
 
+            check_master_resolves()
             return run_training(self.cfg)
         finally:
             # The job is over (done, failed, or checkpointed for a requeue): a late signal must not kill the

@@ -19,6 +19,7 @@ FINAL_STATES = (
     "DEADLINE",
     "PREEMPTED",
 )
+USER_ERROR = "normia.errors.UserError: "
 
 
 def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
@@ -87,8 +88,12 @@ def error_excerpt(log_folder: Path, job_id: str, max_lines: int = 12, max_tasks:
         starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
         if starts:
             block = lines[starts[-1] :]
-            block = [line for line in block if not line.startswith(("submitit ", "srun: "))][-max_lines:]
-            parts.append(f"--- {path}\n" + "\n".join(block))
+            user_error = next((ln for ln in reversed(block) if ln.startswith(USER_ERROR)), None)
+            if user_error:  # a refusal on the node: its one line says it all
+                parts.append(f"--- {path}\nerror: {user_error[len(USER_ERROR) :]}")
+            else:
+                block = [line for line in block if not line.startswith(("submitit ", "srun: "))][-max_lines:]
+                parts.append(f"--- {path}\n" + "\n".join(block))
         if len(parts) >= max_tasks:
             break
     if not parts:
