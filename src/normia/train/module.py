@@ -55,10 +55,12 @@ class TaskModule(L.LightningModule):
     def training_step(self, batch: object, batch_idx: int) -> Tensor:
         loss, metrics = self.model.loss(batch)
         # self.log costs ~1 ms a call on a CPU: log only on the steps that are written out (log_every_n_steps).
+        # sync_dist: the mean over the ranks' equal-sized batches is the global batch's, not rank 0's share of it
+        # (the same step on every rank decides, so the ranks all join the all-reduce).
         if (self.trainer.fit_loop.epoch_loop._batches_that_stepped + 1) % self.trainer.log_every_n_steps == 0:
-            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/loss", loss, prog_bar=True, sync_dist=True)
             for name, value in metrics.items():
-                self.log(f"train/{name}", value)
+                self.log(f"train/{name}", value, sync_dist=True)
         return loss
 
     def on_validation_epoch_start(self) -> None:
