@@ -20,6 +20,7 @@ from typing import Any
 from normia.errors import UserError
 
 REPRODUCED_FROM = "normia.reproduced_from"
+CHANGES_TAG = "normia.resume_changes"  # train/resume_check.py (not imported: it pulls in the training stack)
 CONFIG_ARTIFACT = "config.yaml"
 OVERRIDES_ARTIFACT = "overrides.yaml"
 # Metrics that measure the machine, not the model: never compared.
@@ -145,12 +146,24 @@ def code_warnings(run: Any) -> list[str]:
         )
     if dirty:
         warnings.append("this tree has uncommitted changes")
+    resumed = tags.get(CHANGES_TAG)
+    if resumed:
+        warnings.append(
+            f"the run was resumed with config changes ({resumed}): it trained part of the way under the earlier "
+            "values, so one run of the final config is not expected to give identical metrics"
+        )
     return warnings
 
 
 def final_metrics(client: Any, run_id: str) -> dict[str, float]:
+    from normia.tracking.values import from_mlflow
+
     metrics = client.get_run(run_id).data.metrics
-    return {k: float(v) for k, v in metrics.items() if not k.startswith(NOT_COMPARED) and "per_s" not in k}
+    return {
+        k: from_mlflow(float(v))
+        for k, v in metrics.items()
+        if not k.startswith(NOT_COMPARED) and "per_s" not in k
+    }
 
 
 def compare(original: dict[str, float], new: dict[str, float], rtol: float) -> tuple[list[str], bool]:
@@ -165,8 +178,8 @@ def compare(original: dict[str, float], new: dict[str, float], rtol: float) -> t
             )
             same = False
             continue
-        diff = b - a
-        ok = math.isclose(a, b, rel_tol=rtol, abs_tol=0.0) or (math.isnan(a) and math.isnan(b))
+        diff = b - a if a != b else 0.0  # inf - inf is nan: equal infinities are identical
+        ok = a == b or math.isclose(a, b, rel_tol=rtol, abs_tol=0.0) or (math.isnan(a) and math.isnan(b))
         same &= ok
         mark = "identical" if diff == 0 else f"{diff:+.3g}"
         lines.append(f"  {key:<24} {a:>14.6g} {b:>14.6g} {mark:>12}")

@@ -33,6 +33,7 @@ class MlflowTracker(Logger):
         texts: dict[str, str] | None = None,
         flush_every_s: float = 5.0,
         system_metrics: bool = True,
+        appended_tags: dict[str, str] | None = None,
     ):
         super().__init__()
         self.tracking_uri = tracking_uri
@@ -42,6 +43,7 @@ class MlflowTracker(Logger):
         self._tags = dict(tags or {})
         self._params = dict(params or {})
         self._texts = dict(texts or {})
+        self._appended = dict(appended_tags or {})
         self.flush_every_s = flush_every_s
         self.system_metrics = system_metrics
         self._client: Any = None
@@ -88,14 +90,25 @@ class MlflowTracker(Logger):
                 for artifact_file, text in self._texts.items():
                     client.log_text(self._run_id, text, artifact_file)
         else:
-            client.get_run(self._run_id)  # raises if the id is unknown to this store
+            previous = client.get_run(self._run_id).data.tags  # raises if the id is unknown to this store
             client.update_run(self._run_id, status="RUNNING")
             with _failed_on_error(client, self._run_id):
                 for key, value in self._tags.items():
                     client.set_tag(self._run_id, key, value)
+                self._reopened_with_changes(client, previous)
         self._client = client
         if self.system_metrics:
             self._start_system_metrics()
+
+    def _reopened_with_changes(self, client: Any, previous: dict[str, str]) -> None:
+        """A resume that changed the config: append the changes to their tag (params cannot change in MLflow) and
+        replace config.yaml/overrides.yaml by what runs from now on."""
+        if not self._appended:
+            return
+        for key, value in self._appended.items():
+            client.set_tag(self._run_id, key, " | ".join(v for v in (previous.get(key), value) if v)[:8000])
+        for artifact_file, text in self._texts.items():
+            client.log_text(self._run_id, text, artifact_file)
 
     def _log_params(self, client: Any) -> None:
         from mlflow.entities import Param

@@ -21,6 +21,7 @@ from normia.tracking.uri import resolve_tracking_uri
 from normia.train.callbacks import GracefulStop, NormiaState, Throughput
 from normia.train.checkpoint import LAST, AtomicCheckpointIO
 from normia.train.health import MonitorCheck, NonFiniteLoss, nonfinite_mode
+from normia.train.resume_check import CHANGES_TAG
 
 
 def instantiate_node(node: DictConfig, where: str) -> Any:
@@ -40,7 +41,9 @@ def world_size(cfg: DictConfig) -> int:
     return int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
 
 
-def build_tracker(cfg: DictConfig, run_id: str | None) -> MlflowTracker | None:
+def build_tracker(cfg: DictConfig, run_id: str | None, changes: str = "") -> MlflowTracker | None:
+    """The MLflow logger (None without one); `changes`: the allowed config changes of this resume, recorded in
+    the run (a tag that accumulates over resumes, and config.yaml replaced by the config that runs now)."""
     if cfg.logger.name != "mlflow" or cfg.trainer.fast_dev_run:
         return None
     safe = redact(cfg)
@@ -66,6 +69,7 @@ def build_tracker(cfg: DictConfig, run_id: str | None) -> MlflowTracker | None:
         texts=texts,
         flush_every_s=cfg.logger.flush_every_s,
         system_metrics=cfg.logger.system_metrics,
+        appended_tags={CHANGES_TAG: changes} if changes else None,
     )
 
 
@@ -93,7 +97,7 @@ def build_callbacks(
     roles: dict[str, Any] = {
         "last": last,
         "best": best,
-        "state": NormiaState(tracker),
+        "state": NormiaState(tracker, OmegaConf.to_yaml(redact(cfg))),
         "stop": GracefulStop(checkpoint_path=str(ckpt_dir / LAST), tracker=tracker),
         "throughput": Throughput(),
         "nonfinite": NonFiniteLoss(nonfinite_mode(cfg)),

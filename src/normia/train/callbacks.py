@@ -21,8 +21,9 @@ class NormiaState(L.Callback):
     """Saves what Lightning does not: RNG states of every library and the MLflow run id, so a resumed run continues
     the same random stream and appends to the same MLflow run."""
 
-    def __init__(self, tracker: Any = None):
+    def __init__(self, tracker: Any = None, config_text: str | None = None):
         self.tracker = tracker
+        self.config_text = config_text
         self.restored: dict[str, Any] = {}
 
     def _run_id(self) -> str | None:
@@ -57,7 +58,28 @@ class NormiaState(L.Callback):
         _set_rng_states(per_rank[trainer.global_rank] if len(per_rank) == trainer.world_size else state)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["normia"] = {"mlflow_run_id": self._run_id()}
+        """The config goes in too: a resume compares against what this checkpoint was really trained with."""
+        checkpoint["normia"] = {"mlflow_run_id": self._run_id(), "config": self.config_text}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        """Say what a checkpoint not written by normia train cannot give back, instead of resuming silently."""
+        lost = missing_state(checkpoint)
+        if lost and trainer.is_global_zero:
+            print(f"warning: this checkpoint lacks {'; '.join(lost)}", flush=True)
+
+
+def missing_state(checkpoint: dict) -> list[str]:
+    """What a resume from this checkpoint cannot restore (empty for a checkpoint written by normia train)."""
+    lost = []
+    if "NormiaState" not in (checkpoint.get("callbacks") or {}):
+        lost.append(
+            "normia's random-number state: data order and dropout will differ from an uninterrupted run"
+        )
+    if "normia" not in checkpoint:
+        lost.append("the MLflow run id: the resumed training is recorded as a new MLflow run")
+    if "loops" not in checkpoint:
+        lost.append("the position in the data: training restarts at epoch 0, batch 0")
+    return lost
 
 
 def _rng_states() -> dict[str, Any]:

@@ -17,6 +17,8 @@ NOT_ACTIONABLE = (
     # normia eval / resume rebuild their own callbacks on purpose; the checkpoint's callback states are optional.
     ".*callbacks used to create the checkpoint need to be provided.*",
     ".*The dirpath has changed from.*",
+    # A resumed run writes into its own checkpoint folder on purpose.
+    ".*Checkpoint directory .* exists and is not empty.*",
     # normia checks `monitor` against the model's metrics after the sanity check (train/health.py); a run that
     # ends between validations is not a misspelling.
     ".*could not find the monitored key in the returned metrics.*",

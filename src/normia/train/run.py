@@ -17,14 +17,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from normia.config.secrets import redact
 from normia.errors import UserError
-from normia.train.build import build_callbacks, build_tracker, build_trainer, instantiate_node, world_size
+from normia.train.build import build_callbacks, build_tracker, build_trainer, instantiate_node
 from normia.train.callbacks import StopRequested
 from normia.train.checkpoint import last_checkpoint, read_normia_state
 from normia.train.health import json_safe
 from normia.train.module import TaskModule
 from normia.train.quiet import quiet_libraries
 from normia.train.refusal import nothing_left_if_refused
-from normia.train.summary import print_summary
+from normia.train.resume_check import describe, recorded_config, resume_changes
+from normia.train.summary import print_summary, run_summary
 
 DONE = "done.json"
 
@@ -41,7 +42,9 @@ def run_training(cfg: DictConfig) -> float | None:
     datamodule = instantiate_node(cfg.data, "data")
 
     ckpt_path = _checkpoint_to_resume(cfg, output_dir)
-    run_id = read_normia_state(ckpt_path).get("mlflow_run_id") if ckpt_path else None
+    state = read_normia_state(ckpt_path) if ckpt_path else {}
+    run_id = state.get("mlflow_run_id")
+    changes = describe(resume_changes(cfg, recorded_config(ckpt_path, state))) if ckpt_path else ""
     rank_zero = _global_rank() == 0
     fresh = ckpt_path is None and not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -52,18 +55,22 @@ def run_training(cfg: DictConfig) -> float | None:
         lambda: trainer is not None and trainer.global_step > 0,
     ):
         module = TaskModule(model, cfg.optim, compile_model=cfg.compile)
-        tracker = build_tracker(cfg, run_id)
+        tracker = build_tracker(cfg, run_id, changes)
         callbacks, roles = build_callbacks(cfg, tracker)
         trainer = _lightning_checked(lambda: build_trainer(cfg, tracker, callbacks))
         if rank_zero:
             (output_dir / DONE).unlink(missing_ok=True)
             (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact(cfg)))
         if ckpt_path and rank_zero:
-            print(f"resuming from {ckpt_path}" + (f" (MLflow run {run_id})" if run_id else ""), flush=True)
+            run = f" (MLflow run {run_id})" if run_id else ""
+            print(
+                f"resuming from {ckpt_path}{run}" + (f"\n  with changes: {changes}" if changes else ""),
+                flush=True,
+            )
         stopped = roles["stop"]
         _fit(trainer, module, datamodule, ckpt_path)
     result = _monitored(trainer, roles, cfg.monitor)
-    summary = _summary(cfg, trainer, roles, tracker, result, time.perf_counter() - started)
+    summary = run_summary(cfg, trainer, roles, tracker, result, time.perf_counter() - started)
     if trainer.is_global_zero:
         print_summary(summary)
         if not stopped.stopped and not cfg.trainer.fast_dev_run:
@@ -121,30 +128,3 @@ def _monitored(trainer: L.Trainer, roles: dict[str, Any], monitor: str) -> float
         return float(best)
     value = trainer.callback_metrics.get(monitor)
     return float(value) if value is not None else None
-
-
-def _summary(
-    cfg: DictConfig,
-    trainer: L.Trainer,
-    roles: dict[str, Any],
-    tracker: Any,
-    result: float | None,
-    wall_s: float,
-) -> dict[str, Any]:
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    return {
-        "name": cfg.name,
-        "monitor": cfg.monitor,
-        "result": result,
-        "metrics": metrics,
-        "global_step": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        "world_size": world_size(cfg),
-        "wall_time_s": wall_s,
-        "throughput": roles["throughput"].rates(),
-        "mlflow_run_id": tracker._run_id if tracker is not None else None,
-        "tracking_uri": tracker.tracking_uri if tracker is not None else None,
-        "output_dir": str(cfg.paths.output_dir),
-        "best_checkpoint": roles["best"].best_model_path or None,
-        "stopped_early": roles["stop"].stopped,
-    }

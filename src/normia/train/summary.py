@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
+from omegaconf import DictConfig
+
+from normia.train.build import world_size
+
 
 def print_summary(summary: dict[str, Any]) -> None:
     lines = [
@@ -26,9 +31,40 @@ def print_summary(summary: dict[str, Any]) -> None:
             parts.append(f"{rates['tokens_per_s']:.0f} tokens/s")
         parts.append(f"{rates['steps_per_s']:.2f} steps/s")
         lines.append("  throughput " + ", ".join(parts))
+    if summary.get("skipped_steps"):
+        lines.append(f"  skipped   {summary['skipped_steps']} step(s) with a non-finite loss")
     lines.append(f"  wall time {summary['wall_time_s']:.1f} s")
     lines.append(f"  output    {summary['output_dir']}")
     if summary["mlflow_run_id"]:
         lines.append(f"  mlflow    run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
         lines.append(f"            view: mlflow ui --backend-store-uri {summary['tracking_uri']}")
     print("\n".join(line for line in lines if line), flush=True)
+
+
+def run_summary(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    roles: dict[str, Any],
+    tracker: Any,
+    result: float | None,
+    wall_s: float,
+) -> dict[str, Any]:
+    """What done.json and the final report hold."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    return {
+        "name": cfg.name,
+        "monitor": cfg.monitor,
+        "result": result,
+        "metrics": metrics,
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "world_size": world_size(cfg),
+        "wall_time_s": wall_s,
+        "throughput": roles["throughput"].rates(),
+        "mlflow_run_id": tracker._run_id if tracker is not None else None,
+        "tracking_uri": tracker.tracking_uri if tracker is not None else None,
+        "output_dir": str(cfg.paths.output_dir),
+        "best_checkpoint": roles["best"].best_model_path or None,
+        "stopped_early": roles["stop"].stopped,
+        "skipped_steps": roles["nonfinite"].skipped,
+    }

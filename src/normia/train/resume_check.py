@@ -1,0 +1,88 @@
+"""A resumed job must train what the checkpoint's run trained: a changed hyper-parameter is refused (exit 2, the
+changed keys listed), unless it only extends the run (trainer.max_steps / trainer.max_epochs), does not affect
+training (paths, launcher, logging), or is named in `resume_allow_changes`. Allowed changes are printed and
+recorded in the MLflow run, so MLflow, config.yaml and `normia reproduce` agree on what ran. This also makes sure
+a requeued Slurm job never resumes a checkpoint written under different hyper-parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from normia.config.flatten import flatten
+from normia.config.secrets import redact
+from normia.errors import UserError
+
+ALLOW_KEY = "resume_allow_changes"
+# Changes that do not alter what is trained (prefix match on dotted keys).
+NOT_TRAINING = (
+    "resume",
+    "overrides",
+    ALLOW_KEY,
+    "paths.",
+    "launcher.",
+    "tags.",
+    "logger.system_metrics",
+    "logger.flush_every_s",
+    "logger.run_name",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "trainer.profiler",
+)
+EXTENDS_RUN = ("trainer.max_steps", "trainer.max_epochs")
+# Restored from the checkpoint's optimizer state (param groups, the scheduler's base LR) whatever the config says:
+# allowing them would be a lie. (optim.scheduler/warmup_steps/min_lr_ratio do apply: they may be allowed.)
+RESTORED = ("optim.name", "optim.lr", "optim.weight_decay", "optim.betas", "optim.eps", "optim.momentum")
+CHANGES_TAG = "normia.resume_changes"
+
+
+def recorded_config(ckpt_path: Path, normia_state: dict[str, Any]) -> DictConfig | None:
+    """The config the checkpoint was trained with: embedded in it (normia >= this version), else the config.yaml
+    of its run folder, else None (a foreign checkpoint: nothing to compare)."""
+    text = normia_state.get("config")
+    if text:
+        return OmegaConf.create(text)
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    saved = run_dir / "config.yaml"
+    return OmegaConf.load(saved) if saved.is_file() else None
+
+
+def resume_changes(cfg: DictConfig, recorded: DictConfig | None) -> dict[str, tuple[Any, Any]]:
+    """{key: (before, now)} of the allowed changes. Raises UserError listing the refused ones, with the fix."""
+    if recorded is None:
+        return {}
+    before, now = flatten(recorded), flatten(redact(cfg))
+    changed = {
+        k: (before.get(k), now.get(k))
+        for k in sorted(set(before) | set(now))
+        if before.get(k) != now.get(k) and not k.startswith(NOT_TRAINING)
+    }
+    allowed = [str(k) for k in (OmegaConf.select(cfg, ALLOW_KEY, default=None) or [])]
+    restored = [k for k in changed if k.startswith(RESTORED)]
+    if restored:
+        raise UserError(
+            f"resume: {_shown(changed, restored)} changed, but the optimizer state (learning rate, betas, weight "
+            "decay) is restored from the checkpoint, so the new value would not apply; resume with the recorded "
+            "value, or start a new run (resume=false)"
+        )
+    refused = [k for k in changed if not k.startswith(EXTENDS_RUN) and not _listed(k, allowed)]
+    if refused:
+        raise UserError(
+            f"resume: {_shown(changed, refused)} changed since the checkpoint was written; resume with the "
+            f"recorded values, or allow them with {ALLOW_KEY}=[{','.join(refused)}]"
+        )
+    return changed
+
+
+def describe(changes: dict[str, tuple[Any, Any]]) -> str:
+    return "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changes.items())
+
+
+def _listed(key: str, allowed: list[str]) -> bool:
+    return any(key == a or key.startswith(a.rstrip(".") + ".") for a in allowed)
+
+
+def _shown(changed: dict[str, tuple[Any, Any]], keys: list[str]) -> str:
+    return ", ".join(f"{k} ({changed[k][0]} -> {changed[k][1]})" for k in keys)

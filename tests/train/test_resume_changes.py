@@ -1,0 +1,90 @@
+"""Resume semantics (issue 9, section C): a resume with a changed hyper-parameter is refused with the changed keys,
+an extension of the run is allowed and recorded in MLflow, and a checkpoint without normia's state says what it
+cannot restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+
+from normia.cli import main
+from normia.config.schema import TrainCfg
+
+BASE = [
+    "train",
+    "experiment=quickstart",
+    "name=chg",
+    "logger.system_metrics=false",
+    "trainer.enable_progress_bar=false",
+    "trainer.max_epochs=null",
+    "trainer.val_check_interval=4",
+]
+
+
+def _runs(workdir: Path) -> list:
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def _config(workdir: Path) -> dict:
+    (path,) = (workdir / "outputs" / "chg").glob("*/config.yaml")
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
+@pytest.fixture
+def first_run(workdir: Path) -> Path:
+    assert main([*BASE, "trainer.max_steps=4"]) == 0
+    return workdir
+
+
+def _errors(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+
+
+def test_changed_hyperparameters_are_refused_and_nothing_changes(first_run: Path, capsys) -> None:
+    before = _config(first_run)
+    assert main([*BASE, "trainer.max_steps=8", "optim.lr=1e-2", "resume=true"]) == 2
+    (line,) = _errors(capsys)
+    assert "optim.lr (0.003 -> 0.01)" in line and "restored from the checkpoint" in line
+    assert main([*BASE, "trainer.max_steps=8", "data.batch_size=32", "model.hidden=[32]", "resume=true"]) == 2
+    (line,) = _errors(capsys)
+    assert "data.batch_size (64 -> 32)" in line and "resume_allow_changes=[data.batch_size," in line
+    assert _config(first_run) == before, "a refused resume leaves config.yaml as it was"
+    (run,) = _runs(first_run)
+    assert run.info.status == "FINISHED" and run.data.params["optim.lr"] == "0.003"
+
+
+def test_extending_the_run_is_allowed_and_recorded(first_run: Path, capsys) -> None:
+    assert main([*BASE, "trainer.max_steps=8", "resume=true"]) == 0
+    assert "with changes: trainer.max_steps: 4 -> 8" in capsys.readouterr().out
+    (run,) = _runs(first_run)
+    assert run.data.tags["normia.resume_changes"] == "trainer.max_steps: 4 -> 8"
+    client = MlflowClient(tracking_uri=f"sqlite:///{first_run / 'mlflow.db'}")
+    logged = OmegaConf.load(client.download_artifacts(run.info.run_id, "config.yaml", str(first_run)))
+    assert logged.trainer.max_steps == 8 == _config(first_run)["trainer"]["max_steps"]
+    assert main([*BASE, "trainer.max_steps=8", "resume=true"]) == 0, "an unchanged resume is not refused"
+
+
+@pytest.mark.skipif("resume_allow_changes" not in TrainCfg.__dataclass_fields__, reason="schema key missing")
+def test_explicitly_allowed_change_is_applied_and_recorded(first_run: Path) -> None:
+    args = [*BASE, "trainer.max_steps=8", "data.batch_size=32", "resume=true"]
+    assert main([*args, "resume_allow_changes=[data.batch_size]"]) == 0
+    (run,) = _runs(first_run)
+    assert "data.batch_size: 64 -> 32" in run.data.tags["normia.resume_changes"]
+
+
+def test_checkpoint_without_normia_state_says_what_is_lost(first_run: Path, capsys) -> None:
+    (ckpt,) = (first_run / "outputs" / "chg").glob("*/checkpoints/last.ckpt")
+    state = torch.load(ckpt, weights_only=True)
+    state.pop("normia")
+    state["callbacks"] = {k: v for k, v in state["callbacks"].items() if k != "NormiaState"}
+    torch.save(state, ckpt)
+    assert main([*BASE, "trainer.max_steps=6", "resume=true"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: this checkpoint lacks normia's random-number state" in out
+    assert "the MLflow run id: the resumed training is recorded as a new MLflow run" in out
+    assert len(_runs(first_run)) == 2
