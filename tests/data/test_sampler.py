@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
 
+from normia.data.datamodule import ResumableDataModule, _BatchReader
 from normia.data.digits import DigitsDataModule
 from normia.data.sampler import EvalSampler, ResumableSampler, eval_batches
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def take(sampler: ResumableSampler, n: int) -> list[int]:
@@ -95,3 +104,44 @@ def test_validation_loader_of_a_data_module_reads_every_sample_once_in_one_proce
     labels = torch.cat([y for _, y in batches])
     assert [len(y) for _, y in batches] == [60, 60, 60, 60, 60, 59]
     assert torch.equal(labels, dm.val_set.tensors[1])
+
+
+def _data_module(name: str, tmp_path: Path) -> ResumableDataModule:
+    cfg = OmegaConf.load(REPO / "configs" / "data" / f"{name}.yaml")
+    if name == "synthetic_lm":
+        cfg.num_samples, cfg.num_val_samples = 64, 50
+    if name == "table_csv":
+        x = np.arange(120) / 7.0
+        pd.DataFrame({"x": x, "z": np.cos(x), "y": 2 * x}).to_csv(tmp_path / "t.csv", index=False)
+        cfg.path, cfg.target = str(tmp_path / "t.csv"), "y"
+    return instantiate(cfg)
+
+
+def _concat(batches: list) -> list[torch.Tensor]:
+    return [torch.cat([b[i] for b in batches]) for i in range(len(batches[0]))]
+
+
+@pytest.mark.parametrize(
+    "name", ["digits", "digits_images", "co2", "shakespeare_bytes", "synthetic_lm", "table_csv"]
+)
+def test_every_data_module_validates_each_sample_once_for_any_number_of_ranks(
+    name: str, tmp_path: Path
+) -> None:
+    """Each data module's validation set (tensors, __getitems__ windows, items to collate), read by 1 process
+    (its own val_dataloader) and by 3 ranks: the ranks' batches together are the whole set, once, in order."""
+    dm = _data_module(name, tmp_path)
+    dm.setup("fit")
+    n = len(dm.val_set)
+    whole = _BatchReader(dm.val_set)[list(range(n))]
+    one = _concat(list(dm.val_dataloader()))
+    ranks = [
+        list(
+            DataLoader(_BatchReader(dm.val_set), batch_size=None, sampler=EvalSampler(n, dm.batch_size, r, 3))
+        )
+        for r in range(3)
+    ]
+    in_order = [
+        batches[k] for k in range(len(ranks[0])) for batches in ranks
+    ]  # global batch k = its 3 pieces
+    for got in (one, _concat(in_order)):
+        assert len(got) == len(whole) and all(torch.equal(a, b) for a, b in zip(got, whole))
