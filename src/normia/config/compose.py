@@ -8,20 +8,54 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
+from normia.config.overrides import parse_override, parse_overrides
 from normia.config.paths import config_groups, configs_dir, group_options
 from normia.config.validate import validate
 from normia.errors import UserError, did_you_mean
 
+# Dicts whose keys are the user's to choose: `tags.team=x` or `launcher.env.FOO=1` adds a key without a '+'.
+FREE_FORM_DICTS = ("tags", "launcher.env", "launcher.sbatch_args", "launcher.partitions")
+
 
 def compose_job(overrides: list[str]) -> DictConfig:
-    """Compose configs/train.yaml with the overrides and validate the result against the schema and targets."""
+    """Compose configs/train.yaml with the overrides and validate the result against the schema and targets.
+
+    Raises UserError (one line) for an override that does not parse, a key given twice, an unknown group, option
+    or key, a wrong type, or a value that cannot be resolved."""
+    parse_overrides(overrides)
     cfg = _compose_raw(overrides)
     cfg = validate(cfg)
-    cfg.overrides = list(overrides)
+    set_overrides(cfg, overrides)
     return cfg
 
 
+def set_overrides(cfg: DictConfig, overrides: list[str]) -> None:
+    """Record the overrides as typed: escaped, so that resolving the config never interpolates their text
+    (`cfg.overrides[i]` and `to_container(resolve=True)` give back exactly what the user wrote)."""
+    cfg.overrides = [str(o).replace("${", "\\${") for o in overrides]
+
+
+def resolve_job(cfg: DictConfig) -> None:
+    """Resolve every interpolation of cfg in place, except in the recorded overrides (kept as typed)."""
+    texts = [str(o) for o in cfg.get("overrides") or []]
+    OmegaConf.resolve(cfg)
+    set_overrides(cfg, texts)
+
+
 def _compose_raw(overrides: list[str]) -> DictConfig:
+    texts = list(overrides)
+    for _ in range(len(texts) + 1):
+        try:
+            return _hydra_compose(texts)
+        except ConfigCompositionException as err:
+            added = _as_addition(texts, str(err))
+            if added is None:
+                raise UserError(_composition_message(str(err), texts)) from None
+            texts = added
+    raise UserError(f"cannot compose the overrides {' '.join(overrides)}")  # unreachable: one retry each
+
+
+def _hydra_compose(overrides: list[str]) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3", job_name="normia"):
             return compose(config_name="train", overrides=overrides)
@@ -32,8 +66,31 @@ def _compose_raw(overrides: list[str]) -> DictConfig:
         raise UserError(
             f"cannot parse the overrides: {first}; write them as key=value, e.g. optim.lr=3e-4"
         ) from None
-    except ConfigCompositionException as err:
-        raise UserError(_composition_message(str(err), overrides)) from None
+
+
+def _as_addition(texts: list[str], message: str) -> list[str] | None:
+    """Hydra refuses `launcher.sbatch_args={hold: true}` (a dict merged into an existing dict) and `tags.team=x`
+    (a new key in a free-form dict) without a '+'. Both are clear: retry them as '++' (add or merge)."""
+    match = re.search(r"Could not override '([^']+)'", message)
+    if not match:
+        return None
+    key = match.group(1)
+    index = next(
+        (i for i, t in enumerate(texts) if not t.startswith(("+", "~")) and t.partition("=")[0] == key), None
+    )
+    if index is None:
+        return None
+    parent = key.rpartition(".")[0]
+    dict_value = isinstance(parse_override(texts[index]).value(), dict)
+    try:
+        base = _hydra_compose(texts[:index] + texts[index + 1 :])
+    except (UserError, ConfigCompositionException):
+        return None
+    target = OmegaConf.select(base, key) if dict_value else OmegaConf.select(base, parent)
+    free_form = dict_value or parent in FREE_FORM_DICTS
+    if not free_form or not isinstance(target, DictConfig):
+        return None
+    return [*texts[:index], "++" + texts[index], *texts[index + 1 :]]
 
 
 def _missing_option_message(text: str, overrides: list[str]) -> str:
@@ -55,11 +112,14 @@ def _composition_message(text: str, overrides: list[str]) -> str:
     parent, _, leaf = key.rpartition(".")
     rest = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
     try:
-        base = _compose_raw(rest)
+        base = _hydra_compose(rest)
         node = OmegaConf.select(base, parent) if parent else base
         keys = list(node.keys()) if isinstance(node, DictConfig) else []
-    except UserError:
+    except (UserError, ConfigCompositionException):
         keys = []
+    if leaf in map(str, keys):
+        given = next((o for o in overrides if o.lstrip("+~").startswith(key + "=")), key)
+        return f"'{given}' cannot be merged into {key}; write '++{given.lstrip('+')}' to add or replace it"
     if not parent:
         return f"unknown config group or key '{key}'{did_you_mean(leaf, [*map(str, keys), *config_groups()])}"
     where = f"'{parent}'"

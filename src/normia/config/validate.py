@@ -6,11 +6,20 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+from collections.abc import Iterator
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigKeyError,
+    InterpolationKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    UnsupportedInterpolationType,
+    ValidationError,
+)
 
+from normia.config.agree import check_agreement
 from normia.config.schema import CHOICES, TrainCfg
 from normia.errors import UserError, did_you_mean
 
@@ -28,6 +37,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise UserError(_type_message(err)) from None
     except OmegaConfBaseException as err:
         raise UserError(str(err).splitlines()[0]) from None
+    check_resolvable(typed)
     _check_choices(typed)
     for group in ("model", "data"):
         node = typed.get(group)
@@ -37,7 +47,64 @@ def validate(cfg: DictConfig) -> DictConfig:
     for name, node in (typed.callbacks or {}).items():
         if isinstance(node, DictConfig) and "_target_" in node:
             check_target(node, f"callbacks.{name}")
+    check_agreement(typed)
     return typed
+
+
+def check_resolvable(cfg: DictConfig) -> None:
+    """Every value must resolve now, not when the job reads it (after the MLflow run exists, or on a Slurm node):
+    raises UserError naming the key whose value cannot be resolved or was left unset (???). Of a chain
+    (`logger.experiment_name: ${name}` with a bad `name`), the key at its root is named."""
+    problems = list(_unresolvable(cfg, ""))
+    for key, raw, message in problems:
+        if not any(f"${{{other}}}" in str(raw) for other, _, _ in problems if other != key):
+            raise UserError(message)
+    if problems:
+        raise UserError(problems[0][2])
+
+
+def _unresolvable(node: DictConfig | ListConfig, prefix: str) -> Iterator[tuple[str, Any, str]]:
+    keys = list(node.keys()) if isinstance(node, DictConfig) else list(range(len(node)))
+    for key in keys:
+        full = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix.rstrip('.')}[{key}]"
+        if full == "overrides":
+            continue
+        try:
+            value = node[key]
+        except OmegaConfBaseException as err:
+            child = node._get_node(key)
+            raw = child._value() if child is not None else None
+            yield full, raw, _unresolvable_message(full, raw, err)
+            continue
+        if isinstance(value, (DictConfig, ListConfig)):
+            yield from _unresolvable(value, f"{full}.")
+
+
+def _unresolvable_message(key: str, raw: Any, err: OmegaConfBaseException) -> str:
+    if isinstance(err, MissingMandatoryValue) or raw == "???":
+        return f"{key} has no value (??? in its config file): set it, e.g. {key}=..."
+    text = str(err).splitlines()[0]
+    missing = re.search(r"Interpolation key '([^']+)' not found", text)
+    env = re.search(r"Environment variable '([^']+)' not found", text)
+    if isinstance(err, InterpolationKeyError) and missing:
+        why = f"there is no key '{missing.group(1)}'"
+        fix = "point it at an existing key or give a value"
+    elif env:
+        why = f"the environment variable {env.group(1)} is not set"
+        fix = f"set it, or give a default: ${{oc.env:{env.group(1)},<default>}}"
+    elif "HydraConfig was not set" in text or (
+        isinstance(err, UnsupportedInterpolationType) and "hydra" in text
+    ):
+        why = "${hydra:...} is not available in normia's configs"
+        fix = "give a plain value (or ${oc.env:PWD} for the working folder)"
+    elif isinstance(err, UnsupportedInterpolationType):
+        why = text.replace("Unsupported interpolation type", "no resolver named")
+        fix = "use ${key}, ${oc.env:VAR} or a plain value"
+    elif isinstance(err, ValidationError):
+        return f"{key}='{raw}' resolves to a value of the wrong type ({text}); give {key} a value of its type"
+    else:
+        why, fix = text, "fix the interpolation or give a plain value"
+    return f"{key}='{raw}' cannot be resolved: {why}; {fix}"
 
 
 def _unknown_key_message(err: ConfigKeyError, schema: DictConfig) -> str:

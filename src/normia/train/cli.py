@@ -44,35 +44,52 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
-    """Hydra's basic sweeper semantics: every comma list / range() / choice() multiplies the jobs."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
+    """Hydra's basic sweeper semantics: every comma list / range() / choice() multiplies the jobs, the last
+    argument varying fastest. Each job keeps the text of its values as typed. Raises UserError for an override
+    that does not parse, a key given twice, or a sweep with no value."""
+    from normia.config.overrides import expand, parse_overrides
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as err:
-        raise UserError(f"cannot parse the sweep: {str(err).splitlines()[0]}") from None
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
+    return expand(parse_overrides(overrides))
 
 
 def compose_jobs(overrides: list[str], multirun: bool) -> tuple[list[DictConfig], str | None]:
+    """Compose and validate every job; a sweep job's folder follows from its own overrides (not from its place
+    in the sweep), so the same sweep typed in another order finds the same folders."""
     from normia.config.compose import compose_job
-    from normia.train.outputs import assign_output_dir, sweep_id
+    from normia.config.overrides import job_folder_name, parse_overrides, sweep_identity
+    from normia.train.outputs import assign_output_dir, check_same_job, sweep_id
 
+    parsed = parse_overrides(overrides)
     job_overrides = expand_sweep(overrides) if multirun else [overrides]
-    sweep = sweep_id(overrides) if multirun else None
+    sweep = sweep_id(sweep_identity(parsed)) if multirun else None
+    swept = {o.key for o in parsed if o.is_sweep}
     jobs = []
-    for index, job in enumerate(job_overrides):
+    for job in job_overrides:
         cfg = compose_job(job)
-        assign_output_dir(cfg, sweep, index)
+        assign_output_dir(cfg, sweep, job_folder_name(job, swept) if multirun else None)
+        if multirun:
+            check_same_job(cfg)
         jobs.append(cfg)
+    _refuse_shared_folders(jobs)
     return jobs, sweep
 
 
+def _refuse_shared_folders(jobs: list[DictConfig]) -> None:
+    """Two jobs of a sweep in one folder would resume and report each other's run (paths.output_dir fixed)."""
+    seen: dict[str, DictConfig] = {}
+    for cfg in jobs:
+        folder = str(cfg.paths.output_dir)
+        if folder in seen:
+            raise UserError(
+                f"two jobs of the sweep would write to {folder} ({_shown(seen[folder])} and {_shown(cfg)}): "
+                "drop paths.output_dir (each job gets its own folder) or set paths.output_root"
+            )
+        seen[folder] = cfg
+
+
 def main(argv: list[str]) -> int:
-    args = _train_parser().parse_args(argv)
+    """`normia train`: flags (-m, --dry-run, --cfg) may stand anywhere among the overrides."""
+    args = _train_parser().parse_intermixed_args(argv)
     if not args.multirun and any(_is_sweep(o) for o in args.overrides):
         raise UserError(
             f"'{next(o for o in args.overrides if _is_sweep(o))}' lists several values: add -m to sweep"
@@ -88,17 +105,23 @@ def main(argv: list[str]) -> int:
         return _submit(jobs, args.overrides, dry_run)
     if dry_run:
         for i, cfg in enumerate(jobs):
-            print(f"job {i}: {' '.join(cfg.overrides) or '(defaults)'} -> {cfg.paths.output_dir}")
+            print(f"job {i}: {_shown(cfg)} -> {cfg.paths.output_dir}")
         print(f"dry run: {len(jobs)} job(s) validated, nothing run")
         return 0
     return _run_local(jobs, sweep)
 
 
+def _shown(cfg: DictConfig) -> str:
+    """The job's overrides as typed (secrets masked), for the terminal."""
+    from normia.config.secrets import redact_override
+
+    return " ".join(redact_override(str(o)) for o in cfg.overrides) or "(defaults)"
+
+
 def _is_sweep(override: str) -> bool:
-    _, _, value = override.partition("=")
-    return ("," in value and not value.startswith(("[", "{", "'", '"'))) or value.startswith(
-        ("range(", "choice(")
-    )
+    from normia.config.overrides import parse_override
+
+    return bool(parse_override(override).is_sweep_override())
 
 
 def _submit(jobs: list[DictConfig], overrides: list[str], dry_run: bool) -> int:
@@ -112,6 +135,7 @@ def _submit(jobs: list[DictConfig], overrides: list[str], dry_run: bool) -> int:
 
 
 def _run_local(jobs: list[DictConfig], sweep: str | None) -> int:
+    from normia.train.outputs import check_same_job
     from normia.train.preflight import preflight_local
 
     for cfg in jobs:
@@ -119,6 +143,8 @@ def _run_local(jobs: list[DictConfig], sweep: str | None) -> int:
     results = []
     for index, cfg in enumerate(jobs):
         done = Path(cfg.paths.output_dir) / "done.json"
+        if sweep is not None:
+            check_same_job(cfg)  # again: an earlier job of this command may have written there since
         if sweep is not None and done.is_file():
             result = json.loads(done.read_text()).get("result")
             print(
@@ -127,7 +153,7 @@ def _run_local(jobs: list[DictConfig], sweep: str | None) -> int:
             results.append(result)
             continue
         if sweep is not None:
-            print(f"== job {index + 1}/{len(jobs)}: {' '.join(cfg.overrides)}", flush=True)
+            print(f"== job {index + 1}/{len(jobs)}: {_shown(cfg)}", flush=True)
         code = run_job(cfg)
         if code != 0:
             return code
@@ -151,9 +177,10 @@ def run_job(cfg: DictConfig) -> int:
             if code == 130:
                 raise KeyboardInterrupt
             return code
+        from normia.config.compose import resolve_job
         from normia.train.run import run_training
 
-        OmegaConf.resolve(cfg)
+        resolve_job(cfg)
         run_training(cfg)
         return 0
     except KeyboardInterrupt:
@@ -169,7 +196,7 @@ def _print_sweep(jobs: list[DictConfig], results: list[float | None]) -> None:
     print(f"== sweep of {len(jobs)} job(s), monitor {jobs[0].monitor} ({jobs[0].monitor_mode})")
     for cfg, result in zip(jobs, results):
         shown = f"{result:.4f}" if isinstance(result, float) else "n/a"
-        print(f"  {shown:>10}  {' '.join(cfg.overrides)}")
+        print(f"  {shown:>10}  {_shown(cfg)}")
 
 
 def eval_main(argv: list[str]) -> int:
@@ -181,12 +208,22 @@ def eval_main(argv: list[str]) -> int:
         "args", nargs="+", help="ckpt=PATH, then optional overrides of the run's saved config"
     )
     args = parser.parse_args(argv)
-    ckpt = next((a.split("=", 1)[1] for a in args.args if a.startswith("ckpt=")), None)
-    if not ckpt:
-        raise UserError("normia eval needs ckpt=PATH (a .ckpt file written by normia train)")
+    ckpt, overrides = _eval_args(args.args)
     from normia.train.evaluate import evaluate
 
-    metrics = evaluate(Path(ckpt), [a for a in args.args if not a.startswith("ckpt=")])
+    metrics = evaluate(Path(ckpt), overrides)
     for key, value in sorted(metrics.items()):
         print(f"{key:<24} {value:.4f}")
     return 0
+
+
+def _eval_args(texts: list[str]) -> tuple[str, list[str]]:
+    """(checkpoint path, other overrides), read with the grammar of `normia train`: `ckpt='a/epoch=0-step=22.ckpt'`
+    gives the path without its quotes, as `resume=...` does. Raises UserError without ckpt=."""
+    from normia.config.overrides import parse_override, parse_overrides
+
+    parse_overrides(texts)
+    ckpt = next((parse_override(t).value() for t in texts if t.partition("=")[0] == "ckpt"), None)
+    if not ckpt or not isinstance(ckpt, str):
+        raise UserError("normia eval needs ckpt=PATH (a .ckpt file written by normia train)")
+    return ckpt, [t for t in texts if t.partition("=")[0] != "ckpt"]

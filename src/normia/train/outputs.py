@@ -14,18 +14,20 @@ from normia.errors import UserError
 from normia.train.checkpoint import LAST
 
 
-def sweep_id(argv_overrides: list[str]) -> str:
-    """Same sweep command line -> same id, whatever the order of its arguments."""
-    return hashlib.sha1("\n".join(sorted(argv_overrides)).encode()).hexdigest()[:10]
+def sweep_id(identity: str) -> str:
+    """Same sweep -> same id, whatever the order or spelling of its arguments (see overrides.sweep_identity)."""
+    return hashlib.sha1(identity.encode()).hexdigest()[:10]
 
 
-def assign_output_dir(cfg: DictConfig, sweep: str | None = None, job_index: int = 0) -> None:
+def assign_output_dir(cfg: DictConfig, sweep: str | None = None, job_folder: str | None = None) -> None:
+    """Set paths.output_dir unless the user did: a sweep job's own folder (named from its overrides, see
+    overrides.job_folder_name), the run being resumed, or a fresh timestamped folder."""
     if cfg.paths.output_dir:
         return
     base = Path(cfg.paths.output_root) / cfg.name
     resume = cfg.resume
     if sweep is not None:
-        cfg.paths.output_dir = str(base / "multirun" / sweep / str(job_index))
+        cfg.paths.output_dir = str(base / "multirun" / sweep / (job_folder or "job"))
     elif resume is True or str(resume).lower() == "true":
         cfg.paths.output_dir = str(latest_run(base))
     elif isinstance(resume, str) and resume not in ("", "false", "False"):
@@ -36,6 +38,31 @@ def assign_output_dir(cfg: DictConfig, sweep: str | None = None, job_index: int 
         while candidate.exists():
             candidate, n = base / f"{stamp}_{n}", n + 1
         cfg.paths.output_dir = str(candidate)
+
+
+def check_same_job(cfg: DictConfig) -> None:
+    """A sweep job continues (or reports) only what it wrote itself: refuse a folder whose config.yaml was written
+    by a job with other overrides (a folder of another normia version, or paths.output_dir set by hand).
+    Raises UserError naming the folder and both sets of overrides."""
+    from omegaconf import OmegaConf
+
+    from normia.config.overrides import job_identity
+    from normia.config.secrets import redact_override
+
+    saved = Path(cfg.paths.output_dir) / "config.yaml"
+    if not saved.is_file():
+        return
+    recorded = [str(o) for o in (OmegaConf.load(saved).get("overrides") or [])]
+    mine = [redact_override(str(o)) for o in cfg.overrides]
+    try:
+        same = job_identity(recorded) == job_identity(mine)
+    except UserError:
+        same = False
+    if not same:
+        raise UserError(
+            f"{cfg.paths.output_dir} holds a job with other settings ({' '.join(recorded) or 'defaults'}), "
+            f"not {' '.join(mine) or 'defaults'}: it will not be resumed or reported; move or delete that folder"
+        )
 
 
 def latest_run(base: Path) -> Path:
