@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import tempfile
@@ -18,11 +19,15 @@ LAST = "last.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes beside the target and renames: the target is the old checkpoint or the new one, never a part of one,
+    whatever kills the process and wherever $TMPDIR is (Lightning's own writer copies across filesystems)."""
+
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(target)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -38,6 +43,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
     ) -> Any:
         return load_checkpoint_file(path, map_location)
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """A writer killed before its rename leaves its temporary file (as large as the checkpoint): remove those of
+    this target. Only one process writes a given checkpoint, so none of them is still being written."""
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -1,0 +1,128 @@
+"""Test callbacks that look inside a real run or disturb it at a known point (added with +callbacks.NAME._target_=
+probes.CLASS). They run in the training process itself, so in every local rank too (tests put this folder on
+PYTHONPATH for the ranks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class ShardProbe(L.Callback):
+    """Writes, per rank, how the parameters the optimizer updates are held at the first optimizer step: DTensor
+    shards under FSDP2, full plain tensors under DDP. (Before that step FSDP2 may hold the root's parameters
+    unsharded after a forward; the optimizer always steps on the shards.)"""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self.done = False
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self.done:
+            return
+        self.done = True
+        names = {id(p): n for n, p in pl_module.model.named_parameters()}
+        params = {}
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                local = param.to_local() if hasattr(param, "to_local") else param
+                params[names.get(id(param), f"unnamed{len(params)}")] = {
+                    "type": type(param).__name__,
+                    "full_numel": param.numel(),
+                    "local_numel": local.numel(),
+                }
+        record = {"rank": trainer.global_rank, "strategy": type(trainer.strategy).__name__, "params": params}
+        path = Path(self.out_dir) / f"shards-rank{trainer.global_rank}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+
+
+class DoubleCtrlC(L.Callback):
+    """At a given step, Ctrl-C twice in a row, then a long stall (as a slow step would be): a second Ctrl-C must
+    abort at once instead of waiting for the step to end and a checkpoint to be written."""
+
+    def __init__(self, step: int, stall_s: float = 120.0):
+        self.step = step
+        self.stall_s = stall_s
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step != self.step:
+            return
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(self.stall_s)
+
+
+class StallOrFail(L.Callback):
+    """From a given step, rank `fail_rank` raises while every other rank stalls (as a rank stuck in a collective
+    or a long computation would). Each rank writes its pid to out_dir, so the test can check none is left."""
+
+    def __init__(self, step: int, fail_rank: int, out_dir: str, stall_s: float = 600.0):
+        self.step = step
+        self.fail_rank = fail_rank
+        self.out_dir = out_dir
+        self.stall_s = stall_s
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.out_dir) / f"rank{trainer.global_rank}.pid").write_text(str(os.getpid()))
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step != self.step:
+            return
+        if trainer.global_rank == self.fail_rank:
+            raise RuntimeError(f"rank {self.fail_rank} fails on purpose at step {self.step}")
+        time.sleep(self.stall_s)
+
+
+class ReportStarted(L.Callback):
+    """Writes a marker file once every rank has trained a step (so a test knows when to press Ctrl-C)."""
+
+    def __init__(self, out_dir: str, step: int = 2):
+        self.out_dir = out_dir
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+            (Path(self.out_dir) / f"started-rank{trainer.global_rank}").write_text(str(os.getpid()))
+
+
+class KillDuringCheckpointWrite(L.Callback):
+    """Makes checkpoints big (ballast) and, at the save of a given step, SIGKILLs the writing process as soon as it
+    holds a file open under the checkpoint folder whose name contains 'last.ckpt' (the file itself, or a temporary
+    one beside it): the process dies in the middle of writing the checkpoint, as on a node failure or an OOM kill."""
+
+    def __init__(self, step: int, ballast_mb: int = 64):
+        self.step = step
+        self.ballast_mb = ballast_mb
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["ballast"] = torch.zeros(self.ballast_mb * 2**20 // 4)
+        if trainer.global_step == self.step and trainer.global_rank == 0:
+            folder = Path(trainer.default_root_dir).resolve() / "checkpoints"
+            threading.Thread(target=_kill_when_writing, args=(folder,), daemon=True).start()
+
+
+def _kill_when_writing(folder: Path, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(str(folder)) and "last.ckpt" in os.path.basename(target):
+                os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.0005)
