@@ -121,8 +121,8 @@ class ResumableDataModule(L.LightningDataModule):
         sampler = EvalSampler(len(self.val_set), self.batch_size)  # type: ignore[arg-type]
         if sampler.total_size < sampler.num_replicas:
             raise UserError(
-                f"{sampler.total_size} validation samples for {sampler.num_replicas} processes: each process needs "
-                "at least one; use more validation data or fewer processes"
+                f"only {sampler.total_size} validation sample(s) for {sampler.num_replicas} processes: each process "
+                "needs at least one; use more validation data or fewer processes"
             )
         return DataLoader(
             _BatchReader(self.val_set),

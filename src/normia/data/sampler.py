@@ -9,6 +9,9 @@ resume (even with another world size) skips exactly those samples: nothing repea
 It subclasses DistributedSampler only so that Lightning, which replaces any other sampler under DDP, keeps it.
 Rank and world size are read from torch.distributed when the iteration starts, not at construction (the process group
 does not exist yet when the data module is built).
+
+Validation uses EvalSampler (at the end): no shuffling, no position, and above all no padding, so that validation
+metrics are those of one process whatever the number of ranks.
 """
 
 from __future__ import annotations
