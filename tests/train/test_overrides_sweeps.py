@@ -246,6 +246,25 @@ def test_class_count_comes_from_the_image_folder(workdir: Path, capsys, tmp_path
     assert cfg.model.num_classes == 3
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (
+            ["experiment=poc_shakespeare_bytes", "data.seq_len=128"],
+            "model.max_seq_len=64 is less than data.seq_len",
+        ),
+        (["experiment=poc_shakespeare_bytes", "model.vocab_size=100"], "byte-level text has 256 token ids"),
+        (["model=llama_tiny", "data=synthetic_lm", "data.vocab_size=1000"], "set model.vocab_size=1000"),
+    ],
+)
+def test_language_model_context_and_vocabulary_checked(
+    workdir: Path, capsys, args: list[str], fragment: str
+) -> None:
+    """A window longer than the model's context, or token ids past its vocabulary, would fail at the first step."""
+    assert fragment in refused(capsys, workdir, *args, "--dry-run")
+    assert compose_job(["experiment=poc_shakespeare_bytes", "model.vocab_size=300"]).model.vocab_size == 300
+
+
 def test_digits_class_count_checked(workdir: Path, capsys) -> None:
     line = refused(capsys, workdir, QS, "model.num_classes=12", "--dry-run")
     assert "the digits have 10 classes" in line
