@@ -288,6 +288,11 @@ def test_job_folder_follows_its_overrides_not_its_place(workdir: Path, capsys) -
     assert canon == again
 
 
+def test_a_swept_secret_never_names_a_folder(workdir: Path, capsys) -> None:
+    folders = _sweep_folders(capsys, "tags.api_token=s3cr3t-a,s3cr3t-b", "seed=1")
+    assert len(set(folders.values())) == 2 and "s3cr3t" not in " ".join(folders.values())
+
+
 def test_two_sweep_jobs_in_one_folder_are_refused(workdir: Path, capsys) -> None:
     line = refused(capsys, workdir, "-m", QS, "paths.output_dir=outputs/fixed", "seed=1,2", "--dry-run")
     assert "two jobs of the sweep would write to outputs/fixed" in line

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from normia.config.secrets import is_secret_key
 from normia.errors import UserError
 
 # Characters that have a meaning in Hydra's override grammar: a value holding none of them can simply be quoted.
@@ -171,8 +172,8 @@ def job_folder_name(texts: list[str], swept: set[str]) -> str:
     digest = hashlib.sha1(job_identity(texts).encode()).hexdigest()[:8]
     parts = []
     for override in sorted(parse_overrides(texts), key=lambda o: o.key):
-        if override.key in swept:
-            leaf = override.key.rsplit(".", 1)[-1]
+        leaf = override.key.rsplit(".", 1)[-1]
+        if override.key in swept and not is_secret_key(leaf):  # a secret never names a folder
             parts.append(f"{leaf}-{override.identity[0].strip(chr(34))}")
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip("-._")[:80]
     return f"{slug}_{digest}" if slug else digest
