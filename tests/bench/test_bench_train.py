@@ -31,8 +31,39 @@ def test_train_tiny_writes_finite_positive_figures_and_no_mfu_on_cpu(tmp_path: P
     )
     assert row["tokens_per_s"] == pytest.approx(row["batch"] * row["seq_len"] / (row["step_ms"] / 1e3))
     assert row["mfu"] is None, "a CPU is not in the bf16 peak table: no MFU rather than a wrong one"
+    assert doc["limits"]["energy"].startswith(("measured: ", "not measured: "))
     if row["wh_per_mtok"] is not None:  # only where RAPL is readable
-        assert_positive(row, ("wh_per_mtok",))
+        assert_positive(row, ("wh_per_mtok", "j_per_token", "tokens_per_kwh"))
+    else:
+        assert row["j_per_token"] is None and row["tokens_per_kwh"] is None
+
+
+def test_train_energy_figures_from_a_counter_double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test machine has a GPU energy counter (the real NVML one runs in benchmarks/gpu/run_all.sh): a double
+    drawing 150 W over the wall clock stands in, to check J/token, tokens per kWh and Wh per million tokens."""
+    import time
+
+    from normia.bench import train as bench_train
+    from normia.energy.counters import Counter, CounterSet
+
+    double = CounterSet([Counter("gpu", "test double 150 W x time", lambda: 150.0 * time.perf_counter())])
+    monkeypatch.setattr(bench_train, "open_meter", lambda device: (double, "measured: test double"))
+    args = ["train", "--sizes", "tiny", "--steps", "3", "--warmup", "1", "--threads", "1", "--no-plots"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    doc = load_run(tmp_path, "train")
+    (row,) = doc["rows"]
+    tokens = 3 * row["batch"] * row["seq_len"]
+    assert row["energy_joules"] > 0
+    assert row["j_per_token"] == pytest.approx(row["energy_joules"] / tokens)
+    assert row["tokens_per_kwh"] == pytest.approx(tokens / (row["energy_joules"] / 3.6e6))
+    assert row["wh_per_mtok"] == pytest.approx(row["energy_joules"] / 3600 / tokens * 1e6)
+    # 150 W over the 3 timed steps: J/token is 150 W / (tokens per second of the whole window), about tokens/s
+    assert row["j_per_token"] * row["tokens_per_s"] == pytest.approx(150.0, rel=0.5)
+    header = (tmp_path / "train.csv").read_text().splitlines()[0].split(",")
+    assert header[header.index("tokens_per_s") + 1 : header.index("tokens_per_s") + 3] == [
+        "j_per_token",
+        "tokens_per_kwh",
+    ]
 
 
 def test_unknown_size_lists_the_valid_ones(tmp_path: Path) -> None:

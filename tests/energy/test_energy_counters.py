@@ -117,3 +117,11 @@ def test_this_machine_gives_a_figure_or_a_reason() -> None:
     assert found.counters or found.missing["cpu"], "neither a counter nor the reason for its absence"
     if not os.access(RAPL_ROOT, os.R_OK):
         assert found.missing["cpu"]
+
+
+def test_nvml_falls_back_to_the_visible_devices_when_the_uuid_is_spelt_differently(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    counter, why = nvml_gpu_counter(0, uuid="not-a-uuid-nvml-knows", pynvml=FakeNvml(UUIDS))
+    assert why == "" and counter is not None and counter.source.endswith("GPU 3")

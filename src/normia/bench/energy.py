@@ -1,98 +1,55 @@
-"""Energy read from the hardware's cumulative counters: NVML's total energy on NVIDIA GPUs, RAPL on CPUs where
-/sys/class/powercap is readable. Where neither is, energy is reported as unavailable with the reason, never guessed.
+"""Energy of the benchmark's timed steps from the hardware's cumulative counters (normia.energy.counters): on a
+GPU, that GPU's own counter (NVML's total energy; amdsmi's accumulator on AMD); on a CPU run, the node's RAPL
+package and DRAM domains where /sys/class/powercap is readable. Where none is readable, energy is reported as not
+measured with the reason, never guessed (the benchmark makes no estimate).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-RAPL_ROOT = Path("/sys/class/powercap")
+from normia.energy.counters import RAPL_ROOT, CounterSet, nvml_counter, open_counters, rapl_counters
 
+EnergyMeter = CounterSet  # read() around the measured region, then joules_since(start)
 
-class EnergyMeter:
-    """Monotonic energy counters in joules (one per GPU or CPU package). `read()` around the measured region,
-    then `joules_since(start)`; each counter may wrap at its own range (RAPL's max_energy_range_uj)."""
-
-    def __init__(
-        self, source: str, read_j: Callable[[], list[float]], wrap_j: list[float | None] | None = None
-    ) -> None:
-        self.source = source
-        self._read_j = read_j
-        self._wrap_j = wrap_j
-
-    def read(self) -> list[float]:
-        return self._read_j()
-
-    def joules_since(self, start: list[float]) -> float:
-        total = 0.0
-        for i, (now, then) in enumerate(zip(self._read_j(), start)):
-            wrap = self._wrap_j[i] if self._wrap_j else None
-            if now < then and wrap:
-                now += wrap
-            total += now - then
-        return total
+__all__ = ["RAPL_ROOT", "EnergyMeter", "j_per_unit", "open_meter", "tokens_per_kwh", "wh_per_million"]
 
 
 def open_meter(device: torch.device) -> tuple[EnergyMeter | None, str]:
-    """The energy meter for `device` and its description, or (None, why not)."""
-    if device.type == "cuda":
-        return _nvml_meter(device)
-    return _rapl_meter(RAPL_ROOT)
-
-
-def _nvml_meter(device: torch.device) -> tuple[EnergyMeter | None, str]:
-    try:
-        import pynvml  # the nvidia-ml-py package
-    except ImportError:
-        return None, "pynvml (nvidia-ml-py) is not installed"
-    try:
-        pynvml.nvmlInit()
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        # NVML numbers GPUs physically; CUDA_VISIBLE_DEVICES may renumber them. Match by UUID when torch has it.
-        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-        handle = None
-        if uuid is not None:
-            try:
-                handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
-            except pynvml.NVMLError:
-                handle = None
-        if handle is None:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # raises on GPUs older than Volta
-    except Exception as err:
-        return None, f"NVML energy counter not readable: {err}"
-    return nvml_energy_meter(pynvml, handle), "nvml total energy"
-
-
-def nvml_energy_meter(pynvml, handle) -> EnergyMeter:  # type: ignore[no-untyped-def]
-    """One GPU's meter: NVML's total energy since the driver loaded, in millijoules, read as a one-counter list."""
-    return EnergyMeter("nvml", lambda: [pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3])
+    """The counters for `device` and a note "measured: <counters>", or (None, "not measured: <why>"). A GPU run
+    counts that GPU only (the host's CPU is shared and not the benchmark's subject); a CPU run counts the node's
+    packages and DRAM."""
+    found = open_counters(device, node_leader=device.type != "cuda")
+    if not found.counters:
+        return None, "not measured: " + "; ".join(f"{k}: {why}" for k, why in found.missing.items())
+    return found, f"measured: {found.source}"
 
 
 def _rapl_meter(root: Path) -> tuple[EnergyMeter | None, str]:
-    """Sum the package domains (intel-rapl:N, top level; sub-domains are already included in them)."""
-    if not root.is_dir():
-        return None, f"{root} does not exist (no RAPL on this machine or kernel)"
-    domains = sorted(p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1)
-    if not domains:
-        return None, f"no RAPL package domain under {root}"
-    files = [d / "energy_uj" for d in domains]
-    try:
-        wrap_j: list[float | None] = [int((d / "max_energy_range_uj").read_text()) / 1e6 for d in domains]
-        for f in files:
-            int(f.read_text())
-    except (OSError, ValueError) as err:
-        return None, f"RAPL counters not readable ({err}); reading energy_uj usually needs root"
+    counters, why = rapl_counters(root)
+    if not counters:
+        return None, why
+    packages = sum(c.kind == "cpu" for c in counters)
+    return CounterSet(counters), f"rapl ({packages} package domain(s))"
 
-    def read_j() -> list[float]:
-        return [int(f.read_text()) / 1e6 for f in files]
 
-    return EnergyMeter("rapl", read_j, wrap_j), f"rapl ({len(files)} package domain(s))"
+def nvml_energy_meter(pynvml, handle) -> EnergyMeter:  # type: ignore[no-untyped-def]
+    """One GPU's meter: NVML's total energy since the driver loaded (millijoules), read in joules."""
+    return CounterSet([nvml_counter(pynvml, handle, "GPU")])
 
 
 def wh_per_million(joules: float, units: float) -> float:
-    """Energy in Wh per million tokens (or samples)."""
+    """Energy in Wh per million tokens (or samples): J / 3600 / units x 1e6."""
     return joules / 3600.0 / units * 1e6
+
+
+def j_per_unit(joules: float, units: float) -> float:
+    """Joules per token (or sample)."""
+    return joules / units
+
+
+def tokens_per_kwh(joules: float, tokens: float) -> float:
+    """Tokens trained per kilowatt-hour (1 kWh = 3.6e6 J)."""
+    return tokens / (joules / 3.6e6)

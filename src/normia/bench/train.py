@@ -1,7 +1,8 @@
 """`normia bench train`: a plain PyTorch training loop (no Lightning, so it runs on a bare GPU machine) over a sweep
 of LLaMA-style sizes. Reports tokens/s, step time, peak memory, MFU from the model's own FLOPs per token over the
 device's bf16 dense peak (none for a device not in the table), the fraction of the matmul rate measured in the same
-run, and energy in Wh per million tokens where a counter is readable.
+run, and the energy of the timed steps where a hardware counter is readable (normia.energy.counters: the GPU's own
+NVML/amdsmi counter, RAPL on a CPU run): J/token and tokens per kWh beside tokens/s, and Wh per million tokens.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from normia.bench import device as devinfo
-from normia.bench.energy import EnergyMeter, open_meter, wh_per_million
+from normia.bench.energy import EnergyMeter, j_per_unit, open_meter, tokens_per_kwh, wh_per_million
 from normia.bench.limits import bf16_peak_flops, measure_limits, mfu
 from normia.bench.memory import is_out_of_memory, peak_bytes
 from normia.bench.model_sizes import SIZES, build_llama
@@ -30,7 +31,8 @@ from normia.errors import UserError
 
 COLUMNS = (
     "model", "params", "batch", "seq_len", "dtype", "compile", "kernels", "status", "step_ms", "step_p20_ms",
-    "step_p80_ms", "tokens_per_s", "model_tflops", "mfu", "pct_of_matmul", "peak_mem_gb", "wh_per_mtok", "reason",
+    "step_p80_ms", "tokens_per_s", "j_per_token", "tokens_per_kwh", "model_tflops", "mfu", "pct_of_matmul",
+    "peak_mem_gb", "wh_per_mtok", "reason",
 )  # fmt: skip
 
 
@@ -200,8 +202,13 @@ def _bench_size(
     tokens_per_s = batch * seq_len / (timing.median_ms * 1e-3)
     achieved = flops_per_token * tokens_per_s
     util = mfu(achieved, device_name)
-    # The energy counter covers the timed steps only, whose tokens are steps * batch * seq_len.
-    energy = None if joules is None else wh_per_million(joules, cfg.steps * batch * seq_len)
+    # The energy counter covers the timed steps only, whose tokens are steps * batch * seq_len. A counter that did
+    # not move (a window shorter than its update period) gives no figure rather than 0 J/token.
+    timed_tokens = cfg.steps * batch * seq_len
+    measured = joules is not None and joules > 0
+    energy_note = None
+    if joules is not None and not measured:
+        energy_note = f"not measured: the counter did not advance over {cfg.steps} timed steps (too short)"
     return {
         **row,
         "status": "ok",
@@ -209,13 +216,16 @@ def _bench_size(
         "step_p20_ms": timing.p20_ms,
         "step_p80_ms": timing.p80_ms,
         "tokens_per_s": tokens_per_s,
+        "j_per_token": j_per_unit(joules, timed_tokens) if measured else None,
+        "tokens_per_kwh": tokens_per_kwh(joules, timed_tokens) if measured else None,
         "flops_per_token": flops_per_token,
         "model_tflops": achieved / 1e12,
         "mfu": util,
         "pct_of_matmul": 100 * achieved / matmul_flops,
         "peak_mem_gb": None if peak is None else peak / 1e9,
-        "wh_per_mtok": energy,
-        "energy_joules": joules,
+        "wh_per_mtok": wh_per_million(joules, timed_tokens) if measured else None,
+        "energy_joules": joules if measured else None,
+        **({"energy_note": energy_note} if energy_note else {}),
         "final_loss": loss,
         "samples_ms": timing.samples_ms,
         "timing_method": timing.method,

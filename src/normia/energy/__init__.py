@@ -13,5 +13,5 @@ node, not once per rank" and "no silent estimate". codecarbon measures every GPU
 falls back to a TDP estimate when RAPL is unreadable; with several ranks per node each rank measures the whole node.
 zeus (ZeusMonitor) reads the very same NVML/amdsmi/RAPL counters and would meet the rules with care, but it adds a
 dependency tree for ~100 lines of reading, and its CPU windows are per process. Reading the counters here keeps the
-once-per-node rule and the labels in one place; nvidia-ml-py is the `bench`/`energy` extra, amdsmi ships with ROCm.
+once-per-node rule and the labels in one place; nvidia-ml-py is in the `bench` extra, amdsmi ships with ROCm.
 """

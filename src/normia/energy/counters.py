@@ -114,7 +114,7 @@ def nvml_gpu_counter(index: int, uuid: str | None = None, pynvml: Any = None) ->
         try:
             import pynvml  # the nvidia-ml-py package
         except ImportError:
-            return None, "pynvml is not installed (pip install 'normia[energy]' adds nvidia-ml-py)"
+            return None, "pynvml is not installed (pip install nvidia-ml-py, or normia's bench extra)"
     entry = visible_entry(index, "CUDA_VISIBLE_DEVICES")
     if entry is not None and entry.startswith("MIG-"):
         return None, f"MIG slice {entry}: NVML's energy counter covers the whole GPU, shared with other jobs"
@@ -128,7 +128,12 @@ def nvml_gpu_counter(index: int, uuid: str | None = None, pynvml: Any = None) ->
                     None,
                     f"MIG slice {label}: NVML's energy counter covers the whole GPU, shared with other jobs",
                 )
-            handle = pynvml.nvmlDeviceGetHandleByUUID(label)
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByUUID(label)
+            except Exception:  # a UUID this driver spells differently: the visible-devices mapping below
+                handle = None
+        if handle is not None:
+            pass
         elif entry is not None and entry.startswith("GPU-"):
             handle, label = pynvml.nvmlDeviceGetHandleByUUID(entry), entry
         else:
