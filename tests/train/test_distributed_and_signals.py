@@ -3,6 +3,7 @@ a stopped run leaves a consistent checkpoint and resumes into the same MLflow ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -131,3 +132,142 @@ def test_ddp_sweep_makes_one_sweep_dir_and_runs_each_job_once(workdir: Path, cap
         summary = json.loads((sweeps[0] / job / "done.json").read_text())
         assert summary["world_size"] == 2 and summary["global_step"] == 6
     assert capsys.readouterr().out.count("== job ") == 2
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def _cli(workdir: Path, *overrides: str, session: bool = False) -> subprocess.Popen:
+    """`normia train` in a subprocess that imports the test probes; in its own session if asked, so that only the
+    signals a test sends reach it."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "normia.cli", "train", *overrides]
+    return subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=session,
+    )
+
+
+def _kill_pids(folder: Path, pattern: str) -> None:
+    """Clean-up after a failed test: SIGKILL the processes whose pids the probes wrote."""
+    for path in folder.glob(pattern):
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(path.read_text()), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+DDP_CPU = [
+    "experiment=quickstart",
+    "model.dropout=0.0",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "trainer.max_epochs=-1",
+    "trainer=ddp",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+]
+
+
+def test_a_second_ctrl_c_aborts_at_once(workdir: Path) -> None:
+    """Two Ctrl-C in a row during a step that then stalls for 120 s: the second must abort at once, without the
+    stop's checkpoint. Were the second Ctrl-C treated like the first, the run would sit out the stall (timeout
+    here) and then save last.ckpt at the step where it stopped."""
+    proc = _cli(
+        workdir,
+        "experiment=quickstart",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        "trainer.max_epochs=-1",
+        "trainer.max_steps=50",
+        "+callbacks.twice._target_=probes.DoubleCtrlC",
+        "+callbacks.twice.step=3",
+        session=True,
+    )
+    started = time.monotonic()
+    try:
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0, out
+    assert out.count("stop requested") == 1, out
+    assert not list((workdir / "outputs").rglob("*.ckpt")), (
+        "an aborted run must not write the stop's checkpoint"
+    )
+    assert time.monotonic() - started < 90
+
+
+@pytest.mark.slow
+def test_ctrl_c_sent_to_the_parent_alone_stops_every_rank(workdir: Path) -> None:
+    """`kill -INT` of the normia process alone (its ranks are not signalled): each of the 2 DDP ranks must hear
+    it exactly once, agree on the step, save and exit 130. Without forwarding the ranks never hear it and train
+    on (timeout here); were they also in the terminal's process group, they would hear a terminal's Ctrl-C twice
+    and abort instead of saving."""
+    probe = workdir / "probe"
+    proc = _cli(
+        workdir,
+        *DDP_CPU,
+        "trainer.max_steps=100000",
+        "+callbacks.started._target_=probes.ReportStarted",
+        f"+callbacks.started.out_dir={probe}",
+        session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(probe.glob("started-rank*"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _kill_pids(probe, "started-rank*")
+    assert proc.returncode == 130, out
+    assert out.count("stop requested") == 2, out  # once per rank
+    [ckpt] = (workdir / "outputs").rglob("last.ckpt")
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] > 2
+    for path in probe.glob("started-rank*"):
+        assert not _alive(int(path.read_text()))
+
+
+@pytest.mark.slow
+def test_a_failing_rank_stops_the_other_ranks(workdir: Path) -> None:
+    """Rank 1 raises at step 3 while rank 0 stalls for 10 minutes (as a rank blocked in a collective would): the
+    parent must stop rank 0 at once and report rank 1's failure. Without that it would wait for rank 0 (timeout
+    here)."""
+    probe = workdir / "probe"
+    proc = _cli(
+        workdir,
+        *DDP_CPU,
+        "trainer.max_steps=100",
+        "+callbacks.fail._target_=probes.StallOrFail",
+        "+callbacks.fail.step=3",
+        "+callbacks.fail.fail_rank=1",
+        f"+callbacks.fail.out_dir={probe}",
+        session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _kill_pids(probe, "rank*.pid")
+    assert proc.returncode == 2, out
+    assert "rank 1 failed with exit code 1; the other ranks were stopped" in out, out
+    assert "fails on purpose" in out
+    assert not _alive(int((probe / "rank0.pid").read_text())), "rank 0 must not be left running"

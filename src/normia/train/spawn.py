@@ -1,6 +1,9 @@
 """Local multi-process runs (trainer.devices > 1 on one machine): normia starts the ranks itself, each running
 exactly one job. (Letting Lightning re-execute the command line would re-run a whole sweep in every rank.)
-A rank that fails brings the others down at once instead of leaving them blocked in a collective."""
+A rank that fails brings the others down at once instead of leaving them blocked in a collective.
+The ranks run in their own process group, so Ctrl-C (from a terminal, or `kill -INT` of this process alone) is
+delivered to each rank exactly once, by this process: the first asks every rank to stop at the same step and save,
+the second aborts them. SIGTERM and SIGHUP are passed on as well, so killing this process does not leave ranks running."""
 
 from __future__ import annotations
 
@@ -10,11 +13,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from normia.errors import UserError
 from normia.train.worker import CONFIG_ENV
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def free_port() -> int:
@@ -27,29 +34,46 @@ def run_local_processes(cfg: DictConfig, nprocs: int) -> int:
     """Start nprocs ranks on this machine, wait for all; return 0, or the first failing rank's exit code."""
     port = free_port()
     config_text = OmegaConf.to_yaml(cfg, resolve=True)
-    procs = []
-    for rank in range(nprocs):
-        env = dict(os.environ)
-        env.update(
-            {
-                CONFIG_ENV: config_text,
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-                "WORLD_SIZE": str(nprocs),
-                "RANK": str(rank),
-                "LOCAL_RANK": str(rank),
-                "NODE_RANK": "0",
-                "LOCAL_WORLD_SIZE": str(nprocs),
-            }
-        )
-        procs.append(subprocess.Popen([sys.executable, "-m", "normia.train.worker"], env=env))
-    previous = signal.signal(
-        signal.SIGINT, signal.SIG_IGN
-    )  # the ranks get Ctrl-C themselves and stop cleanly
+    procs: list[subprocess.Popen] = []
+    # Installed before the first rank starts: a signal never finds a rank that this process cannot reach.
+    previous = {sig: signal.signal(sig, _forwarder(procs)) for sig in FORWARDED}
     try:
+        for rank in range(nprocs):
+            procs.append(_start_rank(rank, nprocs, port, config_text))
         return _wait(procs)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _terminate(procs, grace_s=0.0)  # only ranks still running, after an error in this process
+
+
+def _start_rank(rank: int, nprocs: int, port: int, config_text: str) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.update(
+        {
+            CONFIG_ENV: config_text,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "WORLD_SIZE": str(nprocs),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "NODE_RANK": "0",
+            "LOCAL_WORLD_SIZE": str(nprocs),
+        }
+    )
+    # Own process group: a terminal's Ctrl-C reaches this process only, which forwards it once to each rank.
+    group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+    return subprocess.Popen([sys.executable, "-m", "normia.train.worker"], env=env, **group)
+
+
+def _forwarder(procs: list[subprocess.Popen]) -> Callable[[int, Any], None]:
+    """A signal handler that passes the signal on to every rank still running."""
+
+    def forward(signum: int, frame: Any) -> None:
+        for proc in procs:
+            proc.send_signal(signum)  # a no-op for a rank that has already exited
+
+    return forward
 
 
 def _wait(procs: list[subprocess.Popen]) -> int:
