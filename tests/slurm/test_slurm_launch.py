@@ -89,7 +89,9 @@ def job_count() -> int:
 
 
 def test_job_count_fails_when_sacct_does(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "missing.conf"))  # a real sacct that cannot work
+    empty = tmp_path / "slurm.conf"
+    empty.write_text("")
+    monkeypatch.setenv("SLURM_CONF", str(empty))  # a real sacct that cannot read its configuration
     with pytest.raises(AssertionError, match="sacct failed"):
         job_count()
     monkeypatch.undo()
@@ -245,17 +247,21 @@ def test_sweep_is_one_array_and_a_rerun_runs_only_the_cancelled_job(tmp_path: Pa
     array_id = cancelled[0].split("_")[0]
     assert re.search(rf"submitted job array {array_id} \(3 jobs, at most 2 at a time\)", text), text
     assert f"job {array_id}_1: CANCELLED" in text and code == 1, text
-    dirs = sorted((tmp_path / "quickstart" / "multirun").glob("*/[0-9]"))
-    assert [d.name for d in dirs] == ["0", "1", "2"]
+    # array task i runs the i-th job; each job's folder is named after its own overrides
+    dirs = [Path(p) for p in re.findall(r"^    output: (.+)$", text, re.M)]
+    assert len(dirs) == 3 and len(set(dirs)) == 3, text
+    assert all(d.parent.parent == tmp_path / "quickstart" / "multirun" for d in dirs), dirs
     assert [(d / "done.json").is_file() for d in dirs] == [True, False, True]
-    finished = {d.name: (d / "done.json").stat().st_mtime for d in dirs if (d / "done.json").is_file()}
+    finished = {
+        i: (d / "done.json").stat().st_mtime for i, d in enumerate(dirs) if (d / "done.json").is_file()
+    }
 
     code, text = normia_train(*argv)
     assert code == 0, text
     assert text.count("already done, skipped") == 2
     assert re.search(r"submitted job \d+: ", text) and "job array" not in text  # one job, not an array
     assert (dirs[1] / "done.json").is_file()
-    assert {n: (dirs[int(n)] / "done.json").stat().st_mtime for n in finished} == finished  # not run again
+    assert {i: (dirs[i] / "done.json").stat().st_mtime for i in finished} == finished  # not run again
 
 
 def test_dry_run_prints_the_script_and_submits_nothing(tmp_path: Path) -> None:
