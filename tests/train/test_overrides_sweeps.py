@@ -203,6 +203,10 @@ def test_overrides_are_recorded_as_typed() -> None:
     resolve_job(cfg)  # what run_job does before training
     assert list(cfg.overrides) == typed and redact(cfg).overrides == typed
     assert cfg.name == "mine" and cfg.optim.lr == cfg.optim.weight_decay
+    again = compose_job(typed)
+    again.overrides = typed  # plain text, as `normia reproduce` assigns the recorded ones
+    resolve_job(again)
+    assert redact(again).overrides == typed
 
 
 def test_sweep_jobs_show_values_as_typed(workdir: Path, capsys) -> None:

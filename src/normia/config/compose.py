@@ -35,9 +35,18 @@ def set_overrides(cfg: DictConfig, overrides: list[str]) -> None:
     cfg.overrides = [str(o).replace("${", "\\${") for o in overrides]
 
 
+def recorded_overrides(cfg: DictConfig) -> list[str]:
+    """The overrides as typed, whether they were stored by set_overrides (escaped) or assigned as plain text."""
+    node = cfg.get("overrides") if "overrides" in cfg else None
+    if node is None:
+        return []
+    raw = [node._get_node(i)._value() for i in range(len(node))]
+    return [str(text).replace("\\${", "${") for text in raw]
+
+
 def resolve_job(cfg: DictConfig) -> None:
     """Resolve every interpolation of cfg in place, except in the recorded overrides (kept as typed)."""
-    texts = [str(o) for o in cfg.get("overrides") or []]
+    texts = recorded_overrides(cfg)
     OmegaConf.resolve(cfg)
     set_overrides(cfg, texts)
 

@@ -166,6 +166,9 @@ def _run_local(jobs: list[DictConfig], sweep: str | None) -> int:
 def run_job(cfg: DictConfig) -> int:
     """Run one composed job on this machine (in this process, or as local ranks); 0, 130 when stopped, or the
     failing rank's code. Used by `normia train` and `normia reproduce`."""
+    from normia.config.compose import recorded_overrides, set_overrides
+
+    set_overrides(cfg, recorded_overrides(cfg))  # a caller may have assigned them as plain text (reproduce)
     world = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
     try:
         if world > 1:
