@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,3 +157,59 @@ def test_fsdp_really_shards_the_parameters(workdir: Path) -> None:
     total = sum(p["full_numel"] for p in ranks[0]["params"].values())
     for rank in ranks:
         assert sum(p["local_numel"] for p in rank["params"].values()) < total
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    done = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def _normia_from(checkout: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
+    """The CLI run from a copy of the package (PYTHONPATH first), so git_state() looks at that copy's checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "NORMIA_OUTPUT_ROOT")}
+    env.update({"PYTHONPATH": str(checkout / "src"), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    cmd = [sys.executable, "-m", "normia.cli", *args]
+    result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_dirty_tag_and_the_warnings_of_reproduce(tmp_path: Path) -> None:
+    """A copy of the package in its own git checkout: a run from the clean tree is tagged git_dirty=false with that
+    checkout's commit; after an uncommitted edit, reproduce warns that this tree has uncommitted changes and its run
+    is tagged git_dirty=true; reproducing that run warns that it came from a dirty tree. With the dirty check
+    switched off the tags would all say false (or unknown) and no warning would be printed."""
+    checkout, work = tmp_path / "checkout", tmp_path / "work"
+    shutil.copytree(HERE.parents[1] / "src" / "normia", checkout / "src" / "normia", ignore=IGNORED)
+    work.mkdir()
+    _git(checkout, "init", "-q")
+    _git(checkout, "add", "-A")
+    _git(checkout, "commit", "-q", "-m", "snapshot")
+    commit = _git(checkout, "rev-parse", "HEAD")
+    _normia_from(checkout, work, "train", *SHORT, "trainer.max_steps=3")
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    [clean] = _runs(client)
+    assert clean.data.tags["normia.git_commit"] == commit
+    assert clean.data.tags["normia.git_dirty"] == "false"
+
+    init = checkout / "src" / "normia" / "__init__.py"
+    init.write_text(init.read_text() + "# an uncommitted edit\n")
+    out = _normia_from(checkout, work, "reproduce", clean.info.run_id).stdout
+    assert "warning: this tree has uncommitted changes" in out, out
+    assert "came from a tree with uncommitted changes" not in out
+    dirty = next(r for r in _runs(client) if r.info.run_id != clean.info.run_id)
+    assert dirty.data.tags["normia.git_dirty"] == "true"
+
+    out = _normia_from(checkout, work, "reproduce", dirty.info.run_id).stdout
+    assert "warning: the recorded run came from a tree with uncommitted changes" in out, out
+
+
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+
+def _runs(client: MlflowClient) -> list:
+    return client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
