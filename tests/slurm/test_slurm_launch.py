@@ -133,7 +133,10 @@ def test_ddp_over_two_nodes_and_two_tasks_trains_with_slurm_ranks(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_preempted_job_requeues_resumes_and_ends_bitwise_equal(tmp_path: Path) -> None:
+def test_preempted_job_requeues_resumes_and_ends_bitwise_equal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts in ./mlruns of the job's folder
     from mlflow.tracking import MlflowClient
     from submitit.slurm.slurm import SlurmJob
 
@@ -347,11 +350,14 @@ def test_cpu_sbatch_template_runs_normia_with_launcher_srun(tmp_path: Path) -> N
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", ["USR1", "TERM"])
-def test_signal_while_the_finished_job_exits_leaves_it_completed(tmp_path: Path, sig: str) -> None:
+def test_signal_while_the_finished_job_exits_leaves_it_completed(
+    tmp_path: Path, sig: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The time-limit signal (or a late scancel) that arrives after "Job completed successfully", while the process
     is still exiting, must not turn the finished job into FAILED (killed by signal 10) next to a FINISHED MLflow run."""
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts in ./mlruns of the job's folder
     out = tmp_path / "run"
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     linger = ["+callbacks.linger._target_=faults.SlowExit", "+callbacks.linger.seconds=4"]
