@@ -3,12 +3,16 @@ preset limits, and the sbatch script a dry run shows. Fast; they run everywhere.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 from omegaconf import OmegaConf
 
 from normia.errors import UserError
 from normia.launch.checks import check_request
 from normia.launch.cluster_info import gpus_in_gres, parse_sinfo
+from normia.launch.python_env import read_version_file, runs_this_python
 from normia.launch.rendezvous import check_master_resolves
 from normia.launch.sbatch import executor_params, render_script
 from normia.launch.spec import parse_launcher
@@ -198,3 +202,27 @@ def test_master_address_that_does_not_resolve_is_refused_at_once(monkeypatch: py
     monkeypatch.setenv("SLURM_NTASKS", "1")  # one rank: no rendezvous, nothing to check
     monkeypatch.setenv("MASTER_ADDR", "no-such-host.invalid")
     check_master_resolves(transient_s=0)
+
+
+def test_which_python_the_ranks_run(tmp_path) -> None:
+    """The ranks run this interpreter unless launcher.python names another; another venv's python links to the same
+    base interpreter but has its own torch, so it counts as another Python."""
+    assert runs_this_python(parse_launcher({}))
+    assert runs_this_python(parse_launcher({"python": sys.executable}))
+    other = tmp_path / "venv" / "bin" / "python"
+    other.parent.mkdir(parents=True)
+    other.symlink_to(os.path.realpath(sys.executable))
+    assert not runs_this_python(parse_launcher({"python": str(other)}))
+    assert not runs_this_python(parse_launcher({"python": "python", "setup": ["module load aidl/pytorch"]}))
+
+
+def test_torch_build_is_read_from_its_version_file(tmp_path) -> None:
+    cuda = tmp_path / "version.py"
+    cuda.write_text(
+        "from typing import Optional\n__version__ = '2.6.0+cu126'\ncuda: Optional[str] = '12.6'\n"
+    )
+    assert read_version_file(cuda).describe() == "torch 2.6.0+cu126 (CUDA 12.6)"
+    cpu = tmp_path / "cpu_version.py"
+    cpu.write_text("__version__ = '2.13.0+cpu'\ncuda = None\nhip = None\n")
+    assert not read_version_file(cpu).has_gpu_support
+    assert read_version_file(cpu).describe() == "torch 2.13.0+cpu (CPU-only build)"

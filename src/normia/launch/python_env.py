@@ -82,7 +82,8 @@ def runs_this_python(spec: SlurmLauncherCfg) -> bool:
     found = shutil.which(command) if os.sep not in command else command
     if not found:
         return False
-    return os.path.realpath(found) == os.path.realpath(sys.executable)
+    # not realpath: every venv's bin/python links to the same base interpreter, and the venv is what differs
+    return os.path.normpath(os.path.abspath(found)) == os.path.normpath(os.path.abspath(sys.executable))
 
 
 def describe_python(spec: SlurmLauncherCfg) -> str:
