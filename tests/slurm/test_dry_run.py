@@ -66,6 +66,7 @@ def test_austral_preset_renders_its_partition_gpus_signal_and_modules() -> None:
         "python -u -m submitit.core._submit",
         "each rank: accelerator=gpu, devices=4 per node x 2 node(s), strategy=ddp",
         "resources: 2 node(s) x 4 GPU(s), 8 rank(s), partition gpu_h200",
+        "master address: the job's first node (set launcher.master_addr where node names do not resolve)",
     ):
         assert line in text, line
     assert "dry run: nothing submitted (1 job(s) would be)" in text

@@ -173,6 +173,12 @@ def _resources(spec: SlurmLauncherCfg, partition: str | None) -> str:
 def _print_plan(spec: SlurmLauncherCfg, partition: str | None, pending: list[DictConfig], total: int) -> None:
     print(f"resources: {_resources(spec, partition)}")
     print(describe_python(spec))
+    if spec.nodes > 1:
+        where = (
+            spec.master_addr
+            or "the job's first node (set launcher.master_addr where node names do not resolve)"
+        )
+        print(f"master address: {where}")
     if total > 1:
         print(f"job array: {len(pending)} of {total} job(s), at most {spec.array_parallelism} at a time")
     for cfg in pending:
