@@ -180,6 +180,20 @@ def test_new_key_in_a_free_form_dict(override: str, key: str, value: str) -> Non
     assert OmegaConf.select(compose_job([QS, override]), key) == value
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ([QS, "launcher.env.X=1"], "'launcher' has no 'env'"),  # launcher=local has no env
+        ([QS, "traner.x=1"], "the config has no 'traner' (did you mean 'trainer'?)"),
+        ([QS, "=3"], "'=3' has no key"),
+    ],
+)
+def test_key_under_a_missing_parent_names_the_missing_part(
+    workdir: Path, capsys, args: list[str], fragment: str
+) -> None:
+    assert fragment in refused(capsys, workdir, *args, "--dry-run")
+
+
 def test_typo_in_a_dict_valued_override_still_suggests(workdir: Path, capsys) -> None:
     line = refused(capsys, workdir, QS, "launcher=slurm", "launcher.sbach_args={hold: true}", "--dry-run")
     assert "did you mean 'sbatch_args'" in line

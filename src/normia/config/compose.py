@@ -111,6 +111,29 @@ def _missing_option_message(text: str, overrides: list[str]) -> str:
     return f"unknown {group} '{option}'{did_you_mean(option, options)}; list them with: ls {configs_dir() / group}"
 
 
+def node_at(overrides: list[str], key: str, path: str) -> object:
+    """The node at `path` in the config composed without the override of `key` (None when absent)."""
+    rest = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
+    try:
+        return OmegaConf.select(_hydra_compose(rest), path) if path else _hydra_compose(rest)
+    except (UserError, ConfigCompositionException):
+        return None
+
+
+def _missing_parent_message(overrides: list[str], key: str) -> str:
+    """`launcher.env.X=1` under launcher=local: name the deepest part of the key that exists, not the leaf."""
+    parts = key.split(".")
+    for depth in range(len(parts) - 1, 0, -1):
+        ancestor = ".".join(parts[: depth - 1])
+        node = node_at(overrides, key, ancestor)
+        if isinstance(node, DictConfig):
+            missing = parts[depth - 1]
+            where = f"'{ancestor}'" if ancestor else "the config"
+            hint = did_you_mean(missing, [str(k) for k in node])
+            return f"unknown key '{key}': {where} has no '{missing}'{hint}"
+    return f"unknown key '{key}'"
+
+
 def _composition_message(text: str, overrides: list[str]) -> str:
     match = re.search(r"Could not override '([^']+)'", text)
     if not match:
@@ -126,6 +149,8 @@ def _composition_message(text: str, overrides: list[str]) -> str:
         keys = list(node.keys()) if isinstance(node, DictConfig) else []
     except (UserError, ConfigCompositionException):
         keys = []
+    if parent and not isinstance(node_at(overrides, key, parent), DictConfig):
+        return _missing_parent_message(overrides, key)
     if leaf in map(str, keys):
         given = next((o for o in overrides if o.lstrip("+~").startswith(key + "=")), key)
         return f"'{given}' cannot be merged into {key}; write '++{given.lstrip('+')}' to add or replace it"

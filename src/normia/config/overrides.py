@@ -77,6 +77,8 @@ def parse_overrides(texts: list[str]) -> list[Override]:
 def _override(text: str) -> Override:
     hydra_override = parse_override(text)
     key = hydra_override.key_or_group
+    if not key:
+        raise UserError(f"'{text}' has no key: write key=value, e.g. optim.lr=3e-4")
     if hydra_override.package is not None:
         key = f"{key}@{hydra_override.package}"
     prefix = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~"}.get(hydra_override.type.name, "")
