@@ -116,7 +116,7 @@ def test_ddp_sweep_makes_one_sweep_dir_and_runs_each_job_once(workdir: Path, cap
     args = [
         "train",
         "-m",
-        *COMMON,
+        *[o for o in COMMON if not o.startswith("trainer.max_steps=")],  # a key given twice is refused
         "trainer.max_steps=6",
         "trainer=ddp",
         "trainer.accelerator=cpu",
@@ -127,7 +127,7 @@ def test_ddp_sweep_makes_one_sweep_dir_and_runs_each_job_once(workdir: Path, cap
     sweeps = list((workdir / "outputs" / "quickstart" / "multirun").iterdir())
     assert len(sweeps) == 1, sweeps
     jobs = sorted(p.name for p in sweeps[0].iterdir())
-    assert jobs == ["0", "1"]
+    assert len(jobs) == 2, jobs  # one folder per job (named by index or by its overrides)
     for job in jobs:
         summary = json.loads((sweeps[0] / job / "done.json").read_text())
         assert summary["world_size"] == 2 and summary["global_step"] == 6
