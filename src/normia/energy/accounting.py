@@ -238,8 +238,11 @@ def summary_lines(rep: dict[str, Any]) -> list[str]:
             per.append(f"{m[f'energy/train_j_per_sample{sfx}']:.4g} J/sample")
         per.append(f"{m[f'energy/gco2e{sfx}']:.4g} gCO2e ({tags['normia.energy.gco2e']})")
         lines.append("            " + ", ".join(per))
+    unmeasured: dict[str, list[str]] = {}  # label -> kinds, so that one reason shared by kinds is said once
     for key, value in tags.items():
         kind = key.removeprefix("normia.energy.")
         if kind in KINDS and not value.startswith("measured"):
-            lines.append(f"  energy    {kind}: {value}")
+            unmeasured.setdefault(value, []).append(kind)
+    for value, kinds in unmeasured.items():
+        lines.append(f"  energy    {', '.join(kinds)}: {value}")
     return lines

@@ -79,9 +79,11 @@ class EnergyCallback(L.Callback):
         if self.windows is not None and self.windows.phase == "val":
             self.windows.begin("train")
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
     ) -> None:
+        """Counted at the start: a checkpoint written at this batch's end (by any callback, in any order) then
+        holds its samples beside its energy."""
         if self.windows is not None:
             self.windows.add_units(*_count_units(batch))
 
@@ -148,3 +150,31 @@ def set_tags(logger: Any, tags: dict[str, str]) -> None:
         return
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
+
+
+def from_config(energy: Any, tracker: Any = None) -> EnergyCallback | None:
+    """The callback for a run's `energy` config node (mode, pue, carbon_intensity_g_per_kwh, estimate, cpu_tdp_w);
+    None for `energy=off`. A missing node measures with the defaults (on by default). Refuses values that cannot
+    be right: a PUE below 1 (a facility cannot use less than its IT load) or a negative carbon intensity."""
+    from normia.errors import UserError
+
+    if energy is None:
+        return EnergyCallback(tracker=tracker)
+    if str(energy.get("mode", "auto")) == "off":
+        return None
+    pue = float(energy.get("pue", 1.0))
+    intensity = float(energy.get("carbon_intensity_g_per_kwh", FRENCH_GRID_G_PER_KWH))
+    tdp = energy.get("cpu_tdp_w")
+    if pue < 1.0:
+        raise UserError(f"energy.pue={pue:g}: a PUE is facility energy over IT energy, so 1 or more")
+    if intensity < 0:
+        raise UserError(f"energy.carbon_intensity_g_per_kwh={intensity:g}: must be 0 or more (gCO2e/kWh)")
+    if tdp is not None and float(tdp) <= 0:
+        raise UserError(f"energy.cpu_tdp_w={tdp}: a CPU's TDP in W is more than 0")
+    return EnergyCallback(
+        pue=pue,
+        carbon_intensity_g_per_kwh=intensity,
+        estimate=bool(energy.get("estimate", False)),
+        cpu_tdp_w=None if tdp is None else float(tdp),
+        tracker=tracker,
+    )
