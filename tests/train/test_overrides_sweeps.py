@@ -134,6 +134,20 @@ def test_eval_reads_the_path_as_train_does(text: str) -> None:
     assert "'" not in ckpt and '"' not in ckpt and rest == ["data.batch_size=8"]
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["outputs/quickstart/2026-11-30_16-55-48", "outputs/qualité_air/x", "a/epoch=0-step=22.ckpt", "/t/a b"],
+)
+def test_printed_resume_hint_reads_back_as_the_path(path: str) -> None:
+    """The 'Resume with ... resume=<folder>' line must paste into a shell and give the folder back."""
+    import shlex
+
+    from normia.config.overrides import as_override, parse_override
+
+    (arg,) = shlex.split(as_override("resume", path))
+    assert parse_override(arg).value() == path
+
+
 def test_eval_refuses_an_unquoted_equal_sign_like_train(workdir: Path, capsys) -> None:
     code = main(["eval", "ckpt=a/epoch=0-step=22.ckpt"])
     err = capsys.readouterr().err

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,20 @@ def _parse_message(text: str, hydra_text: str) -> str:
         return f"cannot read '{text}': quote the value, e.g. '{quoted}' (with the outer quotes for the shell)"
     first = hydra_text.strip().splitlines()[0] if hydra_text.strip() else "syntax error"
     return f"cannot read '{text}' ({first}); write key=value and quote a value holding spaces or commas"
+
+
+def as_override(key: str, value: str) -> str:
+    """`key=value` ready to paste into a shell: quoted when Hydra would not read the value back as this string
+    (a path holding '=', a space or a non-ASCII letter)."""
+    plain = f"{key}={value}"
+    try:
+        if parse_override(plain).value() == value:
+            return shlex.quote(plain)
+    except UserError:
+        pass
+    if '"' not in value:
+        return f"'{key}=\"{value}\"'"
+    return plain
 
 
 def parse_overrides(texts: list[str]) -> list[Override]:

@@ -167,6 +167,7 @@ def run_job(cfg: DictConfig) -> int:
     """Run one composed job on this machine (in this process, or as local ranks); 0, 130 when stopped, or the
     failing rank's code. Used by `normia train` and `normia reproduce`."""
     from normia.config.compose import recorded_overrides, set_overrides
+    from normia.config.overrides import as_override
 
     set_overrides(cfg, recorded_overrides(cfg))  # a caller may have assigned them as plain text (reproduce)
     world = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
@@ -189,7 +190,7 @@ def run_job(cfg: DictConfig) -> int:
     except KeyboardInterrupt:
         print(
             f"stopped; checkpoint in {cfg.paths.output_dir}/checkpoints. Resume with the same command plus "
-            f"resume={cfg.paths.output_dir}",
+            f"{as_override('resume', str(cfg.paths.output_dir))}",
             file=sys.stderr,
         )
         return 130
