@@ -4,6 +4,7 @@ cannot restore."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,37 @@ def test_checkpoint_without_normia_state_says_what_is_lost(first_run: Path, caps
     assert "warning: this checkpoint lacks normia's random-number state" in out
     assert "the MLflow run id: the resumed training is recorded as a new MLflow run" in out
     assert len(_runs(first_run)) == 2
+
+
+def _weights(workdir: Path, name: str) -> dict[str, torch.Tensor]:
+    (path,) = (workdir / "outputs" / name).glob("*/checkpoints/last.ckpt")
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize(
+    ("fixed", "first", "second"),
+    [
+        ("trainer.max_epochs=null", "trainer.max_steps=22", "trainer.max_steps=44"),  # the issue's case
+        ("trainer.max_steps=-1", "trainer.max_epochs=1", "trainer.max_epochs=2"),
+    ],
+    ids=["max_steps", "max_epochs"],
+)
+def test_resume_at_an_epoch_boundary_equals_one_run(
+    workdir: Path, fixed: str, first: str, second: str
+) -> None:
+    """quickstart has 22 batches an epoch, and dropout: the data order and the random stream must both match."""
+    base = [
+        "train",
+        "experiment=quickstart",
+        "optim.scheduler=constant",
+        "optim.warmup_steps=0",
+        *BASE[3:5],
+        fixed,
+    ]
+    assert main([*base, first, "name=split"]) == 0
+    assert main([*base, second, "name=split", "resume=true"]) == 0
+    assert main([*base, second, "name=one"]) == 0
+    done = [json.loads(p.read_text()) for p in sorted((workdir / "outputs").rglob("done.json"))]
+    assert {d["epochs"] for d in done} == {2} and {d["global_step"] for d in done} == {44}
+    split, one = _weights(workdir, "split"), _weights(workdir, "one")
+    assert all(torch.equal(split[k], one[k]) for k in one)

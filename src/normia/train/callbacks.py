@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from normia.train.loop_state import replay_iterator_draws, start_next_epoch_if_completed
 from normia.train.module import count_units
 
 
@@ -25,6 +26,7 @@ class NormiaState(L.Callback):
         self.tracker = tracker
         self.config_text = config_text
         self.restored: dict[str, Any] = {}
+        self._at_epoch_start = False
 
     def _run_id(self) -> str | None:
         return self.tracker.version if self.tracker is not None else None
@@ -44,13 +46,23 @@ class NormiaState(L.Callback):
         return {**local, "rank_rng": per_rank}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Kept until the first training batch: between restore and that batch Lightning creates data iterators and
-        runs the sanity check, which draw from the global RNG; applying it then puts the stream where it was."""
+        """Kept until training resumes: between restore and then Lightning creates data iterators and runs the
+        sanity check, which draw from the global RNG; applying it then puts the stream where it was. Mid-epoch,
+        that is the next batch; at an epoch boundary, the next epoch's start (whose new data iterator draws from
+        the stream in an uninterrupted run too)."""
         self.restored = state
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._at_epoch_start and self.restored:
+            self._apply_restored(trainer)
+            replay_iterator_draws(trainer)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
     ) -> None:
+        self._apply_restored(trainer)
+
+    def _apply_restored(self, trainer: L.Trainer) -> None:
         if not self.restored:
             return
         state, self.restored = self.restored, {}
@@ -63,6 +75,7 @@ class NormiaState(L.Callback):
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         """Say what a checkpoint not written by normia train cannot give back, instead of resuming silently."""
+        self._at_epoch_start = start_next_epoch_if_completed(checkpoint)
         lost = missing_state(checkpoint)
         if lost and trainer.is_global_zero:
             print(f"warning: this checkpoint lacks {'; '.join(lost)}", flush=True)

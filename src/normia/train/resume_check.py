@@ -16,7 +16,9 @@ from normia.config.secrets import redact
 from normia.errors import UserError
 
 ALLOW_KEY = "resume_allow_changes"
-# Changes that do not alter what is trained (prefix match on dotted keys).
+# Changes that do not alter the weights trained (prefix match on dotted keys): where things are written, how the
+# job is launched, what is logged and when, validation and checkpoint cadence, callbacks (progress, monitoring,
+# a stop), which checkpoint counts as best.
 NOT_TRAINING = (
     "resume",
     "overrides",
@@ -24,12 +26,16 @@ NOT_TRAINING = (
     "paths.",
     "launcher.",
     "tags.",
-    "logger.system_metrics",
-    "logger.flush_every_s",
-    "logger.run_name",
+    "logger.",
+    "callbacks.",
+    "monitor",
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
     "trainer.profiler",
+    "trainer.val_check_interval",
+    "trainer.check_val_every_n_epoch",
+    "trainer.limit_val_batches",
+    "trainer.checkpoint_every_n_steps",
 )
 EXTENDS_RUN = ("trainer.max_steps", "trainer.max_epochs")
 # Restored from the checkpoint's optimizer state (param groups, the scheduler's base LR) whatever the config says:
