@@ -82,11 +82,13 @@ def test_checkpoint_without_normia_state_says_what_is_lost(first_run: Path, caps
     (ckpt,) = (first_run / "outputs" / "chg").glob("*/checkpoints/last.ckpt")
     state = torch.load(ckpt, weights_only=True)
     state.pop("normia")
+    state.pop("DigitsDataModule")
     state["callbacks"] = {k: v for k, v in state["callbacks"].items() if k != "NormiaState"}
     torch.save(state, ckpt)
     assert main([*BASE, "trainer.max_steps=6", "resume=true"]) == 0
     out = capsys.readouterr().out
-    assert "warning: this checkpoint lacks normia's random-number state" in out
+    assert "warning: this checkpoint lacks normia's data position" in out
+    assert "normia's random-number state" in out
     assert "the MLflow run id: the resumed training is recorded as a new MLflow run" in out
     assert len(_runs(first_run)) == 2
 

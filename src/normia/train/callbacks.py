@@ -76,14 +76,19 @@ class NormiaState(L.Callback):
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         """Say what a checkpoint not written by normia train cannot give back, instead of resuming silently."""
         self._at_epoch_start = start_next_epoch_if_completed(checkpoint)
-        lost = missing_state(checkpoint)
+        lost = missing_state(checkpoint, trainer.datamodule)
         if lost and trainer.is_global_zero:
             print(f"warning: this checkpoint lacks {'; '.join(lost)}", flush=True)
 
 
-def missing_state(checkpoint: dict) -> list[str]:
+def missing_state(checkpoint: dict, datamodule: Any = None) -> list[str]:
     """What a resume from this checkpoint cannot restore (empty for a checkpoint written by normia train)."""
     lost = []
+    keeps_position = (
+        datamodule is not None and type(datamodule).state_dict is not L.LightningDataModule.state_dict
+    )
+    if keeps_position and type(datamodule).__qualname__ not in checkpoint:
+        lost.append("normia's data position: the interrupted epoch starts again from its first batch")
     if "NormiaState" not in (checkpoint.get("callbacks") or {}):
         lost.append(
             "normia's random-number state: data order and dropout will differ from an uninterrupted run"
