@@ -178,7 +178,7 @@ def test_a_missing_counter_gives_no_figure_but_the_reason(tmp_path: Path) -> Non
     assert rep["tags"]["normia.energy.cpu"].startswith("not measured: ")
     assert rep["tags"]["normia.energy.total"].startswith("not measured: ")
     assert rep["tags"]["normia.energy.gco2e"].startswith("not measured: ")
-    assert any("cpu: not measured" in line for line in summary_lines(rep))
+    assert any("cpu, dram: not measured: " in line for line in summary_lines(rep))
 
 
 def test_an_estimate_is_made_only_when_asked_and_labelled_everywhere(tmp_path: Path) -> None:

@@ -68,6 +68,9 @@ class EnergyCallback(L.Callback):
         self.windows = EnergyWindows(counters)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """All ranks open their windows together: otherwise a rank waiting for rank 0 (which creates the MLflow run
+        here) would count seconds that the node's CPU window, read on local rank 0, does not cover."""
+        trainer.strategy.barrier("normia-energy-start")
         if self.windows is not None:
             self.windows.begin("train")
 
@@ -121,6 +124,7 @@ class EnergyCallback(L.Callback):
             self.finish(trainer)
 
     def finish(self, trainer: L.Trainer) -> dict[str, Any]:
+        trainer.strategy.barrier("normia-energy-end")  # and close them together
         if self.windows is not None:
             self.windows.end()
         self.report = report(self.run_total(), self.pue, self.carbon_intensity_g_per_kwh)
