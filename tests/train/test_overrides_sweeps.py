@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from normia.cli import main
@@ -344,15 +345,16 @@ def test_folder_of_another_job_is_not_resumed(workdir: Path, capsys) -> None:
 
 def test_reordered_sweep_reports_each_job_its_own_result(workdir: Path, capsys) -> None:
     """The issue's example: the same sweep with its arguments in another order says 'already done' for the same
-    configurations, each with its own result."""
-    assert main(["train", "-m", QS, *FAST, "optim.lr=1e-3,3e-2", "seed=1,2"]) == 0
+    configurations, each with its own result. An interpolated override is recorded, and recognised, as typed."""
+    assert main(["train", "-m", QS, *FAST, "tags.who=${name}", "optim.lr=1e-3,3e-2", "seed=1,2"]) == 0
     first = capsys.readouterr().out
     done = {}  # the job's overrides (sorted) -> its result, read from its own folder
     for saved in (workdir / "outputs" / "quickstart" / "multirun").glob("*/*/config.yaml"):
         result = json.loads((saved.parent / "done.json").read_text())["result"]
-        done[tuple(sorted(OmegaConf.load(saved).overrides))] = result
+        done[tuple(sorted(yaml.safe_load(saved.read_text())["overrides"]))] = result
     assert len(done) == 4 and "== job 4/4" in first
-    assert main(["train", "-m", QS, *FAST, "seed=1,2", "optim.lr=1e-3,3e-2"]) == 0
+    assert all("tags.who=${name}" in overrides for overrides in done)
+    assert main(["train", "-m", QS, *FAST, "seed=1,2", "optim.lr=1e-3,3e-2", "tags.who=${name}"]) == 0
     again = capsys.readouterr().out
     assert again.count("already done") == 4 and "== job" not in again.split("== sweep")[0]
     for line in (line for line in again.splitlines() if line.startswith("  ") and "seed=" in line):

@@ -44,18 +44,21 @@ def check_same_job(cfg: DictConfig) -> None:
     """A sweep job continues (or reports) only what it wrote itself: refuse a folder whose config.yaml was written
     by a job with other overrides (a folder of another normia version, or paths.output_dir set by hand).
     Raises UserError naming the folder and both sets of overrides."""
-    from omegaconf import OmegaConf
+    import yaml
 
     from normia.config.overrides import job_identity
-    from normia.config.secrets import redact_override
 
     saved = Path(cfg.paths.output_dir) / "config.yaml"
     if not saved.is_file():
         return
-    recorded = [str(o) for o in (OmegaConf.load(saved).get("overrides") or [])]
-    mine = [redact_override(str(o)) for o in cfg.overrides]
+    # Read as text: loading it with OmegaConf would interpolate a recorded `tags.who=${name}`.
+    recorded = [str(o) for o in (yaml.safe_load(saved.read_text()) or {}).get("overrides") or []]
+    mine = _masked(_typed_overrides(cfg))
     try:
-        same = job_identity(recorded) == job_identity(mine)
+        same = job_identity(recorded) in {
+            job_identity(mine),
+            job_identity(_masked(_interpolated_overrides(cfg))),
+        }
     except UserError:
         same = False
     if not same:
@@ -63,6 +66,31 @@ def check_same_job(cfg: DictConfig) -> None:
             f"{cfg.paths.output_dir} holds a job with other settings ({' '.join(recorded) or 'defaults'}), "
             f"not {' '.join(mine) or 'defaults'}: it will not be resumed or reported; move or delete that folder"
         )
+
+
+def _masked(overrides: list[str]) -> list[str]:
+    from normia.config.secrets import redact_override
+
+    return [redact_override(o) for o in overrides]
+
+
+def _typed_overrides(cfg: DictConfig) -> list[str]:
+    from normia.config.compose import recorded_overrides
+
+    return recorded_overrides(cfg)
+
+
+def _interpolated_overrides(cfg: DictConfig) -> list[str]:
+    """The overrides with their ${...} resolved, as a rank started from a resolved config records them."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    probe = cfg.copy()
+    probe.overrides = _typed_overrides(cfg)
+    try:
+        return [str(o) for o in OmegaConf.to_container(probe, resolve=True)["overrides"]]
+    except OmegaConfBaseException:
+        return _typed_overrides(cfg)
 
 
 def latest_run(base: Path) -> Path:
