@@ -153,3 +153,46 @@ def test_stop_keeps_the_metrics_of_the_interrupted_step(workdir: Path, monkeypat
     (run,) = _runs(workdir)
     steps = [m.step for m in _client(workdir).get_metric_history(run.info.run_id, "train/loss")]
     assert max(steps) == 9, steps  # log step of the 10th batch (Lightning counts log steps from 0)
+
+
+def test_refused_by_lightning_leaves_no_output_folder(workdir: Path, capsys) -> None:
+    args = ["train", "experiment=quickstart", *FAST, "trainer.val_check_interval=50"]
+    assert main(args) == 2
+    assert "val_check_interval" in _error_lines(capsys)[0]
+    assert not (workdir / "outputs").exists(), "refused means nothing written"
+    assert _runs(workdir) == []
+
+
+def test_a_plain_run_prints_no_unactionable_noise(normia_cli, workdir: Path) -> None:
+    done = normia_cli(
+        "train", "experiment=quickstart", *FAST, "trainer.max_steps=2", cwd=workdir, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    text = done.stdout + done.stderr
+    for noise in (
+        "srun",
+        "Tip:",
+        "litlogger",
+        "GPU available",
+        "LeafSpec",
+        "could not find the monitored key",
+    ):
+        assert noise not in text, noise
+
+
+@pytest.mark.slow
+def test_diverged_ddp_run_stops_every_rank(normia_cli, workdir: Path) -> None:
+    """Two ranks: both stop at the same step (no rank left waiting in an all-reduce), the run is FAILED."""
+    args = [
+        "train",
+        *DIVERGES,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_steps=20",
+    ]
+    done = normia_cli(*args, cwd=workdir, timeout=300)
+    assert done.returncode != 0
+    assert "training diverged: loss is" in done.stderr
+    (run,) = _runs(workdir)
+    assert run.info.status == "FAILED"
