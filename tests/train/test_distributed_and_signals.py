@@ -101,6 +101,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_the_run(workdir: Path) -
             "logger.system_metrics=false",
             "trainer.enable_progress_bar=false",
             "trainer.max_epochs=-1",
+            "trainer.checkpoint_every_n_steps=25",  # as recorded: a changed setting is refused on resume
             f"trainer.max_steps={stopped_at + 10}",
             "resume=true",
         ]
@@ -163,11 +164,16 @@ def _kill_pids(folder: Path, pattern: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie that no init has reaped yet counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return not stat.is_file() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 DDP_CPU = [
@@ -271,3 +277,34 @@ def test_a_failing_rank_stops_the_other_ranks(workdir: Path) -> None:
     assert "rank 1 failed with exit code 1; the other ranks were stopped" in out, out
     assert "fails on purpose" in out
     assert not _alive(int((probe / "rank0.pid").read_text())), "rank 0 must not be left running"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_ranks_die_with_a_killed_parent(workdir: Path) -> None:
+    """SIGKILL of the normia process (OOM killer, kill -9), which cannot pass anything on: its ranks must not train
+    on alone. Without the parent-death signal both ranks would still be running 60 s later."""
+    probe = workdir / "probe"
+    proc = _cli(
+        workdir,
+        *DDP_CPU,
+        "trainer.max_steps=100000",
+        "+callbacks.started._target_=probes.ReportStarted",
+        f"+callbacks.started.out_dir={probe}",
+        session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(probe.glob("started-rank*"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.5)
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdout.close()  # the ranks share this pipe: do not wait for its end
+        pids = [int(p.read_text()) for p in probe.glob("started-rank*")]
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [pid for pid in pids if _alive(pid)], "ranks left running after their parent was killed"
+    finally:
+        _kill_pids(probe, "started-rank*")

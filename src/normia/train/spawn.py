@@ -3,7 +3,8 @@ exactly one job. (Letting Lightning re-execute the command line would re-run a w
 A rank that fails brings the others down at once instead of leaving them blocked in a collective.
 The ranks run in their own process group, so Ctrl-C (from a terminal, or `kill -INT` of this process alone) is
 delivered to each rank exactly once, by this process: the first asks every rank to stop at the same step and save,
-the second aborts them. SIGTERM and SIGHUP are passed on as well, so killing this process does not leave ranks running."""
+the second aborts them. SIGTERM and SIGHUP are passed on as well, and a rank dies with this process (Linux): killing
+this process, even with SIGKILL, leaves no rank running."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from normia.errors import UserError
-from normia.train.worker import CONFIG_ENV
+from normia.train.worker import CONFIG_ENV, PARENT_ENV
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -59,6 +60,7 @@ def _start_rank(rank: int, nprocs: int, port: int, config_text: str) -> subproce
             "LOCAL_RANK": str(rank),
             "NODE_RANK": "0",
             "LOCAL_WORLD_SIZE": str(nprocs),
+            PARENT_ENV: str(os.getpid()),
         }
     )
     # Own process group: a terminal's Ctrl-C reaches this process only, which forwards it once to each rank.

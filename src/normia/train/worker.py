@@ -3,7 +3,9 @@ Started by normia.train.spawn with torch.distributed's env vars (RANK, LOCAL_RAN
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import sys
 
 from omegaconf import OmegaConf
@@ -11,9 +13,26 @@ from omegaconf import OmegaConf
 from normia.errors import UserError
 
 CONFIG_ENV = "NORMIA_JOB_CONFIG"
+PARENT_ENV = "NORMIA_PARENT_PID"
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux: be killed when the process that started this rank dies, even by SIGKILL or the OOM killer (which it
+    cannot pass on): a rank left alone would hold its GPU and train on with no one to report to."""
+    parent = int(os.environ.get(PARENT_ENV) or 0)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main() -> int:
+    die_with_parent()
     cfg = OmegaConf.create(os.environ[CONFIG_ENV])
     from normia.train.run import run_training
 
