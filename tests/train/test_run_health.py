@@ -133,6 +133,8 @@ def test_sweep_runs_get_distinct_names_and_mlflow_system_tags(workdir: Path) -> 
     tags = runs[0].data.tags
     assert tags["mlflow.source.name"] == "normia train" and tags["mlflow.source.type"] == "LOCAL"
     assert tags["mlflow.user"] and tags["mlflow.source.git.commit"] == tags["normia.git_commit"]
+    (data,) = runs[0].inputs.dataset_inputs
+    assert data.dataset.name == "DigitsDataModule" and len(data.dataset.digest) == 10
 
 
 def test_run_names_of_numbered_jobs_and_array_tasks_differ(monkeypatch) -> None:

@@ -34,6 +34,7 @@ class MlflowTracker(Logger):
         flush_every_s: float = 5.0,
         system_metrics: bool = True,
         appended_tags: dict[str, str] | None = None,
+        dataset: dict[str, str] | None = None,
     ):
         super().__init__()
         self.tracking_uri = tracking_uri
@@ -44,6 +45,7 @@ class MlflowTracker(Logger):
         self._params = dict(params or {})
         self._texts = dict(texts or {})
         self._appended = dict(appended_tags or {})
+        self._dataset = dataset
         self.flush_every_s = flush_every_s
         self.system_metrics = system_metrics
         self._client: Any = None
@@ -89,6 +91,7 @@ class MlflowTracker(Logger):
                 self._log_params(client)
                 for artifact_file, text in self._texts.items():
                     client.log_text(self._run_id, text, artifact_file)
+                self._log_dataset(client)
         else:
             previous = client.get_run(self._run_id).data.tags  # raises if the id is unknown to this store
             client.update_run(self._run_id, status="RUNNING")
@@ -109,6 +112,15 @@ class MlflowTracker(Logger):
             client.set_tag(self._run_id, key, " | ".join(v for v in (previous.get(key), value) if v)[:8000])
         for artifact_file, text in self._texts.items():
             client.log_text(self._run_id, text, artifact_file)
+
+    def _log_dataset(self, client: Any) -> None:
+        """The training data as an MLflow dataset input (the UI's Dataset column)."""
+        if not self._dataset:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        context = InputTag(key="mlflow.data.context", value="training")
+        client.log_inputs(self._run_id, datasets=[DatasetInput(Dataset(**self._dataset), tags=[context])])
 
     def _log_params(self, client: Any) -> None:
         from mlflow.entities import Param

@@ -67,3 +67,19 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return os.environ.get("USER", "unknown")
+
+
+def dataset_input(data_cfg: Mapping[str, Any]) -> dict[str, str]:
+    """What MLflow's runs table shows in its Dataset column: the data module's class, a digest of its config (the
+    same digest means the same data settings), and that config as the source."""
+    import hashlib
+    import json
+
+    target = str(data_cfg.get("_target_", "data"))
+    source = json.dumps(dict(data_cfg), sort_keys=True, default=str)
+    return {
+        "name": target.rsplit(".", 1)[-1],
+        "digest": hashlib.sha256(source.encode()).hexdigest()[:10],
+        "source_type": "normia-config",
+        "source": source[:60000],
+    }

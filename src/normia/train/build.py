@@ -16,7 +16,7 @@ from normia.config.secrets import redact, redact_override
 from normia.errors import UserError
 from normia.tracking.mlflow_logger import MlflowTracker
 from normia.tracking.run_tags import run_tags
-from normia.tracking.tags import check_user_tags, default_run_name, system_tags
+from normia.tracking.tags import check_user_tags, dataset_input, default_run_name, system_tags
 from normia.tracking.uri import resolve_tracking_uri
 from normia.train.callbacks import GracefulStop, NormiaState, Throughput
 from normia.train.checkpoint import LAST, AtomicCheckpointIO
@@ -70,6 +70,7 @@ def build_tracker(cfg: DictConfig, run_id: str | None, changes: str = "") -> Mlf
         flush_every_s=cfg.logger.flush_every_s,
         system_metrics=cfg.logger.system_metrics,
         appended_tags={CHANGES_TAG: changes} if changes else None,
+        dataset=dataset_input(OmegaConf.to_container(safe.data, resolve=True)) if safe.data else None,
     )
 
 
