@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -10,16 +11,36 @@ from typing import Any
 
 from normia.launch.spec import SlurmLauncherCfg
 
+ENV_FILE_PREFIX = "env-"
 
-def setup_lines(spec: SlurmLauncherCfg) -> list[str]:
-    """Shell lines run in the job script before srun: environment for every task, then the user's setup."""
+
+def setup_lines(spec: SlurmLauncherCfg, env_file: Path | None = None) -> list[str]:
+    """Shell lines run in the job script before srun: environment for every task, then the user's setup.
+    launcher.env is not written into the script (Slurm keeps scripts, a dry run prints them): the script sources
+    env_file, which only the user can read (see write_env_file)."""
     lines = []
     if spec.master_addr:
         lines.append(f"export MASTER_ADDR={shlex.quote(spec.master_addr)}")
     if spec.cpus_per_task:
         lines.append("export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}")
-    lines += [f"export {key}={shlex.quote(str(value))}" for key, value in spec.env.items()]
+    if spec.env:
+        if env_file is None:
+            raise ValueError("launcher.env needs an env_file")
+        lines.append(f"# launcher.env ({', '.join(map(str, spec.env))}): from a file only you can read")
+        lines.append(f"source {shlex.quote(str(env_file))}")
     return lines + list(spec.setup)
+
+
+def env_file_text(spec: SlurmLauncherCfg) -> str:
+    return "".join(f"export {key}={shlex.quote(str(value))}\n" for key, value in spec.env.items())
+
+
+def write_env_file(path: Path, spec: SlurmLauncherCfg) -> None:
+    """launcher.env as `export` lines in a new file of mode 0600 (created with that mode: never readable by others,
+    not even for an instant; an existing file or link there is refused)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(env_file_text(spec))
 
 
 def cpus_per_task(spec: SlurmLauncherCfg, partition: str | None) -> int | None:
@@ -29,7 +50,9 @@ def cpus_per_task(spec: SlurmLauncherCfg, partition: str | None) -> int | None:
     return limits.cpus_per_task if limits else None
 
 
-def executor_params(spec: SlurmLauncherCfg, partition: str | None, job_name: str) -> dict[str, Any]:
+def executor_params(
+    spec: SlurmLauncherCfg, partition: str | None, job_name: str, env_file: Path | None = None
+) -> dict[str, Any]:
     """Parameters for submitit.SlurmExecutor.update_parameters (sbatch's own names)."""
     extra: dict[str, Any] = {
         # submitit would send USR2 90 s before the end; normia's callback handles the launcher's choice.
@@ -44,7 +67,7 @@ def executor_params(spec: SlurmLauncherCfg, partition: str | None, job_name: str
         "ntasks_per_node": spec.tasks,
         "array_parallelism": spec.array_parallelism,
         "srun_args": list(spec.srun_args),
-        "setup": setup_lines(spec),
+        "setup": setup_lines(spec, env_file),
     }
     if partition:
         params["partition"] = partition

@@ -7,20 +7,31 @@ jobs whose done.json exists and submits the others, which resume from their last
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import stat
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from normia.config.masking import mask_text, mask_uri
+from normia.config.names import check_name
 from normia.errors import UserError
 from normia.launch import events
 from normia.launch.checks import check_request
 from normia.launch.cluster_info import live_partitions
 from normia.launch.python_env import check_gpu_python, describe_python
-from normia.launch.sbatch import executor_params, python_command, render_script
+from normia.launch.sbatch import (
+    ENV_FILE_PREFIX,
+    executor_params,
+    python_command,
+    render_script,
+    write_env_file,
+)
 from normia.launch.spec import SlurmLauncherCfg, parse_launcher
 from normia.launch.timelimit import format_seconds
 from normia.launch.trainer_fit import fit_trainer_to_spec
@@ -42,6 +53,8 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> 
         from normia.launch.srun import run_in_allocation
 
         return run_in_allocation(jobs, dry_run)
+    for cfg in jobs:
+        check_name(cfg.name)  # the job name goes into '#SBATCH --job-name=' and the output folder
     spec = parse_launcher(jobs[0].launcher)
     _check_same_launcher(jobs)
     for cfg in jobs:
@@ -57,11 +70,15 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> 
         else:
             pending.append(cfg)
     folder = _log_folder(spec, jobs)
-    params = executor_params(spec, partition, f"normia-{jobs[0].name}")
+    env_file = folder / f"{ENV_FILE_PREFIX}{uuid.uuid4().hex[:12]}.sh" if spec.env else None
+    params = executor_params(spec, partition, f"normia-{jobs[0].name}", env_file)
     array_size = len(pending) if len(pending) > 1 else None
     if dry_run:
         _print_plan(spec, partition, pending, len(jobs))
-        print(render_script(params, folder / "%j", python_command(spec), array_size))
+        if env_file is not None:
+            shown = " ".join(mask_text(f"{k}={v}") for k, v in spec.env.items())
+            print(f"launcher.env: {shown} (written at submission to {env_file}, mode 0600)")
+        print(mask_text(render_script(params, folder / "%j", python_command(spec), array_size)))
         print(f"dry run: nothing submitted ({len(pending)} job(s) would be)")
         return 0
     if not pending:
@@ -73,7 +90,7 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> 
         )
     for cfg in pending:
         _preflight(cfg)
-    submitted = _submit(spec, params, folder, pending)
+    submitted = _submit(spec, params, folder, pending, env_file)
     _print_submitted(spec, partition, submitted, pending)
     if spec.wait:
         return _wait_and_report(submitted)
@@ -122,21 +139,46 @@ def _preflight(cfg: DictConfig) -> None:
         check_reachable(str(logger.tracking_uri))
 
 
+def private_folder(folder: Path) -> None:
+    """The job folder, private: the job unpickles its config (which holds what it needs, secrets included) from
+    there, so nobody else may have made it first or be able to write or read in it. Created with mode 0700 when
+    missing; an existing one must be a real folder (not a link) owned by this user, and is made 0700."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700)
+    info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UserError(f"{folder} is not a folder (a link?): set launcher.folder to a folder of yours")
+    if info.st_uid != os.geteuid():
+        raise UserError(
+            f"{folder} belongs to another user (uid {info.st_uid}), and the job would load its config from it: "
+            "set launcher.folder to a folder of yours"
+        )
+    os.chmod(folder, 0o700)
+
+
 def _submit(
-    spec: SlurmLauncherCfg, params: dict[str, Any], folder: Path, pending: list[DictConfig]
+    spec: SlurmLauncherCfg,
+    params: dict[str, Any],
+    folder: Path,
+    pending: list[DictConfig],
+    env_file: Path | None = None,
 ) -> list[Any]:
     import submitit
 
     from normia.launch.job import TrainJob
 
-    folder.mkdir(parents=True, exist_ok=True)
+    private_folder(folder)
     before = set(folder.iterdir())
     executor = submitit.SlurmExecutor(
         folder=folder / "%j", max_num_timeout=spec.max_requeues, python=python_command(spec)
     )
     executor.update_parameters(**params)
     submitted_at = time.time()
+    umask = os.umask(0o077)  # submitit's pickles, scripts and job folders: readable by this user only
     try:
+        if env_file is not None:
+            write_env_file(env_file, spec)
         if len(pending) == 1:
             jobs = [executor.submit(TrainJob(pending[0]))]
         else:
@@ -145,7 +187,9 @@ def _submit(
     except Exception as err:  # sbatch refused: leave nothing behind, show Slurm's own words
         for path in set(folder.iterdir()) - before:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        raise UserError(f"sbatch refused the job: {_slurm_message(err)}") from None
+        raise UserError(f"sbatch refused the job: {mask_text(_slurm_message(err))}") from None
+    finally:
+        os.umask(umask)
     for job, cfg in zip(jobs, pending):
         events.record(cfg.paths.output_dir, "submitted", time=submitted_at, submitted_job_id=job.job_id)
     return jobs
@@ -182,9 +226,14 @@ def _print_plan(spec: SlurmLauncherCfg, partition: str | None, pending: list[Dic
     if total > 1:
         print(f"job array: {len(pending)} of {total} job(s), at most {spec.array_parallelism} at a time")
     for cfg in pending:
-        print(f"  {' '.join(cfg.overrides) or '(defaults)'} -> {cfg.paths.output_dir}")
+        print(f"  {_shown(cfg)} -> {cfg.paths.output_dir}")
         print(f"    each rank: {_rank_runs(cfg)}")
         print(f"    mlflow: {_mlflow_where(cfg)}")
+
+
+def _shown(cfg: DictConfig) -> str:
+    """The job's overrides as typed, secrets masked (`+launcher.env.HF_TOKEN=***`)."""
+    return mask_text(" ".join(str(o) for o in cfg.overrides)) or "(defaults)"
 
 
 def _rank_runs(cfg: DictConfig) -> str:
@@ -200,7 +249,7 @@ def _mlflow_where(cfg: DictConfig) -> str:
     logger = cfg.get("logger")
     if logger is None or logger.get("name") != "mlflow":
         return "off (logger=none)"
-    return f"{logger.tracking_uri}, experiment '{logger.experiment_name}' (see `mlflow ui --backend-store-uri ...`)"
+    return f"{mask_uri(str(logger.tracking_uri))}, experiment '{logger.experiment_name}' (see `mlflow ui --backend-store-uri ...`)"
 
 
 def _print_submitted(
@@ -215,7 +264,7 @@ def _print_submitted(
             f"{_resources(spec, partition)}"
         )
     for job, cfg in zip(jobs, cfgs):
-        print(f"  job {job.job_id}: {' '.join(cfg.overrides) or '(defaults)'}")
+        print(f"  job {job.job_id}: {_shown(cfg)}")
         print(f"    output: {cfg.paths.output_dir}")
         print(f"    each rank: {_rank_runs(cfg)}")
         print(f"    logs:   {job.paths.stdout} (rank 0; other ranks: {job.paths.folder}/*_log.*)")

@@ -121,6 +121,33 @@ def _check_values(spec: SlurmLauncherCfg) -> None:
             f"launcher.signal_delay_s={spec.signal_delay_s} must be between 0 and the time limit ({spec.time}): "
             "the signal comes that many seconds before the end"
         )
+    _check_script_values(spec)
     for name, limits in spec.partitions.items():
         if limits.max_time is not None:
             time_limit_seconds(limits.max_time, f"launcher.partitions.{name}.max_time")
+
+
+def _check_script_values(spec: SlurmLauncherCfg) -> None:
+    """Values written into the job script: #SBATCH lines hold no line break (a newline would start a shell command),
+    sbatch_args keys are option names, launcher.env keys are variable names, and no secret is typed into
+    launcher.setup (the script is kept by Slurm and printed by --dry-run; launcher.env goes to a private file)."""
+    from normia.config.masking import mask_text
+    from normia.config.names import check_env_name, check_one_line, check_sbatch_key
+
+    for key in ("partition", "account", "qos", "constraint", "time", "master_addr", "python", "folder"):
+        check_one_line(getattr(spec, key), f"launcher.{key}")
+    for i, arg in enumerate(spec.srun_args):
+        check_one_line(arg, f"launcher.srun_args[{i}]")
+    for key, value in spec.sbatch_args.items():
+        check_sbatch_key(key)
+        if isinstance(value, (dict, list)):
+            raise UserError(f"launcher.sbatch_args.{key}: give one value (text, number or true)")
+        check_one_line(value, f"launcher.sbatch_args.{key}")
+    for key in spec.env:
+        check_env_name(key)
+    for i, line in enumerate(spec.setup):
+        if mask_text(line) != line:
+            raise UserError(
+                f"launcher.setup[{i}] holds a secret ({mask_text(line)}): put the variable in launcher.env instead, "
+                "which reaches the job through a file only you can read"
+            )

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from normia.config.masking import mask_text
+from normia.config.names import check_name
 from normia.errors import UserError
 from normia.launch.trainer_fit import explicit_keys, fit_trainer
 
@@ -34,6 +36,7 @@ def run_in_allocation(jobs: list[DictConfig], dry_run: bool) -> int:
         )
     nodes, tasks = allocation_shape()
     for cfg in jobs:
+        check_name(cfg.name)  # it names the job's output folder
         accelerator = str(cfg.trainer.get("accelerator", "auto"))
         gpus = tasks if accelerator in ("gpu", "cuda") else 0
         fit_trainer(cfg, nodes, tasks, gpus)
@@ -45,9 +48,8 @@ def run_in_allocation(jobs: list[DictConfig], dry_run: bool) -> int:
     if dry_run:
         if rank_zero:
             for cfg in jobs:
-                print(
-                    f"{nodes} node(s) x {tasks} task(s): {' '.join(cfg.overrides)} -> {cfg.paths.output_dir}"
-                )
+                shown = mask_text(" ".join(str(o) for o in cfg.overrides)) or "(defaults)"
+                print(f"{nodes} node(s) x {tasks} task(s): {shown} -> {cfg.paths.output_dir}")
             print("dry run: nothing run")
         return 0
     from normia.launch.job import TrainJob

