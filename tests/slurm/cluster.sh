@@ -10,7 +10,8 @@
 # char devices (regular files are refused); sacct needs slurmdbd + MariaDB, and submitit needs sacct to see a
 # cancelled job; a requeued job waits cred_expire seconds before it restarts, so it is 10 here; the node names
 # do not resolve, so jobs must export MASTER_ADDR=127.0.0.1. Needs root and apt (Debian); no systemd used.
-# Everything lives under STATE_DIR (default $NORMIA_SLURM_DIR or /tmp/normia-slurm); nothing in /etc changes.
+# Everything lives under STATE_DIR (default $NORMIA_SLURM_DIR or /tmp/normia-slurm), a private folder of this user
+# (0700, checked before each use); nothing in /etc changes.
 set -euo pipefail
 
 CMD="${1:-}"
@@ -30,6 +31,25 @@ log() { echo "cluster.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# The state folder holds the munge key, the daemons' configs and pid files, and root runs what it finds there: it
+# must be this user's own, private folder. Made with mode 0700 when missing (mkdir fails if someone made it first);
+# an existing one that is a link, belongs to another user or can be written by others is refused, never reused.
+private_state_dir() {
+    [[ "$S" == /* ]] || die "STATE_DIR must be an absolute path: $S"
+    if [[ ! -e "$S" && ! -L "$S" ]]; then
+        mkdir -p "$(dirname "$S")"
+        mkdir -m 700 "$S" 2>/dev/null || [[ -d "$S" ]] || die "cannot create $S"
+    fi
+    [[ -L "$S" ]] && die "$S is a symbolic link: refusing to use it (remove it, or pass another STATE_DIR)"
+    [[ -d "$S" ]] || die "$S is not a folder"
+    local owner mode
+    owner="$(stat -c %u "$S")"
+    [[ "$owner" == "$EUID" ]] || die "$S belongs to uid $owner, not to you ($EUID): refusing to use it (pass another STATE_DIR)"
+    mode="$(stat -c %a "$S")"
+    (( (8#$mode & 8#022) == 0 )) || die "$S can be written by others (mode $mode): refusing to use it (pass another STATE_DIR)"
+    chmod 700 "$S"
+}
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
     local deadline=$((SECONDS + $1)) what="$2"
@@ -180,6 +200,7 @@ all_alive() {
 
 cmd_start() {
     [[ $EUID -eq 0 ]] || die "must run as root (it starts munged, slurmd and MariaDB)"
+    private_state_dir
     mkdir -p "$S/log"
     if all_alive && SLURM_CONF="$S/etc/slurm.conf" scontrol ping >/dev/null 2>&1; then
         log "already running"
@@ -225,6 +246,9 @@ cmd_status() {
     return $rc
 }
 
+case "$CMD" in
+    start | stop | status) [[ -e "$S" || -L "$S" ]] && private_state_dir ;;
+esac
 case "$CMD" in
     start) cmd_start ;;
     stop) cmd_stop ;;
