@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The suite's own test doubles (callbacks that stop, crash or probe a run) are code a config may name in tests
+# only; every normia process started by a test inherits this (config/trust.py).
+os.environ.setdefault("NORMIA_TRUSTED_TARGETS", "faults.,probes.,stop_at_step.")
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from normia.config.overrides import parse_override, parse_overrides
 from normia.config.paths import config_groups, configs_dir, group_options
+from normia.config.trust import check_targets, trusted_prefixes
 from normia.config.validate import validate
 from normia.errors import UserError, did_you_mean
 
@@ -24,6 +25,7 @@ def compose_job(overrides: list[str]) -> DictConfig:
     or key, a wrong type, or a value that cannot be resolved."""
     parse_overrides(overrides)
     cfg = _compose_raw(overrides)
+    check_targets(cfg, "config", trusted_prefixes(cfg))  # before validation imports any target
     cfg = validate(cfg)
     set_overrides(cfg, overrides)
     return cfg

@@ -101,6 +101,10 @@ class TrainCfg:
     compile: bool = False
     kernels: str = "auto"
     tags: Any = field(default_factory=dict)
+    # Code a config may name besides normia's own and a short list of torch/Lightning classes (config/trust.py):
+    # prefixes such as "my_study." or exact class paths. Read from your own configs and overrides only, never from
+    # a recorded config (normia reproduce / eval ignore it there).
+    trusted_targets: list[str] = field(default_factory=list)
     # Filled in by normia, not by the user: the command-line overrides that made this job.
     overrides: list[str] = field(default_factory=list)
 

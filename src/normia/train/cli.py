@@ -211,11 +211,17 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument(
         "args", nargs="+", help="ckpt=PATH, then optional overrides of the run's saved config"
     )
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="run the saved config even if it names code outside the allowed targets or calls resolvers "
+        "(only for a run folder you or someone you trust wrote)",
+    )
     args = parser.parse_args(argv)
     ckpt, overrides = _eval_args(args.args)
     from normia.train.evaluate import evaluate
 
-    metrics = evaluate(Path(ckpt), overrides)
+    metrics = evaluate(Path(ckpt), overrides, trust=args.trust)
     for key, value in sorted(metrics.items()):
         print(f"{key:<24} {value:.4f}")
     return 0

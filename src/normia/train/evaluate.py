@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 from omegaconf import OmegaConf
 
+from normia.config.trust import load_untrusted_yaml, trusted_prefixes
 from normia.config.validate import validate
 from normia.errors import UserError
 from normia.train.build import instantiate_node
@@ -14,7 +15,11 @@ from normia.train.checkpoint import AtomicCheckpointIO, load_checkpoint_file
 from normia.train.module import TaskModule
 
 
-def evaluate(ckpt: Path, overrides: list[str]) -> dict[str, float]:
+def evaluate(ckpt: Path, overrides: list[str], trust: bool = False) -> dict[str, float]:
+    """Validation metrics of `ckpt` on its run's data. The config beside it is checked as untrusted (config/trust.py:
+    allowed targets, no resolvers) before anything is imported; trust=True skips that check and says so.
+
+    Raises UserError for a missing checkpoint or config, or a refused config."""
     if not ckpt.is_file():
         raise UserError(f"checkpoint {ckpt} does not exist")
     load_checkpoint_file(ckpt)  # refuses a checkpoint that needs arbitrary unpickling, before anything else
@@ -24,7 +29,11 @@ def evaluate(ckpt: Path, overrides: list[str]) -> dict[str, float]:
         raise UserError(
             f"no config.yaml in {run_dir}: normia eval needs a checkpoint written by normia train"
         )
-    cfg = validate(OmegaConf.merge(OmegaConf.load(config_file), OmegaConf.from_dotlist(overrides)))
+    own = OmegaConf.from_dotlist(overrides)
+    recorded = load_untrusted_yaml(
+        config_file.read_text(), f"{config_file}", trust=trust, prefixes=trusted_prefixes(own)
+    )
+    cfg = validate(OmegaConf.merge(recorded, own))
     model = instantiate_node(cfg.model, "model")
     datamodule = instantiate_node(cfg.data, "data")
     module = TaskModule(model, cfg.optim)

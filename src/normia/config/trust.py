@@ -1,0 +1,181 @@
+"""What a config may make this process do: which code its `_target_`s name, and which resolvers it may call.
+
+Why: Hydra's `instantiate` imports and calls whatever a `_target_` names, at any depth. A config that came from
+elsewhere (an MLflow store, a shared run folder) is data written by someone else; if it could name
+`pandas.read_pickle` or `os.system`, reproducing or evaluating a colleague's run would run their code as you. So,
+before anything is imported or instantiated, every `_target_` must resolve to an allowed name:
+
+- normia's own classes (`normia.`),
+- an explicit list of torch / Lightning / torchvision classes that load nothing from disk (ALLOWED_TARGETS),
+- prefixes the user adds in their OWN config (`trusted_targets`) or in the NORMIA_TRUSTED_TARGETS environment
+  variable (comma-separated) - never from a recorded config, whose own `trusted_targets` key is ignored.
+
+`--trust` on reproduce/eval is the only way past the check, and it says so. Likewise a recorded config may not call
+resolvers (`${oc.env:AWS_SECRET_ACCESS_KEY}`, `${oc.decode:...}`, custom ones): they would read the machine of whoever
+reproduces it. Plain interpolations between keys (`${model.dim}`) are data and stay allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from normia.errors import UserError
+
+TRUSTED_TARGETS_ENV = "NORMIA_TRUSTED_TARGETS"
+NORMIA_PREFIX = "normia."
+# Classes a normia config may name besides normia's own: callbacks and optimisers that take plain values and read no
+# file. A loader (torch.load, pandas.read_pickle, joblib.load, numpy.load) is never on this list.
+ALLOWED_TARGETS = frozenset(
+    {
+        "lightning.pytorch.callbacks.LearningRateMonitor",
+        "lightning.pytorch.callbacks.RichProgressBar",
+        "lightning.pytorch.callbacks.TQDMProgressBar",
+        "lightning.pytorch.callbacks.EarlyStopping",
+        "lightning.pytorch.callbacks.ModelSummary",
+        "lightning.pytorch.callbacks.RichModelSummary",
+        "lightning.pytorch.callbacks.GradientAccumulationScheduler",
+        "lightning.pytorch.callbacks.StochasticWeightAveraging",
+        "lightning.pytorch.callbacks.DeviceStatsMonitor",
+        "lightning.pytorch.callbacks.Timer",
+        "torch.nn.Identity",
+        "torch.nn.ReLU",
+        "torch.nn.GELU",
+        "torch.nn.SiLU",
+        "torch.nn.Tanh",
+        "torch.nn.Dropout",
+        "torch.nn.LayerNorm",
+        "torch.nn.BatchNorm1d",
+        "torch.nn.BatchNorm2d",
+        "torch.nn.Linear",
+        "torch.nn.Conv2d",
+        "torch.optim.AdamW",
+        "torch.optim.Adam",
+        "torch.optim.SGD",
+        "torchvision.transforms.ToTensor",
+        "torchvision.transforms.Normalize",
+        "torchvision.transforms.Resize",
+        "torchvision.transforms.CenterCrop",
+        "torchvision.transforms.RandomHorizontalFlip",
+    }
+)
+# `${name:...}`: a resolver call. `${a.b}` (an interpolation between keys) has no colon before the closing brace.
+RESOLVER_CALL = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*:")
+
+
+def targets(cfg: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Every (key path, target text) of `cfg`, at any depth, without resolving anything.
+
+    A `_target_` given as an interpolation is yielded as its raw text (e.g. '${oc.env:X}'), so it is refused.
+    """
+    if isinstance(cfg, DictConfig):
+        for key in cfg:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key == "_target_":
+                yield path, _raw(cfg, key)
+            else:
+                yield from targets(cfg._get_node(key), path)
+    elif isinstance(cfg, ListConfig):
+        for index in range(len(cfg)):
+            yield from targets(cfg._get_node(index), f"{prefix}[{index}]")
+
+
+def _raw(node: DictConfig, key: Any) -> str:
+    value = node._get_node(key)
+    return str(value._value()) if value is not None else ""
+
+
+def trusted_prefixes(own_config: Any = None) -> tuple[str, ...]:
+    """Allowed target prefixes besides ALLOWED_TARGETS: normia, NORMIA_TRUSTED_TARGETS, and `trusted_targets` of the
+    user's own (composed, not recorded) config."""
+    extra = [p.strip() for p in os.environ.get(TRUSTED_TARGETS_ENV, "").split(",") if p.strip()]
+    if isinstance(own_config, DictConfig) and own_config.get("trusted_targets"):
+        extra += [str(p) for p in own_config.trusted_targets]
+    return (NORMIA_PREFIX, *extra)
+
+
+def is_allowed(target: str, prefixes: Iterable[str]) -> bool:
+    """Exact names in ALLOWED_TARGETS, or names under a prefix ('pkg.' allows pkg.*; 'pkg.Cls' allows exactly it)."""
+    if target in ALLOWED_TARGETS:
+        return True
+    for prefix in prefixes:
+        if prefix.endswith(".") and target.startswith(prefix):
+            return True
+        if target == prefix:
+            return True
+    return False
+
+
+def check_targets(cfg: Any, origin: str, prefixes: Iterable[str] | None = None, recorded: bool = False) -> None:
+    """Refuse the first `_target_` outside the allowed names, before anything is imported.
+
+    recorded: the config came from a store or a run folder (its own `trusted_targets` is not read; --trust exists).
+    Raises UserError naming the key, the target and the ways to allow it.
+    """
+    allowed = tuple(prefixes) if prefixes is not None else trusted_prefixes()
+    for path, target in targets(cfg):
+        if not is_allowed(target, allowed):
+            package = target.split(".")[0] + "."
+            way = "pass --trust, or add " if recorded else "add "
+            raise UserError(
+                f"{origin}: {path}='{target}' names code outside the allowed targets (normia's own and a list of "
+                f"torch/Lightning classes); nothing was run. If you trust that code, {way}trusted_targets="
+                f"'[{package}]' to your own config or {package} to {TRUSTED_TARGETS_ENV}"
+            )
+
+
+def resolver_calls(cfg: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Every (key path, resolver name) where a value calls a resolver (${oc.env:...}, ${oc.decode:...}, custom)."""
+    if isinstance(cfg, DictConfig):
+        items: Iterable[tuple[str, Any]] = ((str(k), cfg._get_node(k)) for k in cfg)
+    elif isinstance(cfg, ListConfig):
+        items = ((f"[{i}]", cfg._get_node(i)) for i in range(len(cfg)))
+    else:
+        return
+    for key, node in items:
+        path = key if not prefix else (f"{prefix}{key}" if key.startswith("[") else f"{prefix}.{key}")
+        if isinstance(node, (DictConfig, ListConfig)):
+            yield from resolver_calls(node, path)
+            continue
+        raw = node._value() if node is not None else None
+        if isinstance(raw, str):
+            for match in RESOLVER_CALL.finditer(raw):
+                yield path, match.group(1)
+
+
+def check_no_resolvers(cfg: Any, origin: str) -> None:
+    """Refuse a recorded config that calls a resolver: it would read this machine (environment, files) on reproduce.
+
+    Raises UserError naming the key and the resolver.
+    """
+    for path, name in resolver_calls(cfg):
+        raise UserError(
+            f"{origin}: {path} calls the resolver '${{{name}:...}}', which would read this machine's environment "
+            "when reproduced; a recorded config must hold plain values. Nothing was run; pass --trust only if you "
+            "trust whoever wrote it"
+        )
+
+
+def load_untrusted_yaml(
+    text: str, origin: str, trust: bool = False, prefixes: Iterable[str] | None = None
+) -> Any:
+    """Parse a config written elsewhere and check it before anything uses it: targets and resolvers.
+
+    With trust=True the checks are skipped and a line says so on stderr. Raises UserError on a refused config.
+    """
+    import sys
+
+    cfg = OmegaConf.create(text)
+    if trust:
+        print(
+            f"warning: --trust: {origin} may name any code and call resolvers; it is not checked",
+            file=sys.stderr,
+        )
+        return cfg
+    check_no_resolvers(cfg, origin)
+    check_targets(cfg, origin, prefixes, recorded=True)
+    return cfg
