@@ -87,16 +87,19 @@ class StallOrFail(L.Callback):
 
 
 class ReportStarted(L.Callback):
-    """Writes a marker file once every rank has trained a step (so a test knows when to press Ctrl-C)."""
+    """Writes a marker file (holding the pid) once a rank has trained `step` steps, so a test knows when to press
+    Ctrl-C; then, if asked, stalls there (a slow step) so that the test's signals all land inside that step."""
 
-    def __init__(self, out_dir: str, step: int = 2):
+    def __init__(self, out_dir: str, step: int = 2, stall_s: float = 0.0):
         self.out_dir = out_dir
         self.step = step
+        self.stall_s = stall_s
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step:
             Path(self.out_dir).mkdir(parents=True, exist_ok=True)
             (Path(self.out_dir) / f"started-rank{trainer.global_rank}").write_text(str(os.getpid()))
+            time.sleep(self.stall_s)
 
 
 class KillDuringCheckpointWrite(L.Callback):

@@ -176,6 +176,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _wait_until_both_ranks_started(proc: subprocess.Popen, probe: Path, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(list(probe.glob("started-rank*"))) < 2:
+        if proc.poll() is not None:
+            pytest.fail(f"normia exited ({proc.returncode}) before training:\n{proc.stdout.read()[-5000:]}")
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.5)
+
+
 DDP_CPU = [
     "experiment=quickstart",
     "model.dropout=0.0",
@@ -233,10 +242,7 @@ def test_ctrl_c_sent_to_the_parent_alone_stops_every_rank(workdir: Path) -> None
         session=True,
     )
     try:
-        deadline = time.monotonic() + 240
-        while len(list(probe.glob("started-rank*"))) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
-            time.sleep(0.5)
+        _wait_until_both_ranks_started(proc, probe)
         os.kill(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -294,10 +300,7 @@ def test_ranks_die_with_a_killed_parent(workdir: Path) -> None:
         session=True,
     )
     try:
-        deadline = time.monotonic() + 240
-        while len(list(probe.glob("started-rank*"))) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
-            time.sleep(0.5)
+        _wait_until_both_ranks_started(proc, probe)
         proc.kill()
         proc.wait(timeout=30)
         proc.stdout.close()  # the ranks share this pipe: do not wait for its end
@@ -308,3 +311,34 @@ def test_ranks_die_with_a_killed_parent(workdir: Path) -> None:
         assert not [pid for pid in pids if _alive(pid)], "ranks left running after their parent was killed"
     finally:
         _kill_pids(probe, "started-rank*")
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_to_the_parent_aborts_every_rank(workdir: Path) -> None:
+    """Both DDP ranks inside a 120 s step; Ctrl-C twice to the parent: the ranks abort at once (no stop checkpoint)
+    and normia exits 130, an interruption, not 'rank N failed'. Without the second Ctrl-C's abort the ranks would
+    sit out the step (timeout here); without the parent counting Ctrl-Cs it would report the aborted ranks as
+    failed (exit 2)."""
+    probe = workdir / "probe"
+    proc = _cli(
+        workdir,
+        *DDP_CPU,
+        "trainer.max_steps=100",
+        "+callbacks.started._target_=probes.ReportStarted",
+        f"+callbacks.started.out_dir={probe}",
+        "+callbacks.started.stall_s=120",
+        session=True,
+    )
+    try:
+        _wait_until_both_ranks_started(proc, probe)
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _kill_pids(probe, "started-rank*")
+    assert proc.returncode == 130, out
+    assert "failed with exit code" not in out and out.count("stop requested") == 2, out
+    assert not list((workdir / "outputs").rglob("last.ckpt")), "an abort must not write the stop's checkpoint"

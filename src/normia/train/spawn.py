@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -37,11 +36,12 @@ def run_local_processes(cfg: DictConfig, nprocs: int) -> int:
     config_text = OmegaConf.to_yaml(cfg, resolve=True)
     procs: list[subprocess.Popen] = []
     # Installed before the first rank starts: a signal never finds a rank that this process cannot reach.
-    previous = {sig: signal.signal(sig, _forwarder(procs)) for sig in FORWARDED}
+    forwarder = _Forwarder(procs)
+    previous = {sig: signal.signal(sig, forwarder) for sig in FORWARDED}
     try:
         for rank in range(nprocs):
             procs.append(_start_rank(rank, nprocs, port, config_text))
-        return _wait(procs)
+        return _wait(procs, forwarder)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -68,20 +68,28 @@ def _start_rank(rank: int, nprocs: int, port: int, config_text: str) -> subproce
     return subprocess.Popen([sys.executable, "-m", "normia.train.worker"], env=env, **group)
 
 
-def _forwarder(procs: list[subprocess.Popen]) -> Callable[[int, Any], None]:
-    """A signal handler that passes the signal on to every rank still running."""
+class _Forwarder:
+    """The signal handler of this process: passes each signal on to every rank still running, and counts Ctrl-Cs
+    (after a second one, the ranks' exits are an abort, not failures)."""
 
-    def forward(signum: int, frame: Any) -> None:
-        for proc in procs:
+    def __init__(self, procs: list[subprocess.Popen]):
+        self.procs = procs
+        self.interrupts = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT:
+            self.interrupts += 1
+        for proc in self.procs:
             proc.send_signal(signum)  # a no-op for a rank that has already exited
 
-    return forward
 
-
-def _wait(procs: list[subprocess.Popen]) -> int:
+def _wait(procs: list[subprocess.Popen], forwarder: _Forwarder) -> int:
     while True:
         codes = [p.poll() for p in procs]
         failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
+        if failed and forwarder.interrupts >= 2:  # Ctrl-C twice: the ranks abort, whatever their exit codes
+            _terminate(procs)
+            return 130
         if failed:
             rank, code = failed[0]
             if code == 130:  # a graceful stop: let the other ranks finish writing the checkpoint
