@@ -1,8 +1,8 @@
 """Names that become folder names, Slurm job names and #SBATCH lines: a safe set of characters, the rest refused.
 
 `name=../../x` would write outside paths.output_root, and a newline in a name or in an #SBATCH value ends that line
-and starts a shell command in the job script. So a job name is letters, digits, '.', '_', '-' (not starting with '.'
-or '-'), and a value written into an #SBATCH line holds no line break.
+and starts a shell command in the job script. So a job name is letters (any script), digits, '.', '_', '-' (not starting
+with '.' or '-'), and a value written into an #SBATCH line holds no line break.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from normia.errors import UserError
 
-SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
+SAFE_NAME = re.compile(r"\w[\w.\-]{0,99}")  # \w: letters (é too), digits, _
 SBATCH_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,63}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
