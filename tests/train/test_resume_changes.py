@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from normia.cli import main
 from normia.config.schema import TrainCfg
+from normia.errors import UserError
 
 BASE = [
     "train",
@@ -125,3 +126,18 @@ def test_resume_at_an_epoch_boundary_equals_one_run(
     assert {d["epochs"] for d in done} == {2} and {d["global_step"] for d in done} == {44}
     split, one = _weights(workdir, "split"), _weights(workdir, "one")
     assert all(torch.equal(split[k], one[k]) for k in one)
+
+
+def test_keys_of_another_schema_version_are_not_changes() -> None:
+    from normia.train.resume_check import resume_changes
+
+    now = OmegaConf.create(
+        {"optim": {"lr": 0.1}, "trainer": {"max_steps": 9, "new_key": 1}, "model": {"w": 2}}
+    )
+    old = OmegaConf.create({"optim": {"lr": 0.1}, "trainer": {"max_steps": 5}, "model": {"w": 2}})
+    assert resume_changes(now, old) == {"trainer.max_steps": (5, 9)}
+    added = OmegaConf.create(
+        {"optim": {"lr": 0.1}, "trainer": {"max_steps": 5}, "model": {"w": 2, "extra": 3}}
+    )
+    with pytest.raises(UserError, match=r"model.extra \(None -> 3\)"):
+        resume_changes(added, old)

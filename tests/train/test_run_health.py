@@ -198,3 +198,12 @@ def test_diverged_ddp_run_stops_every_rank(normia_cli, workdir: Path) -> None:
     assert "training diverged: loss is" in done.stderr
     (run,) = _runs(workdir)
     assert run.info.status == "FAILED"
+
+
+def test_done_json_stays_json_with_non_finite_values() -> None:
+    from normia.train.health import json_safe
+
+    text = json.dumps(
+        json_safe({"result": math.nan, "m": {"a": math.inf, "b": [1.0, -math.inf]}}), allow_nan=False
+    )
+    assert json.loads(text) == {"result": "nan", "m": {"a": "inf", "b": [1.0, "-inf"]}}

@@ -36,7 +36,11 @@ NOT_TRAINING = (
     "trainer.check_val_every_n_epoch",
     "trainer.limit_val_batches",
     "trainer.checkpoint_every_n_steps",
+    "trainer.on_nonfinite_loss",  # a diverged run may be resumed with skip
 )
+# Free-form sections: a key present on one side only is a real change there (elsewhere it is a schema key added or
+# removed by another normia version, and is not compared).
+FREE_FORM = ("model.", "data.")
 EXTENDS_RUN = ("trainer.max_steps", "trainer.max_epochs")
 # Restored from the checkpoint's optimizer state (param groups, the scheduler's base LR) whatever the config says:
 # allowing them would be a lie. (optim.scheduler/warmup_steps/min_lr_ratio do apply: they may be allowed.)
@@ -63,7 +67,7 @@ def resume_changes(cfg: DictConfig, recorded: DictConfig | None) -> dict[str, tu
     changed = {
         k: (before.get(k), now.get(k))
         for k in sorted(set(before) | set(now))
-        if before.get(k) != now.get(k) and not k.startswith(NOT_TRAINING)
+        if before.get(k) != now.get(k) and not k.startswith(NOT_TRAINING) and _comparable(k, before, now)
     }
     allowed = [str(k) for k in (OmegaConf.select(cfg, ALLOW_KEY, default=None) or [])]
     restored = [k for k in changed if k.startswith(RESTORED)]
@@ -84,6 +88,10 @@ def resume_changes(cfg: DictConfig, recorded: DictConfig | None) -> dict[str, tu
 
 def describe(changes: dict[str, tuple[Any, Any]]) -> str:
     return "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changes.items())
+
+
+def _comparable(key: str, before: dict[str, Any], now: dict[str, Any]) -> bool:
+    return (key in before and key in now) or key.startswith(FREE_FORM)
 
 
 def _listed(key: str, allowed: list[str]) -> bool:
