@@ -180,7 +180,7 @@ class GracefulStop(L.Callback):
             self.stopped = True
             if self.tracker is not None:
                 self.tracker.final_status = "KILLED"  # resumable, not failed
-            _flush_step_metrics(trainer, self.tracker)
+            flush_step_metrics(trainer)
             # Every rank is here (the flag was agreed on), so a collective save is safe.
             if self.checkpoint_path:
                 trainer.save_checkpoint(self.checkpoint_path)
@@ -199,15 +199,16 @@ class GracefulStop(L.Callback):
         self._previous.clear()
 
 
-def _flush_step_metrics(trainer: L.Trainer, tracker: Any) -> None:
-    """This step's train/* values: Lightning sends them to the loggers only after on_train_batch_end, which a stop
-    leaves by raising; without this each preemption loses the point of the interrupted step."""
+def flush_step_metrics(trainer: L.Trainer) -> None:
+    """Send this step's train/* values and every logger's buffer now. Lightning sends a step's values only after
+    on_train_batch_end, which a stop (Ctrl-C, preemption) leaves by raising: without this call, made from
+    on_train_batch_end before raising, each stop loses the point of the interrupted step."""
     connector = getattr(trainer, "_logger_connector", None)
     if connector is not None and hasattr(connector, "update_train_step_metrics"):
         connector.on_batch_end()
         connector.update_train_step_metrics()
-    if tracker is not None:
-        tracker.flush()
+    for logger in trainer.loggers:
+        logger.save()
 
 
 class Throughput(L.Callback):
