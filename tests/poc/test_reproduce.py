@@ -45,3 +45,15 @@ def test_unknown_run_id_is_a_user_error_and_writes_nothing(normia_cli, workdir: 
     assert result.returncode == 2
     assert result.stderr.startswith("error: no MLflow store at sqlite:///") and "mlflow.db" in result.stderr
     assert list(workdir.iterdir()) == []  # no mlflow.db, no outputs/
+
+
+def test_a_run_resumed_with_changes_explains_why_metrics_differ() -> None:
+    from types import SimpleNamespace
+
+    from normia.reproduce import code_warnings, compare
+
+    tags = {"normia.git_commit": "unknown", "normia.resume_changes": "trainer.max_steps: 22 -> 44"}
+    warnings = code_warnings(SimpleNamespace(data=SimpleNamespace(tags=tags)))
+    assert any("resumed with config changes (trainer.max_steps: 22 -> 44)" in w for w in warnings)
+    lines, same = compare({"val/loss": float("inf")}, {"val/loss": float("inf")}, 0.0)
+    assert same and "identical" in lines[1]
