@@ -78,6 +78,12 @@ def test_misspelt_train_monitor_is_refused_and_a_real_one_accepted(workdir: Path
     assert main([*base, "monitor=train/loss"]) == 0
 
 
+def test_a_monitor_never_measured_is_said_once(workdir: Path, capsys) -> None:
+    args = ["train", "experiment=quickstart", *FAST, "trainer.max_steps=3", "trainer.limit_val_batches=0"]
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("monitor=val/acc was never measured (no validation ran)") == 1
+
+
 def test_inf_metric_reads_back_as_inf(workdir: Path) -> None:
     tracker = MlflowTracker(f"sqlite:///{workdir / 'mlflow.db'}", "inf", system_metrics=False)
     tracker.begin()

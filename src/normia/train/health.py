@@ -96,6 +96,14 @@ class MonitorCheck(L.Callback):
                 "set monitor=<one of its metrics>"
             )
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """No validation ever ran (e.g. trainer.limit_val_batches=0): say so once, instead of Lightning's warning at
+        every save (silenced, see train/quiet.py)."""
+        if not self.checked and self.monitor not in trainer.callback_metrics and trainer.is_global_zero:
+            print(
+                f"warning: monitor={self.monitor} was never measured (no validation ran): no best checkpoint"
+            )
+
 
 def json_safe(obj: Any) -> Any:
     """NaN and infinities as the strings 'nan', 'inf', '-inf' (bare NaN is not JSON), recursively."""
