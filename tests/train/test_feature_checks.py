@@ -5,6 +5,7 @@ compile=true really compiling, FSDP really sharding)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -93,19 +94,23 @@ def test_debug_overfit_trains_on_two_batches_per_epoch(workdir: Path) -> None:
     assert summary["global_step"] == 6 and summary["epochs"] == 3, summary
 
 
-def test_debug_profiler_prints_its_report(workdir: Path, capfd) -> None:
-    """debug=profiler: Lightning's simple profiler reports where time went. Without it no report is printed."""
-    args = [
-        "train",
-        "experiment=quickstart",
-        "debug=profiler",
-        "logger=none",
-        "trainer.enable_progress_bar=false",
-    ]
-    assert main([*args, "trainer.max_steps=3"]) == 0
-    captured = capfd.readouterr()
-    report = captured.out + captured.err
-    assert "FIT Profiler Report" in report and "run_training_batch" in report
+def test_debug_profiler_prints_its_report(workdir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """debug=profiler: Lightning's simple profiler reports where time went (through Lightning's logger, which does
+    not propagate to the root: caplog's handler is attached to it). Without it no report is written."""
+    lightning_log = logging.getLogger("lightning.pytorch")
+    lightning_log.addHandler(caplog.handler)
+    try:
+        args = [
+            "train",
+            "experiment=quickstart",
+            "debug=profiler",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+        ]
+        assert main([*args, "trainer.max_steps=3"]) == 0
+    finally:
+        lightning_log.removeHandler(caplog.handler)
+    assert "FIT Profiler Report" in caplog.text and "run_training_batch" in caplog.text
 
 
 @pytest.mark.slow
