@@ -48,9 +48,8 @@ class EnergyCallback(L.Callback):
         self._open = open_counters
         self.tracker = tracker
         self.windows: EnergyWindows | None = None
-        self.previous: dict[str, Any] | None = (
-            None  # the partial sum of earlier attempts (from the checkpoint)
-        )
+        # the partial sum of earlier attempts of this run (from the checkpoint it resumes)
+        self.previous: dict[str, Any] | None = None
         self.report: dict[str, Any] | None = None
 
     # --- windows ------------------------------------------------------------------------------------------------
