@@ -286,5 +286,5 @@ def _wait_and_report(jobs: list[Any]) -> int:
             failed += 1
             excerpt = error_excerpt(Path(job.paths.folder), str(job.job_id))
             if excerpt:
-                print(excerpt)
+                print(mask_text(excerpt))
     return 1 if failed else 0
