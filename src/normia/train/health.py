@@ -42,6 +42,8 @@ class NonFiniteLoss(L.Callback):
         if value is not None and self._bad_value is None:
             self._bad_value = value
         if self.mode == "stop" and max_over_ranks(int(value is not None), pl_module.device):
+            if trainer.global_rank != 0:
+                raise SystemExit(TrainingDiverged.exit_code)  # every rank stops here; rank 0 says why, once
             shown = f"{value}" if value is not None else "non-finite on another rank"
             raise TrainingDiverged(
                 f"training diverged: loss is {shown} at step {trainer.global_step} (epoch {trainer.current_epoch}); "

@@ -7,6 +7,14 @@ import logging
 import os
 import warnings
 
+# Loggers whose INFO lines are banners and tips: device summaries, "Initializing distributed" per rank, CUDA devices.
+QUIET_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.distributed",
+    "lightning.pytorch.accelerators.cuda",
+    "mlflow",
+)
 # Warnings that are not actionable under normia (message regexes, as warnings.filterwarnings takes them).
 NOT_ACTIONABLE = (
     ".*isinstance\\(treespec, LeafSpec\\).*",
@@ -29,7 +37,7 @@ def quiet_libraries() -> None:
     if os.environ.get("NORMIA_VERBOSE", "") not in ("", "0"):
         return
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "mlflow"):
+    for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in NOT_ACTIONABLE:
         warnings.filterwarnings("ignore", message=message)
