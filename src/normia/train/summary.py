@@ -37,7 +37,14 @@ def print_summary(summary: dict[str, Any]) -> None:
     lines.append(f"  output    {summary['output_dir']}")
     if summary["mlflow_run_id"]:
         lines.append(f"  mlflow    run {summary['mlflow_run_id']} in {summary['tracking_uri']}")
-        lines.append(f"            view: mlflow ui --backend-store-uri {summary['tracking_uri']}")
+        uri = str(summary["tracking_uri"])
+        served = uri.startswith(("http://", "https://"))
+        lines.append(
+            f"            view: {'open ' + uri if served else 'mlflow ui --backend-store-uri ' + uri}"
+        )
+        lines.append(
+            "            (in the UI, pick 'Model training' at the top left: it opens on GenAI traces)"
+        )
     print("\n".join(line for line in lines if line), flush=True)
 
 
