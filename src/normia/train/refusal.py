@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from normia.errors import UserError
+from normia.errors import EXIT_USER_ERROR, UserError
 
 
 @contextmanager
@@ -19,8 +19,9 @@ def nothing_left_if_refused(
     the folder holds a real, failed run and stays). Errors: re-raises whatever the job raised."""
     try:
         yield
-    except UserError:
-        if output_dir is not None and not started():
+    except UserError as err:
+        # A refusal (exit 2) only: a run that failed (e.g. diverged at its first step, exit 3) keeps its folder.
+        if output_dir is not None and err.exit_code == EXIT_USER_ERROR and not started():
             _remove(output_dir, root)
         raise
 
