@@ -4,11 +4,15 @@ a stopped run leaves a consistent checkpoint and resumes into the same MLflow ru
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 
@@ -342,3 +346,65 @@ def test_a_second_ctrl_c_to_the_parent_aborts_every_rank(workdir: Path) -> None:
     assert proc.returncode == 130, out
     assert "failed with exit code" not in out and out.count("stop requested") == 2, out
     assert not list((workdir / "outputs").rglob("last.ckpt")), "an abort must not write the stop's checkpoint"
+
+
+def _read_all(fd: int, chunks: list[bytes]) -> None:
+    """Drains a pty master into chunks until the other side is closed (a full pty buffer would block writers)."""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        chunks.append(data)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pty job control as on Linux")
+def test_ctrl_c_typed_in_a_terminal_with_tostop(workdir: Path) -> None:
+    """normia as the foreground job of a real terminal (a pty with `stty tostop`), Ctrl-C typed there: each rank
+    hears it once and the run stops with a checkpoint (130). The ranks run in background process groups, so with
+    tostop their first write would stop them (SIGTTOU) if they did not ignore it: training would never start."""
+    master, slave = pty.openpty()
+    attrs = termios.tcgetattr(slave)
+    attrs[3] |= termios.TOSTOP | termios.ISIG
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+
+    def as_terminal_job() -> None:  # session leader with the pty as controlling terminal, in the foreground
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    probe = workdir / "probe"
+    cmd = [sys.executable, "-m", "normia.cli", "train", *DDP_CPU, "trainer.max_steps=100000"]
+    cmd += ["+callbacks.started._target_=probes.ReportStarted", f"+callbacks.started.out_dir={probe}"]
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, env=env, stdin=slave, stdout=slave, stderr=slave, preexec_fn=as_terminal_job
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=_read_all, args=(master, chunks), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(probe.glob("started-rank*"))) < 2:
+            out = b"".join(chunks).decode(errors="replace")
+            assert proc.poll() is None, out[-5000:]
+            assert time.monotonic() < deadline, f"training did not start:\n{out[-5000:]}"
+            time.sleep(0.5)
+        os.write(master, b"\x03")  # Ctrl-C typed in the terminal
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _kill_pids(probe, "started-rank*")
+        reader.join(timeout=10)
+        os.close(master)
+    out = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 130, out[-5000:]
+    assert out.count("stop requested") == 2, out[-5000:]  # once per rank: a second would have aborted
+    [ckpt] = (workdir / "outputs").rglob("last.ckpt")
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] > 2

@@ -31,7 +31,15 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def keep_terminal_output() -> None:
+    """A rank runs in a background process group of the terminal (see spawn.py): under `stty tostop` its first
+    write would stop it (SIGTTOU) and the run would hang. Ignoring SIGTTOU lets its output through."""
+    if hasattr(signal, "SIGTTOU"):
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+
+
 def main() -> int:
+    keep_terminal_output()
     die_with_parent()
     cfg = OmegaConf.create(os.environ[CONFIG_ENV])
     from normia.train.run import run_training
