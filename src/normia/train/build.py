@@ -141,9 +141,8 @@ def build_strategy(cfg: DictConfig) -> Any:
 
 
 def build_plugins(cfg: DictConfig) -> list[Any]:
-    plugins: list[Any] = []
-    if cfg.trainer.strategy != "fsdp":
-        plugins.append(AtomicCheckpointIO())
+    # Every strategy: ModelParallelStrategy (fsdp) writes its gathered (non-distributed) checkpoint through it too.
+    plugins: list[Any] = [AtomicCheckpointIO()]
     if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_NTASKS"):
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
