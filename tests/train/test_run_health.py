@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from normia.cli import main
 from normia.config.schema import TrainerCfg
-from normia.tracking.mlflow_logger import CUT_MARKER, MAX_PARAM_CHARS, MlflowTracker
+from normia.tracking.mlflow_logger import CUT_MARKER, MAX_PARAM_CHARS, MlflowTracker, metric_name
 from normia.tracking.tags import default_run_name
 from normia.tracking.values import from_mlflow
 
@@ -213,3 +213,15 @@ def test_done_json_stays_json_with_non_finite_values() -> None:
         json_safe({"result": math.nan, "m": {"a": math.inf, "b": [1.0, -math.inf]}}), allow_nan=False
     )
     assert json.loads(text) == {"result": "nan", "m": {"a": "inf", "b": [1.0, "-inf"]}}
+
+
+def test_metrics_mlflow_refuses_end_the_run_failed_never_running(workdir: Path) -> None:
+    tracker = MlflowTracker(f"sqlite:///{workdir / 'mlflow.db'}", "refused", system_metrics=False)
+    tracker.begin()
+    tracker.log_metrics({"val/a%b": 1.0, "acc@5": 0.5}, step=1)
+    tracker.log_metrics({"x" * 300: 1.0}, step=2)  # longer than MLflow's 250-character names
+    with pytest.raises(Exception):  # noqa: B017 (MLflow's own error for the name)
+        tracker.finalize("success")
+    run = _client(workdir).get_run(tracker.version)
+    assert run.info.status == "FAILED"
+    assert metric_name("val/a%b") == "val/a_b" and metric_name("acc@5") == "acc_at_5"

@@ -3,6 +3,7 @@ setup), resumes an existing run by id, and sends metrics in batches rather than 
 
 from __future__ import annotations
 
+import re
 import time
 from argparse import Namespace
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000
 MAX_METRICS_PER_BATCH = 1000
 CUT_MARKER = " ...[cut: full value in config.yaml]"
+_REFUSED = re.compile(r"[^/\w.\- :]")  # mlflow.utils.validation: names hold only these characters
 STATUS = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 
 
@@ -155,7 +157,7 @@ class MlflowTracker(Logger):
         for key, value in metrics.items():
             if key == "epoch":
                 continue
-            name = key.replace("@", "_at_")
+            name = metric_name(key)
             self._buffer.append(Metric(name, float(value), now, int(step or 0)))
             self._note_nonfinite(name, float(value), int(step or 0))
         if (
@@ -186,14 +188,26 @@ class MlflowTracker(Logger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
+        """End the run whatever happens: metrics MLflow refuses end it FAILED (then raise), never RUNNING."""
         if self._client is None:
             return
-        self.flush()
-        if self._monitor is not None:
-            self._monitor.finish()
-            self._monitor = None
         final = self.final_status or STATUS.get(status, "FINISHED")
-        self._client.set_terminated(self._run_id, status=final)
+        try:
+            self.flush()
+        except BaseException:
+            final = "FAILED"
+            raise
+        finally:
+            self._buffer.clear()
+            if self._monitor is not None:
+                self._monitor.finish()
+                self._monitor = None
+            self._client.set_terminated(self._run_id, status=final)
+
+
+def metric_name(key: str) -> str:
+    """A name MLflow accepts: '@' reads '_at_' (acc@5 -> acc_at_5), other refused characters become '_'."""
+    return _REFUSED.sub("_", key.replace("@", "_at_"))
 
 
 def _cut(value: str) -> str:
