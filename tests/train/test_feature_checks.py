@@ -1,6 +1,6 @@
 """Features that a looser test would not notice if they were switched off: each test below says how it would fail
 without its feature (--cfg, the masked overrides.yaml artifact, MLFLOW_TRACKING_URI, debug=overfit|profiler,
-compile=true really compiling, FSDP really sharding)."""
+compile=true really compiling, FSDP really sharding, the git dirty tag and reproduce's warnings)."""
 
 from __future__ import annotations
 
@@ -129,29 +129,26 @@ def test_compile_true_runs_the_network_through_dynamo(workdir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_fsdp_really_shards_the_parameters(workdir: Path) -> None:
-    """trainer=fsdp on 2 CPU ranks: each rank holds DTensor shards, together the full parameters, and neither the
-    whole of them. Were FSDP to fall back to DDP, the parameters would be plain full tensors on both ranks (the
-    weight comparison in test_distributed_and_signals cannot tell the two apart)."""
+def test_fsdp_really_shards_the_parameters(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """trainer=fsdp on 2 CPU ranks: at the optimizer step each rank holds DTensor shards, together the full
+    parameters, and neither the whole of them. Were FSDP to fall back to DDP, the parameters would be plain full
+    tensors on both ranks (the weight comparison in test_distributed_and_signals cannot tell the two apart)."""
     probe_dir = workdir / "probe"
-    env_path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-    os.environ["PYTHONPATH"] = env_path  # the ranks are subprocesses: they import probes from here
-    try:
-        code = main(
-            [
-                "train",
-                *SHORT,
-                "logger=none",
-                "trainer=fsdp",
-                "trainer.accelerator=cpu",
-                "trainer.devices=2",
-                "trainer.max_steps=2",
-                "+callbacks.shards._target_=probes.ShardProbe",
-                f"+callbacks.shards.out_dir={probe_dir}",
-            ]
-        )
-    finally:
-        os.environ["PYTHONPATH"] = env_path.split(os.pathsep, 1)[1] if os.pathsep in env_path else ""
+    # The ranks are subprocesses: they import probes from here.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
+    code = main(
+        [
+            "train",
+            *SHORT,
+            "logger=none",
+            "trainer=fsdp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.max_steps=2",
+            "+callbacks.shards._target_=probes.ShardProbe",
+            f"+callbacks.shards.out_dir={probe_dir}",
+        ]
+    )
     assert code == 0
     ranks = [json.loads((probe_dir / f"shards-rank{r}.json").read_text()) for r in (0, 1)]
     assert {r["strategy"] for r in ranks} == {"ModelParallelStrategy"}
