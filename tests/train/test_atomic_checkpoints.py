@@ -107,10 +107,6 @@ def test_kill_while_writing_a_checkpoint_then_resume(workdir: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs AtomicCheckpointIO for trainer.strategy=fsdp too (build_plugins in src/normia/train/build.py)",
-)
 def test_kill_while_fsdp_writes_a_checkpoint_then_resume(workdir: Path) -> None:
     """FSDP2 on 2 CPU ranks, rank 0 killed while it writes the full (gathered) checkpoint; the other rank is
     stopped by the parent. Same failure as above without the atomic writer."""
