@@ -141,3 +141,24 @@ def test_keys_of_another_schema_version_are_not_changes() -> None:
     )
     with pytest.raises(UserError, match=r"model.extra \(None -> 3\)"):
         resume_changes(added, old)
+
+
+def test_resume_allow_changes_lets_chosen_keys_through_but_never_optimizer_values() -> None:
+    from normia.train.resume_check import resume_changes
+
+    old = OmegaConf.create(
+        {"optim": {"lr": 0.1}, "data": {"batch_size": 64, "seed": 0}, "trainer": {"max_steps": 5}}
+    )
+    now = OmegaConf.create(
+        {
+            "optim": {"lr": 0.1},
+            "data": {"batch_size": 32, "seed": 1},
+            "trainer": {"max_steps": 5},
+            "resume_allow_changes": ["data"],
+        }
+    )
+    assert resume_changes(now, old) == {"data.batch_size": (64, 32), "data.seed": (0, 1)}
+    now.optim.lr = 0.2
+    now.resume_allow_changes = ["optim.lr", "data"]
+    with pytest.raises(UserError, match=r"optim.lr \(0.1 -> 0.2\) changed, but the optimizer state"):
+        resume_changes(now, old)
