@@ -73,12 +73,6 @@ def test_mlflow_tracking_uri_from_the_environment(workdir: Path, monkeypatch: py
     assert run.info.status == "FINISHED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="debug=overfit crashes in the sanity check: Lightning rebuilds normia's loaders with a plain "
-    "SequentialSampler for overfit_batches, which _SamplerStateLoader/_BatchReader do not expect "
-    "(needs a fix in src/normia/data/datamodule.py)",
-)
 def test_debug_overfit_trains_on_two_batches_per_epoch(workdir: Path) -> None:
     """debug=overfit sets overfit_batches=2: 3 epochs are 6 steps. If the setting did not reach the Trainer, an
     epoch would be the whole digits training set (~22 batches) and the step count would be ~66."""

@@ -96,10 +96,27 @@ class ResumableDataModule(L.LightningDataModule):
             collate_fn=_already_batched if hasattr(dataset, "__getitems__") else None,
         )
 
+    def _overfitting(self) -> bool:
+        """debug=overfit: Lightning replaces every loader's sampler with a SequentialSampler of single indices, which
+        neither the resumable training order nor the batch-level EvalSampler survive; plain loaders serve instead."""
+        trainer = getattr(self, "trainer", None)
+        return bool(trainer is not None and trainer.overfit_batches)
+
+    def _plain_loader(self, dataset: Dataset) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=_already_batched if hasattr(dataset, "__getitems__") else None,
+        )
+
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
         assert self.train_set is not None
+        if self._overfitting():
+            return self._plain_loader(self.train_set)
         if self._sampler is None:
             self._sampler = ResumableSampler(len(self.train_set), shuffle=self.shuffle, seed=self.seed)  # type: ignore[arg-type]
             if self._pending_state is not None:
@@ -118,6 +135,8 @@ class ResumableDataModule(L.LightningDataModule):
         if self.val_set is None:
             self.setup("validate")
         assert self.val_set is not None
+        if self._overfitting():
+            return self._plain_loader(self.val_set)
         sampler = EvalSampler(len(self.val_set), self.batch_size)  # type: ignore[arg-type]
         if sampler.total_size < sampler.num_replicas:
             raise UserError(
