@@ -62,6 +62,20 @@ def test_skip_mode_skips_nonfinite_steps_and_finishes(workdir: Path, capsys) -> 
     assert done["global_step"] == 8
 
 
+def test_skip_mode_in_a_real_run(workdir: Path, capsys, monkeypatch) -> None:
+    """The skip mode itself, whatever the schema holds: only the reading of the config key is replaced."""
+    import normia.train.build
+
+    monkeypatch.setattr(normia.train.build, "nonfinite_mode", lambda cfg: "skip")
+    assert main(["train", *DIVERGES, "trainer.max_steps=8"]) == 0
+    out = capsys.readouterr().out
+    assert "optimizer step skipped" in out and "step(s) with a non-finite loss" in out
+    (done,) = [json.loads(p.read_text()) for p in workdir.rglob("done.json")]
+    assert done["global_step"] == 8 and done["skipped_steps"] >= 1
+    (run,) = _runs(workdir)
+    assert run.info.status == "FINISHED" and run.data.metrics["train/skipped_steps"] >= 1
+
+
 def test_misspelt_monitor_is_refused_before_training(workdir: Path, capsys) -> None:
     assert main(["train", "experiment=quickstart", "monitor=val/accuracy", *FAST]) == 2
     (line,) = _error_lines(capsys)
