@@ -12,7 +12,6 @@ import pytest
 from mlflow import MlflowClient
 
 from normia.cli import main
-from normia.config.schema import TrainerCfg
 from normia.tracking.mlflow_logger import CUT_MARKER, MAX_PARAM_CHARS, MlflowTracker, metric_name
 from normia.tracking.tags import default_run_name
 from normia.tracking.values import from_mlflow
@@ -52,9 +51,6 @@ def test_diverged_job_stops_a_sweep_instead_of_ranking_nan(workdir: Path, capsys
     assert not list(workdir.rglob("done.json"))
 
 
-@pytest.mark.skipif(
-    "on_nonfinite_loss" not in TrainerCfg.__dataclass_fields__, reason="schema key trainer.on_nonfinite_loss"
-)
 def test_skip_mode_skips_nonfinite_steps_and_finishes(workdir: Path, capsys) -> None:
     assert main(["train", *DIVERGES, "trainer.max_steps=8", "trainer.on_nonfinite_loss=skip"]) == 0
     assert "optimizer step skipped" in capsys.readouterr().out

@@ -64,6 +64,9 @@ class TrainerCfg:
     profiler: str | None = None
     enable_progress_bar: bool = True
     checkpoint_every_n_steps: int | None = None
+    # A loss that is nan/inf: "stop" fails the run at that step (exit 3, MLflow FAILED); "skip" drops that
+    # optimizer step on every rank and counts it (train/skipped_steps).
+    on_nonfinite_loss: str = "stop"
 
 
 @dataclass
@@ -96,6 +99,8 @@ class TrainCfg:
     name: str = "default"
     seed: int = 42
     resume: Any = False
+    # Keys a resumed run may change besides max_steps/max_epochs (train/resume_check.py); others are refused.
+    resume_allow_changes: list[str] = field(default_factory=list)
     monitor: str = "val/loss"
     monitor_mode: str = "min"
     compile: bool = False
@@ -119,4 +124,5 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logger.name", LOGGERS),
     ("kernels", KERNEL_BACKENDS),
     ("monitor_mode", ("min", "max")),
+    ("trainer.on_nonfinite_loss", ("stop", "skip")),
 )
