@@ -1,41 +1,23 @@
-"""Values under secret-looking keys never reach MLflow, saved configs or the terminal: they show as ***."""
+"""Values under secret-looking keys never reach MLflow, saved configs or the terminal: they show as ***.
+
+Everything here is normia.config.masking's one masking function (mask); these names stay for their callers:
+redact(cfg) for a config, redact_override(text) for an override or any printed text.
+"""
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from omegaconf import DictConfig
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from normia.config.masking import MASK, is_secret_key, mask, mask_text
 
-SECRET_KEY = re.compile(
-    r"(^|[_\-.])(password|passwd|pwd|token|secret|secrets|credential|credentials|api_?key|access_?key|private_?key)"
-    r"($|[_\-.])",
-    re.IGNORECASE,
-)
-MASK = "***"
-
-
-def is_secret_key(key: str) -> bool:
-    return bool(SECRET_KEY.search(str(key)))
+__all__ = ["MASK", "is_secret_key", "redact", "redact_override"]
 
 
 def redact(cfg: DictConfig) -> DictConfig:
-    """A resolved copy of cfg with every secret value replaced by ***."""
-    container = _redact_obj(OmegaConf.to_container(cfg, resolve=True))
-    if isinstance(container.get("overrides"), list):
-        container["overrides"] = [redact_override(str(o)) for o in container["overrides"]]
-    return OmegaConf.create(container)
-
-
-def _redact_obj(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: (MASK if is_secret_key(k) and v is not None else _redact_obj(v)) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, ListConfig)):
-        return [_redact_obj(v) for v in obj]
-    return obj
+    """A resolved copy of cfg with every secret value replaced by *** (names, known values, URI userinfo)."""
+    return mask(cfg)
 
 
 def redact_override(override: str) -> str:
-    """'logger.api_key=abc' -> 'logger.api_key=***'."""
-    key, sep, _ = override.partition("=")
-    return f"{key}={MASK}" if sep and is_secret_key(key.split(".")[-1]) else override
+    """'logger.api_key=abc' -> 'logger.api_key=***'; '+tags={hub_token: X}' -> '+tags={hub_token: ***}'."""
+    return mask_text(override)

@@ -9,17 +9,19 @@ this process, even with SIGKILL, leaves no rank running."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from normia.errors import UserError
-from normia.train.worker import CONFIG_ENV, PARENT_ENV
+from normia.train.worker import CONFIG_FILE_ENV, PARENT_ENV
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -34,25 +36,38 @@ def run_local_processes(cfg: DictConfig, nprocs: int) -> int:
     """Start nprocs ranks on this machine, wait for all; return 0, or the first failing rank's exit code."""
     port = free_port()
     config_text = OmegaConf.to_yaml(cfg, resolve=True)
+    # The config (secrets included) reaches the ranks through files only this user can read, never through
+    # their environment, which every process they start inherits and /proc/<pid>/environ shows.
+    private = tempfile.mkdtemp(prefix="normia-ranks-")  # mode 0700
     procs: list[subprocess.Popen] = []
     # Installed before the first rank starts: a signal never finds a rank that this process cannot reach.
     forwarder = _Forwarder(procs)
     previous = {sig: signal.signal(sig, forwarder) for sig in FORWARDED}
     try:
         for rank in range(nprocs):
-            procs.append(_start_rank(rank, nprocs, port, config_text))
+            procs.append(_start_rank(rank, nprocs, port, _config_file(private, rank, config_text)))
         return _wait(procs, forwarder)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _terminate(procs, grace_s=0.0)  # only ranks still running, after an error in this process
+        shutil.rmtree(private, ignore_errors=True)
 
 
-def _start_rank(rank: int, nprocs: int, port: int, config_text: str) -> subprocess.Popen:
+def _config_file(folder: str, rank: int, config_text: str) -> str:
+    """The job's config for one rank, in a new 0600 file (the rank deletes it once read)."""
+    path = os.path.join(folder, f"rank{rank}.yaml")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(config_text)
+    return path
+
+
+def _start_rank(rank: int, nprocs: int, port: int, config_file: str) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(
         {
-            CONFIG_ENV: config_text,
+            CONFIG_FILE_ENV: config_file,
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),
             "WORLD_SIZE": str(nprocs),

@@ -1,4 +1,5 @@
-"""Child process of a local multi-process run: reads its resolved job config from the environment and runs it.
+"""Child process of a local multi-process run: reads its resolved job config from a file only the
+user can read (deleted once read) and runs it.
 Started by normia.train.spawn with torch.distributed's env vars (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_*)."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from omegaconf import OmegaConf
 
 from normia.errors import UserError
 
-CONFIG_ENV = "NORMIA_JOB_CONFIG"
+CONFIG_FILE_ENV = "NORMIA_JOB_CONFIG_FILE"  # a 0600 file in a 0700 folder, deleted once read
 PARENT_ENV = "NORMIA_PARENT_PID"
 PR_SET_PDEATHSIG = 1
 
@@ -41,7 +42,10 @@ def keep_terminal_output() -> None:
 def main() -> int:
     keep_terminal_output()
     die_with_parent()
-    cfg = OmegaConf.create(os.environ[CONFIG_ENV])
+    path = os.environ.pop(CONFIG_FILE_ENV)  # processes this rank starts get neither the path nor the config
+    with open(path) as handle:
+        cfg = OmegaConf.create(handle.read())
+    os.unlink(path)
     from normia.train.run import run_training
 
     try:
