@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check", action="store_true", help="exit with code 1 when a metric differs beyond --rtol"
     )
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="run the recorded config even if it names code outside the allowed targets or calls resolvers "
+        "(only for a store whose writers you trust)",
+    )
     return parser
 
 
@@ -61,12 +67,20 @@ def fetch_run(client: Any, run_id: str, uri: str) -> Any:
         ) from None
 
 
-def recorded_job(client: Any, run: Any) -> tuple[Any, list[str]]:
-    """(the recorded config, the recorded command-line overrides) from the run's artifacts."""
+def recorded_job(client: Any, run: Any, trust: bool = False) -> tuple[Any, list[str]]:
+    """(the recorded config, the recorded command-line overrides) from the run's artifacts.
+
+    Both came from the store, which anyone who can write to it controls: before anything is imported, the config's
+    `_target_`s must name allowed code and neither may call a resolver (config/trust.py); a recorded
+    `trusted_targets` is ignored. trust=True (--trust) skips that. Raises UserError for a refused or missing config.
+    """
     from mlflow.exceptions import MlflowException
     from omegaconf import OmegaConf
 
+    from normia.config.trust import load_untrusted_yaml, untrusted_overrides
+
     run_id = run.info.run_id
+    origin = f"run {run_id} {CONFIG_ARTIFACT}"
     with tempfile.TemporaryDirectory() as tmp:
         try:
             config_path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
@@ -74,12 +88,17 @@ def recorded_job(client: Any, run: Any) -> tuple[Any, list[str]]:
             raise UserError(
                 f"run {run_id} has no {CONFIG_ARTIFACT} artifact: it was not recorded by normia train"
             ) from None
-        config = OmegaConf.load(config_path)
+        config = load_untrusted_yaml(Path(config_path).read_text(), origin, trust=trust)
         try:
-            overrides = list(OmegaConf.load(client.download_artifacts(run_id, OVERRIDES_ARTIFACT, tmp)) or [])
+            path = client.download_artifacts(run_id, OVERRIDES_ARTIFACT, tmp)
+            overrides = list(OmegaConf.to_container(OmegaConf.load(path), resolve=False) or [])
         except (MlflowException, OSError):
-            overrides = list(config.get("overrides") or [])
-    return config, [str(o) for o in overrides]
+            node = config.get("overrides") if "overrides" in config else None
+            overrides = [node._get_node(i)._value() for i in range(len(node))] if node is not None else []
+    if not trust and "trusted_targets" in config:
+        config.trusted_targets = []
+    texts = [str(o).replace("\\${", "${") for o in overrides]
+    return config, untrusted_overrides(texts, f"run {run_id} {OVERRIDES_ARTIFACT}", trust=trust)
 
 
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -202,7 +221,7 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(tracking_uri=uri)
     run = fetch_run(client, args.run_id, uri)
-    recorded, overrides = recorded_job(client, run)
+    recorded, overrides = recorded_job(client, run, trust=args.trust)
     cfg, changed = build_job(recorded, overrides, args.run_id, uri)
     for warning in code_warnings(run):
         print(f"warning: {warning}")

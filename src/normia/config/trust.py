@@ -179,3 +179,24 @@ def load_untrusted_yaml(
     check_no_resolvers(cfg, origin)
     check_targets(cfg, origin, prefixes, recorded=True)
     return cfg
+
+
+def untrusted_overrides(texts: list[str], origin: str, trust: bool = False) -> list[str]:
+    """Recorded command-line overrides, made safe to compose: a resolver call is refused (UserError), and an
+    override of `trusted_targets` is dropped (a recorded run cannot vouch for code; the caller's own
+    NORMIA_TRUSTED_TARGETS or --trust can). With trust=True they are returned unchanged."""
+    if trust:
+        return list(texts)
+    kept = []
+    for text in texts:
+        key = text.partition("=")[0].lstrip("+~")
+        match = RESOLVER_CALL.search(text.partition("=")[2])
+        if match:
+            raise UserError(
+                f"{origin}: the override {key}=... calls the resolver '${{{match.group(1)}:...}}', which would read "
+                "this machine's environment when reproduced; nothing was run. Pass --trust only if you trust "
+                "whoever wrote it"
+            )
+        if key != "trusted_targets":
+            kept.append(text)
+    return kept
