@@ -235,3 +235,22 @@ def test_metrics_mlflow_refuses_end_the_run_failed_never_running(workdir: Path) 
     run = _client(workdir).get_run(tracker.version)
     assert run.info.status == "FAILED"
     assert metric_name("val/a%b") == "val/a_b" and metric_name("acc@5") == "acc_at_5"
+
+
+def test_a_diverged_sweep_job_is_reported_and_the_other_jobs_still_run(workdir: Path, capsys) -> None:
+    """One setting diverging must not end the sweep: its job says so in one line, the next job runs, the table
+    shows 'diverged' rather than a result, and the command exits 3 (not 0: a sweep with a failure)."""
+    args = [
+        "train",
+        "-m",
+        "experiment=quickstart",
+        "optim=sgd",
+        "optim.lr=1e8,1e-2",
+        "trainer.max_steps=6",
+        *FAST,
+    ]
+    assert main(args) == 3
+    out, err = capsys.readouterr()
+    assert err.count("training diverged") == 1
+    assert "diverged" in out.split("== sweep of 2 job(s)")[1]
+    assert len(list(workdir.rglob("done.json"))) == 1  # the lr=1e-2 job finished

@@ -154,13 +154,32 @@ def _run_local(jobs: list[DictConfig], sweep: str | None) -> int:
             continue
         if sweep is not None:
             print(f"== job {index + 1}/{len(jobs)}: {_shown(cfg)}", flush=True)
-        code = run_job(cfg)
+        code = _run_sweep_job(cfg) if sweep is not None else run_job(cfg)
+        if code == DIVERGED and sweep is not None:  # one diverged setting must not end the others
+            results.append("diverged")
+            continue
         if code != 0:
             return code
         results.append(json.loads(done.read_text()).get("result") if done.is_file() else None)
     if sweep is not None:
         _print_sweep(jobs, results)
+        if "diverged" in results:
+            return DIVERGED
     return 0
+
+
+DIVERGED = 3  # TrainingDiverged.exit_code: the command's code when a job's loss became nan/inf
+
+
+def _run_sweep_job(cfg: DictConfig) -> int:
+    """run_job, with a diverged job reported as one line and its exit code, so the sweep goes on."""
+    from normia.train.health import TrainingDiverged
+
+    try:
+        return run_job(cfg)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return DIVERGED
 
 
 def run_job(cfg: DictConfig) -> int:
@@ -199,7 +218,9 @@ def run_job(cfg: DictConfig) -> int:
 def _print_sweep(jobs: list[DictConfig], results: list[float | None]) -> None:
     print(f"== sweep of {len(jobs)} job(s), monitor {jobs[0].monitor} ({jobs[0].monitor_mode})")
     for cfg, result in zip(jobs, results):
-        shown = f"{result:.4f}" if isinstance(result, float) else "n/a"
+        shown = (
+            f"{result:.4f}" if isinstance(result, float) else (result if isinstance(result, str) else "n/a")
+        )
         print(f"  {shown:>10}  {_shown(cfg)}")
 
 

@@ -13,6 +13,7 @@ from normia.errors import UserError
 from normia.train.build import instantiate_node
 from normia.train.checkpoint import AtomicCheckpointIO, load_checkpoint_file
 from normia.train.module import TaskModule
+from normia.train.quiet import quiet_libraries
 
 
 def evaluate(ckpt: Path, overrides: list[str], trust: bool = False) -> dict[str, float]:
@@ -20,6 +21,7 @@ def evaluate(ckpt: Path, overrides: list[str], trust: bool = False) -> dict[str,
     allowed targets, no resolvers) before anything is imported; trust=True skips that check and says so.
 
     Raises UserError for a missing checkpoint or config, or a refused config."""
+    quiet_libraries()  # Lightning's tips and checkpoint-path warnings say nothing a user can act on here
     if not ckpt.is_file():
         raise UserError(f"checkpoint {ckpt} does not exist")
     load_checkpoint_file(ckpt)  # refuses a checkpoint that needs arbitrary unpickling, before anything else

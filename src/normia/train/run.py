@@ -81,13 +81,18 @@ def run_training(cfg: DictConfig) -> float | None:
 
 
 def _fit(trainer: L.Trainer, module: TaskModule, datamodule: Any, ckpt_path: Path | None) -> None:
-    with contextlib.suppress(StopRequested):
-        _lightning_checked(
-            lambda: trainer.fit(
-                module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None
-            ),
-            trainer,
-        )
+    try:
+        with contextlib.suppress(StopRequested):
+            _lightning_checked(
+                lambda: trainer.fit(
+                    module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None
+                ),
+                trainer,
+            )
+    except SystemExit as err:  # a second Ctrl-C reached Lightning, which tears down and calls exit(1)
+        if err.code == 1:
+            raise KeyboardInterrupt from None
+        raise
 
 
 def _lightning_checked(step: Callable[[], Any], trainer: L.Trainer | None = None) -> Any:
