@@ -105,3 +105,32 @@ def test_job_folder_is_created_private_and_one_of_another_user_or_a_link_is_refu
         os.chown(theirs, 65534, 65534)
         with pytest.raises(UserError, match="belongs to another user"):
             private_folder(theirs)
+
+
+@pytest.mark.xfail(strict=True, reason="train/run.py: /tmp/security-cd.patch")
+def test_config_yaml_and_done_json_replace_a_planted_link_instead_of_writing_through_it(
+    tmp_path: Path, normia_cli
+) -> None:
+    """Someone who can write in a shared run folder plants config.yaml -> a file of the user's: a plain write would
+    overwrite that file. Written like checkpoints (temporary file + rename), the link itself is replaced."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").symlink_to(victim)
+    result = normia_cli(
+        "train",
+        "experiment=quickstart",
+        "trainer.enable_progress_bar=false",
+        "trainer.max_steps=2",
+        "logger=none",
+        f"paths.output_dir={run}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert victim.read_text() == "precious\n"
+    for name in ("config.yaml", "done.json"):
+        path = run / name
+        assert path.is_file() and not path.is_symlink(), name
+    assert not list(run.glob(".*.tmp"))
