@@ -110,7 +110,9 @@ def is_allowed(target: str, prefixes: Iterable[str]) -> bool:
     return False
 
 
-def check_targets(cfg: Any, origin: str, prefixes: Iterable[str] | None = None, recorded: bool = False) -> None:
+def check_targets(
+    cfg: Any, origin: str, prefixes: Iterable[str] | None = None, recorded: bool = False
+) -> None:
     """Refuse the first `_target_` outside the allowed names, before anything is imported.
 
     recorded: the config came from a store or a run folder (its own `trusted_targets` is not read; --trust exists).
