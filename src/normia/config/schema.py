@@ -26,6 +26,7 @@ PRECISIONS = (
 )
 KERNEL_BACKENDS = ("auto", "triton", "torch")
 LOGGERS = ("mlflow", "none")
+ENERGY_MODES = ("auto", "off")
 PROFILERS = ("simple", "advanced", "pytorch")
 
 
@@ -80,6 +81,17 @@ class LoggerCfg:
 
 
 @dataclass
+class EnergyCfg:
+    """Energy and carbon of the run (normia.energy): see configs/energy/auto.yaml."""
+
+    mode: str = "auto"
+    pue: float = 1.0
+    carbon_intensity_g_per_kwh: float = 21.7
+    estimate: bool = False
+    cpu_tdp_w: float | None = None
+
+
+@dataclass
 class PathsCfg:
     output_root: str = "outputs"
     output_dir: str | None = None
@@ -93,6 +105,7 @@ class TrainCfg:
     optim: OptimCfg = field(default_factory=OptimCfg)
     trainer: TrainerCfg = field(default_factory=TrainerCfg)
     logger: LoggerCfg = field(default_factory=LoggerCfg)
+    energy: EnergyCfg = field(default_factory=EnergyCfg)
     callbacks: Any = field(default_factory=dict)
     paths: PathsCfg = field(default_factory=PathsCfg)
     launcher: Any = field(default_factory=lambda: {"name": "local"})
@@ -122,6 +135,7 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("trainer.accelerator", ACCELERATORS),
     ("trainer.precision", PRECISIONS),
     ("logger.name", LOGGERS),
+    ("energy.mode", ENERGY_MODES),
     ("kernels", KERNEL_BACKENDS),
     ("monitor_mode", ("min", "max")),
     ("trainer.on_nonfinite_loss", ("stop", "skip")),

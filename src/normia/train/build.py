@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from normia.config.flatten import flatten
 from normia.config.secrets import redact, redact_override
+from normia.energy.callback import from_config as energy_callback
 from normia.errors import UserError
 from normia.tracking.mlflow_logger import MlflowTracker
 from normia.tracking.run_tags import run_tags
@@ -104,6 +105,9 @@ def build_callbacks(
         "nonfinite": NonFiniteLoss(nonfinite_mode(cfg)),
         "monitor": MonitorCheck(cfg.monitor),
     }
+    energy = energy_callback(cfg.get("energy"), tracker)  # None for energy=off
+    if energy is not None:
+        roles["energy"] = energy
     user: list[L.Callback] = []
     for name, node in (cfg.callbacks or {}).items():
         if node is None:

@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig
 
+from normia.energy.accounting import summary_lines
 from normia.train.build import world_size
 
 
@@ -33,6 +34,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         lines.append("  throughput " + ", ".join(parts))
     if summary.get("skipped_steps"):
         lines.append(f"  skipped   {summary['skipped_steps']} step(s) with a non-finite loss")
+    if summary.get("energy"):
+        lines += summary_lines(summary["energy"])
     lines.append(f"  wall time {summary['wall_time_s']:.1f} s")
     lines.append(f"  output    {summary['output_dir']}")
     if summary["mlflow_run_id"]:
@@ -74,4 +77,5 @@ def run_summary(
         "best_checkpoint": roles["best"].best_model_path or None,
         "stopped_early": roles["stop"].stopped,
         "skipped_steps": roles["nonfinite"].skipped,
+        "energy": roles["energy"].report if "energy" in roles else None,
     }
