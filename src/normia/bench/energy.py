@@ -23,7 +23,10 @@ def open_meter(device: torch.device) -> tuple[EnergyMeter | None, str]:
     packages and DRAM."""
     found = open_counters(device, node_leader=device.type != "cuda")
     if not found.counters:
-        return None, "not measured: " + "; ".join(f"{k}: {why}" for k, why in found.missing.items())
+        reasons: dict[str, list[str]] = {}  # one reason shared by several kinds is said once
+        for kind, why in found.missing.items():
+            reasons.setdefault(why, []).append(kind)
+        return None, "not measured: " + "; ".join(f"{', '.join(k)}: {why}" for why, k in reasons.items())
     return found, f"measured: {found.source}"
 
 
