@@ -107,7 +107,6 @@ def test_job_folder_is_created_private_and_one_of_another_user_or_a_link_is_refu
             private_folder(theirs)
 
 
-@pytest.mark.xfail(strict=True, reason="train/run.py: /tmp/security-cd.patch")
 def test_config_yaml_and_done_json_replace_a_planted_link_instead_of_writing_through_it(
     tmp_path: Path, normia_cli
 ) -> None:

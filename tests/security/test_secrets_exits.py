@@ -198,9 +198,6 @@ def mlflow_server(tmp_path: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True, reason="summary.py, tracking/uri.py, mlflow_logger.py: /tmp/security-cd.patch"
-)
 @pytest.mark.parametrize("where", ["config", "environment"])
 def test_tracking_uri_with_credentials_is_used_but_never_shown_logged_or_saved(
     tmp_path: Path, normia_cli, mlflow_server, where: str

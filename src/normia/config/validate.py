@@ -20,6 +20,7 @@ from omegaconf.errors import (
 )
 
 from normia.config.agree import check_agreement
+from normia.config.names import check_name
 from normia.config.schema import CHOICES, TrainCfg
 from normia.errors import UserError, did_you_mean
 
@@ -38,6 +39,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     except OmegaConfBaseException as err:
         raise UserError(str(err).splitlines()[0]) from None
     check_resolvable(typed)
+    check_name(typed.name)  # a folder name and a Slurm job name: ../../x or a line break refused
     _check_choices(typed)
     for group in ("model", "data"):
         node = typed.get(group)

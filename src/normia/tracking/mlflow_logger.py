@@ -3,6 +3,7 @@ setup), resumes an existing run by id, and sends metrics in batches rather than 
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from argparse import Namespace
@@ -13,6 +14,7 @@ from typing import Any
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from normia.config.masking import mask_uri
 from normia.tracking.values import nonfinite_note
 
 MAX_PARAMS_PER_BATCH = 100
@@ -84,6 +86,10 @@ class MlflowTracker(Logger):
     def _start(self) -> None:
         from mlflow import MlflowClient
 
+        if mask_uri(self.tracking_uri) != self.tracking_uri:
+            # MLflow prints 'View run ... at: <tracking URI>' with the credentials in it; normia's summary
+            # says where the run is, without them.
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         client = MlflowClient(tracking_uri=self.tracking_uri)
         if self._run_id is None:
             experiment_id = _experiment_id(client, self.experiment_name)

@@ -6,6 +6,7 @@ import os
 import urllib.error
 import urllib.request
 
+from normia.config.masking import mask_uri
 from normia.errors import UserError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -29,7 +30,8 @@ def absolute_sqlite(uri: str) -> str:
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """An http(s) server must answer /health; a sqlite file's folder must exist. Raises UserError otherwise."""
     if uri.startswith(("http://", "https://")):
-        url = uri.rstrip("/") + "/health"
+        url = mask_uri(uri).replace("***@", "").rstrip("/") + "/health"  # /health needs no credentials
+        shown = mask_uri(uri)
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as response:
                 if response.status == 200:
@@ -37,10 +39,10 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         except (urllib.error.URLError, OSError, ValueError) as err:
             reason = getattr(err, "reason", err)
             raise UserError(
-                f"MLflow server {uri} is unreachable ({reason}); start it (mlflow server --port ...) or drop "
+                f"MLflow server {shown} is unreachable ({reason}); start it (mlflow server --port ...) or drop "
                 "logger.tracking_uri to use the local sqlite:///mlflow.db"
             ) from None
-        raise UserError(f"MLflow server {uri} answered /health with an error; check the server's log")
+        raise UserError(f"MLflow server {shown} answered /health with an error; check the server's log")
     if uri.startswith("sqlite:///"):
         path = uri[len("sqlite:///") :]
         folder = os.path.dirname(os.path.abspath(path)) or "."

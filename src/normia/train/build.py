@@ -63,7 +63,7 @@ def build_tracker(cfg: DictConfig, run_id: str | None, changes: str = "") -> Mlf
         tracking_uri=resolve_tracking_uri(cfg.logger.tracking_uri),
         experiment_name=cfg.logger.experiment_name,
         run_name=cfg.logger.run_name
-        or default_run_name(cfg.name, str(cfg.paths.output_dir), list(cfg.overrides)),
+        or default_run_name(cfg.name, str(cfg.paths.output_dir), [redact_override(o) for o in cfg.overrides]),
         run_id=run_id,
         tags=tags,
         params=params,

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from normia.config.secrets import redact
 from normia.errors import UserError
+from normia.train.atomic_text import write_text_atomic
 from normia.train.build import build_callbacks, build_tracker, build_trainer, instantiate_node
 from normia.train.callbacks import StopRequested
 from normia.train.checkpoint import last_checkpoint, read_normia_state
@@ -60,7 +61,7 @@ def run_training(cfg: DictConfig) -> float | None:
         trainer = _lightning_checked(lambda: build_trainer(cfg, tracker, callbacks))
         if rank_zero:
             (output_dir / DONE).unlink(missing_ok=True)
-            (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact(cfg)))
+            write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(redact(cfg)))
         if ckpt_path and rank_zero:
             run = f" (MLflow run {run_id})" if run_id else ""
             print(
@@ -74,7 +75,7 @@ def run_training(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:
         print_summary(summary)
         if not stopped.stopped and not cfg.trainer.fast_dev_run:
-            (output_dir / DONE).write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False))
+            write_text_atomic(output_dir / DONE, json.dumps(json_safe(summary), indent=2, allow_nan=False))
     if stopped.stopped:
         raise KeyboardInterrupt
     return result

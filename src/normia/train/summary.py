@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig
 
+from normia.config.masking import mask_uri
 from normia.energy.accounting import summary_lines
 from normia.train.build import world_size
 
@@ -72,7 +73,7 @@ def run_summary(
         "wall_time_s": wall_s,
         "throughput": roles["throughput"].rates(),
         "mlflow_run_id": tracker._run_id if tracker is not None else None,
-        "tracking_uri": tracker.tracking_uri if tracker is not None else None,
+        "tracking_uri": mask_uri(tracker.tracking_uri) if tracker is not None else None,  # no userinfo
         "output_dir": str(cfg.paths.output_dir),
         "best_checkpoint": roles["best"].best_model_path or None,
         "stopped_early": roles["stop"].stopped,
