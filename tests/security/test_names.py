@@ -52,6 +52,13 @@ def test_unsafe_job_name_is_refused_before_the_slurm_script(name: str) -> None:
     assert_refused(code, text, "name=")
 
 
+@pytest.mark.parametrize("flag", ["--dry-run", "--cfg"])
+def test_unsafe_name_is_refused_for_a_local_run_before_any_folder(flag: str) -> None:
+    """`name=../../x` would put the run folder two levels above paths.output_root."""
+    code, text = cli("train", "experiment=quickstart", "name='../../x'", flag)
+    assert_refused(code, text, "name='../../x' is not a safe name")
+
+
 def test_newline_in_a_name_would_break_out_of_the_job_name_line() -> None:
     """From a shared YAML file a name can hold a real line break: '#SBATCH --job-name=x' then a shell command."""
     from omegaconf import OmegaConf
