@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from normia.config.masking import mask_text
 from normia.errors import UserError, did_you_mean
 from normia.launch.timelimit import time_limit_seconds
 
@@ -79,17 +80,17 @@ def parse_launcher(node: DictConfig | dict) -> SlurmLauncherCfg:
     schema = OmegaConf.structured(SlurmLauncherCfg)
     try:
         merged = OmegaConf.merge(schema, node)
+        spec: SlurmLauncherCfg = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except ConfigKeyError as err:
         key = str(getattr(err, "full_key", "") or "")
         leaf = key.rpartition(".")[2]
         names = [f.name for f in fields(PartitionLimits if "partitions." in key else SlurmLauncherCfg)]
         raise UserError(f"unknown key 'launcher.{key}'{did_you_mean(leaf, names)}") from None
-    except ValidationError as err:
+    except ValidationError as err:  # also a value interpolated from the environment: its text is masked
         key = getattr(err, "full_key", "") or ""
-        raise UserError(f"launcher.{key}: {str(err).splitlines()[0]}") from None
+        raise UserError(mask_text(f"launcher.{key}: {str(err).splitlines()[0]}")) from None
     except OmegaConfBaseException as err:
-        raise UserError(f"launcher: {str(err).splitlines()[0]}") from None
-    spec: SlurmLauncherCfg = OmegaConf.to_object(merged)  # type: ignore[assignment]
+        raise UserError(mask_text(f"launcher: {str(err).splitlines()[0]}")) from None
     _check_values(spec)
     return spec
 
@@ -131,7 +132,6 @@ def _check_script_values(spec: SlurmLauncherCfg) -> None:
     """Values written into the job script: #SBATCH lines hold no line break (a newline would start a shell command),
     sbatch_args keys are option names, launcher.env keys are variable names, and no secret is typed into
     launcher.setup (the script is kept by Slurm and printed by --dry-run; launcher.env goes to a private file)."""
-    from normia.config.masking import mask_text
     from normia.config.names import check_env_name, check_one_line, check_sbatch_key
 
     for key in ("partition", "account", "qos", "constraint", "time", "master_addr", "python", "folder"):
