@@ -52,7 +52,7 @@ class SlurmLauncherCfg:
     master_addr: str | None = None  # None: Lightning takes the first node of the job
     # shell lines run before srun: module load, source venv, ...
     setup: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)  # exported in the job script
+    env: dict[str, str] = field(default_factory=dict)  # for every task: a 0600 file the script sources
     srun_args: list[str] = field(default_factory=lambda: ["--kill-on-bad-exit=1"])
     sbatch_args: dict[str, Any] = field(default_factory=dict)  # any other #SBATCH flag: {exclusive: true}
     # sbatch scripts and logs; None: <output_dir>/slurm (a sweep: <sweep dir>/slurm)
