@@ -247,3 +247,24 @@ def test_error_message_quoting_a_value_from_a_secret_variable_is_masked(
     code, text = cli("train", *LOCAL, "trainer.max_steps=${oc.env:HF_TOKEN}", "--dry-run")
     assert code == 2, text
     assert text.startswith("error: trainer.max_steps") and SECRET not in text, text
+
+
+def test_srun_dry_run_listing_shows_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`srun normia train ... launcher=srun --dry-run` inside an allocation: rank 0 lists each job's overrides."""
+    for key, value in {
+        "SLURM_PROCID": "0",
+        "SLURM_NTASKS": "1",
+        "SLURM_NNODES": "1",
+        "SLURM_JOB_ID": "7",
+    }.items():
+        monkeypatch.setenv(key, value)
+    code, text = cli(
+        "train",
+        *LOCAL,
+        "launcher=srun",
+        f"+tags={{hub_token: {SECRET}}}",
+        f"+tags.hfToken={SECRET}",
+        "--dry-run",
+    )
+    assert code == 0 and "dry run: nothing run" in text, text
+    assert SECRET not in text and "hub_token: ***" in text, text
