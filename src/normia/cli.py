@@ -62,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        from normia.config.masking import mask_text
+
+        print(f"error: {mask_text(str(err))}", file=sys.stderr)  # a message may quote a value or a URI
         return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -239,7 +239,6 @@ def test_slurm_launcher_value_from_a_secret_variable_is_refused_in_one_masked_li
     assert list(Path.cwd().iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="src/normia/cli.py masks error messages: /tmp/security-cd.patch")
 def test_error_message_quoting_a_value_from_a_secret_variable_is_masked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
