@@ -152,3 +152,12 @@ def test_no_time_limit_is_refused_with_why(limit: str) -> None:
         code, text, f"launcher.time='{limit}' is not a usable Slurm time limit: it means no time limit"
     )
     assert "the requeue signal" in text and "needs a finite one" in text
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("+tags={a%b: 1}", "tags.a%b"), ("energy.pue=0.8", "energy.pue=0.8: a PUE is facility energy")],
+)
+def test_what_would_fail_on_the_node_is_refused_before_submission(override: str, message: str) -> None:
+    """A tag MLflow refuses and an impossible energy setting used to be found by the job on the node."""
+    assert_refused(*dry_run("launcher=slurm", override), message)

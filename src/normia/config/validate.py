@@ -22,6 +22,7 @@ from omegaconf.errors import (
 from normia.config.agree import check_agreement
 from normia.config.names import check_name
 from normia.config.schema import CHOICES, TrainCfg
+from normia.energy.settings import check_energy
 from normia.errors import UserError, did_you_mean
 
 TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
@@ -50,6 +51,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         if isinstance(node, DictConfig) and "_target_" in node:
             check_target(node, f"callbacks.{name}")
     check_agreement(typed)
+    check_energy(typed.get("energy"))  # here, so a bad value is refused before a Slurm submission too
     return typed
 
 

@@ -12,11 +12,11 @@ import torch.distributed as dist
 
 from normia.energy.accounting import EnergyWindows, accumulate, combine, report
 from normia.energy.counters import CounterSet, open_counters
+from normia.energy.settings import FRENCH_GRID_G_PER_KWH
 
 # The French grid's carbon intensity: 21.7 gCO2e/kWh, the annual average of electricity produced in France in 2024
 # (RTE, Bilan électrique 2024, chapter "Émissions": https://analysesetdonnees.rte-france.com/bilan-electrique-2024/
 # emissions). Direct emissions of production; a life-cycle figure (e.g. ADEME's Base Empreinte) is higher.
-FRENCH_GRID_G_PER_KWH = 21.7
 
 
 def _count_units(batch: Any) -> tuple[int, int]:
@@ -159,21 +159,16 @@ def from_config(energy: Any, tracker: Any = None) -> EnergyCallback | None:
     """The callback for a run's `energy` config node (mode, pue, carbon_intensity_g_per_kwh, estimate, cpu_tdp_w);
     None for `energy=off`. A missing node measures with the defaults (on by default). Refuses values that cannot
     be right: a PUE below 1 (a facility cannot use less than its IT load) or a negative carbon intensity."""
-    from normia.errors import UserError
+    from normia.energy.settings import check_energy
 
     if energy is None:
         return EnergyCallback(tracker=tracker)
     if str(energy.get("mode", "auto")) == "off":
         return None
+    check_energy(energy)
     pue = float(energy.get("pue", 1.0))
     intensity = float(energy.get("carbon_intensity_g_per_kwh", FRENCH_GRID_G_PER_KWH))
     tdp = energy.get("cpu_tdp_w")
-    if pue < 1.0:
-        raise UserError(f"energy.pue={pue:g}: a PUE is facility energy over IT energy, so 1 or more")
-    if intensity < 0:
-        raise UserError(f"energy.carbon_intensity_g_per_kwh={intensity:g}: must be 0 or more (gCO2e/kWh)")
-    if tdp is not None and float(tdp) <= 0:
-        raise UserError(f"energy.cpu_tdp_w={tdp}: a CPU's TDP in W is more than 0")
     return EnergyCallback(
         pue=pue,
         carbon_intensity_g_per_kwh=intensity,

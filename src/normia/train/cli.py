@@ -125,6 +125,10 @@ def _is_sweep(override: str) -> bool:
 
 
 def _submit(jobs: list[DictConfig], overrides: list[str], dry_run: bool) -> int:
+    from normia.tracking.tags import check_user_tags
+
+    for cfg in jobs:  # a tag MLflow refuses would fail on the node after the queue wait: refuse it here
+        check_user_tags(cfg.tags)
     try:
         from normia.launch.slurm import submit
     except ImportError as err:
