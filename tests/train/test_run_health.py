@@ -44,13 +44,6 @@ def test_diverged_run_fails_and_is_marked_failed(workdir: Path, capsys) -> None:
     assert run.info.status == "FAILED"
 
 
-def test_diverged_job_stops_a_sweep_instead_of_ranking_nan(workdir: Path, capsys) -> None:
-    code = main(["train", "-m", *DIVERGES[:2], "optim.lr=1e8,1e-2", *FAST, "trainer.max_steps=30"])
-    assert code == 3
-    assert "training diverged" in capsys.readouterr().err
-    assert not list(workdir.rglob("done.json"))
-
-
 def test_skip_mode_skips_nonfinite_steps_and_finishes(workdir: Path, capsys) -> None:
     assert main(["train", *DIVERGES, "trainer.max_steps=8", "trainer.on_nonfinite_loss=skip"]) == 0
     assert "optimizer step skipped" in capsys.readouterr().out
@@ -210,8 +203,9 @@ def test_diverged_ddp_run_stops_every_rank(normia_cli, workdir: Path) -> None:
         "trainer.max_steps=20",
     ]
     done = normia_cli(*args, cwd=workdir, timeout=300)
-    assert done.returncode != 0
+    assert done.returncode == 3, done.stderr  # the diverged code, not a generic rank failure
     assert done.stderr.count("training diverged: loss is") == 1, "said once, by rank 0"
+    assert "failed with exit code" not in done.stderr
     (run,) = _runs(workdir)
     assert run.info.status == "FAILED"
 

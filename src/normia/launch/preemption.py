@@ -20,7 +20,7 @@ from typing import Any
 import lightning as L
 
 from normia.launch import events, signals
-from normia.train.callbacks import max_over_ranks
+from normia.train.callbacks import flush_step_metrics, max_over_ranks
 from normia.train.checkpoint import LAST
 
 
@@ -78,6 +78,7 @@ class SlurmPreemption(L.Callback):
                 f"normia: {state.signal_name or 'signal'} received; saving a checkpoint at step {step}",
                 flush=True,
             )
+        flush_step_metrics(trainer)  # the interrupted step's train/* point, as a Ctrl-C stop keeps it
         target = root / "checkpoints" / LAST
         partial = target.with_name(f".{LAST}.preempt")
         started = time.perf_counter()

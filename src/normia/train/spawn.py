@@ -98,6 +98,9 @@ class _Forwarder:
             proc.send_signal(signum)  # a no-op for a rank that has already exited
 
 
+DIVERGED = 3  # normia.train.health.TrainingDiverged.exit_code (not imported: that module imports Lightning)
+
+
 def _wait(procs: list[subprocess.Popen], forwarder: _Forwarder) -> int:
     while True:
         codes = [p.poll() for p in procs]
@@ -110,6 +113,9 @@ def _wait(procs: list[subprocess.Popen], forwarder: _Forwarder) -> int:
             if code == 130:  # a graceful stop: let the other ranks finish writing the checkpoint
                 _terminate(procs, grace_s=120.0)
                 return 130
+            if code == DIVERGED:  # every rank stops at the same step; rank 0 already said why
+                _terminate(procs, grace_s=60.0)
+                return DIVERGED
             _terminate(procs)
             if code == 2:
                 raise UserError(f"rank {rank} refused the job (see its error above)")
