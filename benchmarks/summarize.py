@@ -43,16 +43,16 @@ def kernels(doc: dict) -> list[str]:
 
 def train(doc: dict) -> list[str]:
     lines = ["Training (plain PyTorch loop, synthetic tokens):", "",
-             "| model | params | compile | step ms | tokens/s | MFU | % of matmul | peak GB | Wh/Mtok |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+             "| model | params | compile | step ms | tokens/s | MFU | % of matmul | peak GB | Wh/Mtok | J/token |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in doc["rows"]:
         if r["status"] == "ok":
             lines.append(f"| {r['model']} | {_f(r['params'])} | {r['compile']} | {_f(r['step_ms'])} | "
                          f"{_f(r['tokens_per_s'])} | {_f(r['mfu'])} | {_f(r['pct_of_matmul'])} | "
-                         f"{_f(r['peak_mem_gb'])} | {_f(r['wh_per_mtok'])} |")  # fmt: skip
+                         f"{_f(r['peak_mem_gb'])} | {_f(r.get('wh_per_mtok'))} | {_f(r.get('j_per_token'))} |")  # fmt: skip
         else:
             lines.append(
-                f"| {r['model']} | | {r['compile']} | {r['status']}: {r.get('reason', '')} | | | | | |"
+                f"| {r['model']} | | {r['compile']} | {r['status']}: {r.get('reason', '')} | | | | | | |"
             )
     return [*lines, "", f"MFU: {doc['limits'].get('mfu_note')}; energy: {doc['limits'].get('energy')}"]
 

@@ -19,7 +19,7 @@ TRAIN_EPILOG = """examples:
   normia train experiment=quickstart resume=true
   normia train -m experiment=quickstart optim.lr=1e-3,3e-3
   normia train experiment=quickstart launcher=slurm --dry-run
-groups: ls the folders of configs/ (model, data, optim, trainer, logger, callbacks, paths, launcher, experiment, debug)
+groups: ls the folders of configs/ (model, data, optim, trainer, logger, callbacks, paths, launcher, experiment, debug, energy)
 """
 
 
