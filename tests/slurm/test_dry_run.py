@@ -108,7 +108,8 @@ def test_dry_run_shows_what_each_rank_runs_on_and_where_mlflow_writes(tmp_path: 
         "launcher=slurm",
         "trainer=gpu",
         "launcher.gpus_per_node=2",
-        "launcher.python=python",
+        # another Python than this one whatever PATH holds (a bare `python` may be this venv's, as under .ci/test.sh)
+        "launcher.python=/opt/cluster-python/bin/python3",
         "logger=mlflow",
         f"logger.tracking_uri={uri}",
     )
@@ -118,7 +119,7 @@ def test_dry_run_shows_what_each_rank_runs_on_and_where_mlflow_writes(tmp_path: 
         in text
     )
     assert f"mlflow: {uri}, experiment 'quickstart'" in text
-    assert "python: python (launcher.python: another Python than this one" in text
+    assert "python: /opt/cluster-python/bin/python3 (launcher.python: another Python than this one" in text
     code, text = dry_run("launcher=slurm", "trainer=ddp", "launcher.tasks_per_node=2", "logger=none")
     assert code == 0, text
     # trainer=ddp says accelerator=auto: on a CPU job it is pinned to cpu, and the dry run says so

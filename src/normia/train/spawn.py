@@ -108,14 +108,16 @@ def _wait(procs: list[subprocess.Popen], forwarder: _Forwarder) -> int:
         if failed and forwarder.interrupts >= 2:  # Ctrl-C twice: the ranks abort, whatever their exit codes
             _terminate(procs)
             return 130
+        if failed and DIVERGED not in codes:
+            codes = _settle(procs, seconds=5.0)  # a rank that diverged may still be on its way out
+        if DIVERGED in codes:  # every rank stops at the same step; rank 0 already said why
+            _terminate(procs, grace_s=60.0)
+            return DIVERGED
         if failed:
             rank, code = failed[0]
             if code == 130:  # a graceful stop: let the other ranks finish writing the checkpoint
                 _terminate(procs, grace_s=120.0)
                 return 130
-            if code == DIVERGED:  # every rank stops at the same step; rank 0 already said why
-                _terminate(procs, grace_s=60.0)
-                return DIVERGED
             _terminate(procs)
             if code == 2:
                 raise UserError(f"rank {rank} refused the job (see its error above)")
@@ -125,6 +127,14 @@ def _wait(procs: list[subprocess.Popen], forwarder: _Forwarder) -> int:
         if all(code == 0 for code in codes):
             return 0
         time.sleep(0.2)
+
+
+def _settle(procs: list[subprocess.Popen], seconds: float) -> list[int | None]:
+    """Exit codes after waiting up to `seconds` for every rank to exit on its own."""
+    deadline = time.monotonic() + seconds
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p.poll() for p in procs]
 
 
 def _terminate(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:

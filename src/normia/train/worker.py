@@ -55,7 +55,23 @@ def main() -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return 130
+    finally:
+        close_process_group()
     return 0
+
+
+def close_process_group() -> None:
+    """Tear the process group down before the interpreter exits. A rank that leaves by an exception (a diverged
+    loss) with gloo's threads still alive was seen to abort in their destructors ('terminate called without an
+    active exception', exit -6) instead of returning its own code."""
+    import contextlib
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        # the exit code already says what happened: a failing teardown must not replace it
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
