@@ -153,50 +153,6 @@ def test_local_ddp_ranks_get_the_config_in_a_private_file_not_in_their_environme
     assert SECRET not in result.stdout + result.stderr
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """A real `mlflow server` on loopback (sqlite store, local artifacts), as tests/train/test_mlflow_server.py."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    store = tmp_path / "server"
-    store.mkdir()
-    with open(store / "server.log", "w") as log:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)),
-                *("--workers", "1", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}"),
-                *("--artifacts-destination", str(store / "artifacts")),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (store / "server.log").read_text()
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-        yield port, store
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["config", "environment"])
 def test_tracking_uri_with_credentials_is_used_but_never_shown_logged_or_saved(
@@ -204,7 +160,10 @@ def test_tracking_uri_with_credentials_is_used_but_never_shown_logged_or_saved(
 ) -> None:
     """http://alice:SECRET@host: MLflow gets the credentials; the summary, done.json, config.yaml and the run's
     params/tags/artifacts (the server's store) show the URI without its userinfo."""
-    port, store = mlflow_server
+    port, store = (
+        mlflow_server.rsplit(":", 1)[1],
+        tmp_path / "server",
+    )  # conftest's server: its store is there
     uri = f"http://alice:{SECRET}@127.0.0.1:{port}"
     given = [f"logger.tracking_uri={uri}"] if where == "config" else []
     result = normia_cli(

@@ -32,7 +32,23 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
     return 0, 1
 
 
-class ResumableSampler(DistributedSampler):
+class _LazyRankSampler(DistributedSampler):
+    """DistributedSampler's num_replicas and rank, read when asked (the process group may start after the sampler is
+    built) unless given explicitly as self._rank / self._world_size."""
+
+    _rank: int | None
+    _world_size: int | None
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        return _rank_and_world(self._rank, self._world_size)[1]
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        return _rank_and_world(self._rank, self._world_size)[0]
+
+
+class ResumableSampler(_LazyRankSampler):
     """Indices of one epoch for this rank, shuffled by (seed, epoch), starting after the samples already consumed.
 
     Consumption is reported by the data module (`advance`) when a batch reaches the training step, not when the loader
@@ -62,14 +78,6 @@ class ResumableSampler(DistributedSampler):
         self._resume: tuple[int, int] | None = None  # (epoch, consumed) loaded from a checkpoint, until used
 
     # -- the parts of DistributedSampler's interface that Lightning and torch read --
-    @property
-    def num_replicas(self) -> int:  # type: ignore[override]
-        return _rank_and_world(self._rank, self._world_size)[1]
-
-    @property
-    def rank(self) -> int:  # type: ignore[override]
-        return _rank_and_world(self._rank, self._world_size)[0]
-
     @property
     def total_size(self) -> int:  # type: ignore[override]
         world = self.num_replicas
@@ -166,7 +174,7 @@ def eval_batches(num_samples: int, batch_size: int, rank: int, world: int) -> li
     return batches
 
 
-class EvalSampler(DistributedSampler):
+class EvalSampler(_LazyRankSampler):
     """Yields this rank's validation batches as index lists (see `eval_batches`), for a DataLoader(batch_size=None).
 
     torch's DistributedSampler, which Lightning puts on a validation loader under DDP, pads the data by repeating
@@ -190,14 +198,6 @@ class EvalSampler(DistributedSampler):
         self.drop_last = False
         self.seed = 0
         self.epoch = 0
-
-    @property
-    def num_replicas(self) -> int:  # type: ignore[override]
-        return _rank_and_world(self._rank, self._world_size)[1]
-
-    @property
-    def rank(self) -> int:  # type: ignore[override]
-        return _rank_and_world(self._rank, self._world_size)[0]
 
     @property
     def total_size(self) -> int:  # type: ignore[override]
