@@ -17,6 +17,7 @@ from tiny import TinyTokens, loader, trainer
 
 from normia.energy.callback import EnergyCallback
 from normia.energy.counters import open_counters
+from normia.train.worker import close_process_group
 
 
 class NodeWork(TinyTokens):
@@ -49,6 +50,8 @@ def main(out: Path, steps: int) -> None:
     )  # fmt: skip
     t.fit(NodeWork(gpu, rank, root), loader(80, 4), loader(8, 4))
     (out / f"rank{t.global_rank}.json").write_text(json.dumps({"totals": energy.report["totals"]}))
+    # as normia's own ranks do: gloo's threads left alive at exit were seen to abort the process (exit -6)
+    close_process_group()
 
 
 if __name__ == "__main__":
