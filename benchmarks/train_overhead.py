@@ -1,5 +1,5 @@
 """Framework overhead of `normia train` (issue 2, "Measure"): steady-state training steps/s of the quickstart job run
-through normia.train.run.run_training, against a plain PyTorch loop training the same model on the same data, in
+through normia.training.run.run_training, against a plain PyTorch loop training the same model on the same data, in
 one process, alternating the two. Target: normia / plain >= 0.95.
 
     python benchmarks/train_overhead.py [--repeats 2] [--epochs 15] [--out benchmarks/results/cpu-<date>]
@@ -50,7 +50,7 @@ class StepTimer(L.Callback):
 
 def normia_intervals(epochs: int, workdir: Path, extra: list[str], overrides: list[str]) -> list[float]:
     from normia.config.compose import compose_job
-    from normia.train.run import run_training
+    from normia.training.run import run_training
 
     timer_file = workdir / "normia_intervals.json"
     cfg = compose_job([

@@ -15,12 +15,12 @@ from normia.errors import UserError
 # subcommand -> (module, function, one-line help). Each function takes the remaining argv and returns an exit code.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "train": (
-        "normia.train.cli",
+        "normia.training.cli",
         "main",
         "train from Hydra configs: normia train experiment=quickstart [overrides]",
     ),
     "eval": (
-        "normia.train.cli",
+        "normia.training.cli",
         "eval_main",
         "evaluate a checkpoint on the validation data: normia eval ckpt=PATH",
     ),

@@ -117,7 +117,7 @@ def build_job(recorded: Any, overrides: list[str], run_id: str, uri: str) -> tup
     from normia.config.compose import compose_job
     from normia.config.secrets import MASK, redact
     from normia.config.validate import validate
-    from normia.train.outputs import assign_output_dir
+    from normia.training.outputs import assign_output_dir
 
     today = compose_job(overrides)
     today_leaves = _leaves(OmegaConf.to_container(redact(today), resolve=True))
@@ -233,8 +233,8 @@ def main(argv: list[str]) -> int:
     print(f"reproducing run {args.run_id}: normia train {' '.join(overrides) or '(defaults)'}")
     print(f"  output {cfg.paths.output_dir}")
 
-    from normia.train.cli import run_job
-    from normia.train.preflight import preflight_local
+    from normia.training.cli import run_job
+    from normia.training.preflight import preflight_local
 
     preflight_local(cfg)
     code = run_job(cfg)

@@ -109,7 +109,7 @@ def wait_event(output_dir: Path, name: str, timeout_s: float = 300.0, restart: i
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    from normia.train.checkpoint import load_checkpoint_file
+    from normia.training.checkpoint import load_checkpoint_file
 
     return load_checkpoint_file(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
 

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from normia.data.sampler import EvalSampler
-from normia.train.val_metrics import WeightedMeans
+from normia.training.val_metrics import WeightedMeans
 
 
 def per_sample(n: int) -> dict[str, torch.Tensor]:

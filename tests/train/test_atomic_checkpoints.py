@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from normia.train.checkpoint import AtomicCheckpointIO, load_checkpoint_file
+from normia.training.checkpoint import AtomicCheckpointIO, load_checkpoint_file
 
 HERE = Path(__file__).resolve().parent
 BASE = [

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from normia.cli import main
-from normia.train.evaluate import evaluate
+from normia.training.evaluate import evaluate
 
 HERE = Path(__file__).resolve().parent
 QUICK = [
@@ -46,7 +46,7 @@ def test_means_over_three_gloo_ranks_are_the_means_over_the_whole_set(tmp_path: 
     per-batch means, which is all a model gives)."""
     from gloo_val_means import per_sample
 
-    from normia.train.spawn import free_port
+    from normia.training.spawn import free_port
 
     world, n, batch_size, port = 3, 50, 4, free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -119,7 +119,7 @@ def test_three_sharded_ranks_with_an_uneven_remainder_validate_like_one_process(
 
 def test_validation_accumulates_weighted_sums_not_means_of_batch_means() -> None:
     """Two batches of 3 and 1 samples: the mean is over the 4 samples, not over the two batches."""
-    from normia.train.val_metrics import WeightedMeans
+    from normia.training.val_metrics import WeightedMeans
 
     means = WeightedMeans()
     means.update({"acc": torch.tensor(1.0)}, 3)

@@ -128,7 +128,7 @@ def test_quoted_value_is_accepted() -> None:
 )
 def test_eval_reads_the_path_as_train_does(text: str) -> None:
     from normia.config.overrides import parse_override
-    from normia.train.cli import _eval_args
+    from normia.training.cli import _eval_args
 
     ckpt, rest = _eval_args([text, "data.batch_size=8"])
     assert ckpt == parse_override(text.replace("ckpt=", "resume=", 1)).value()

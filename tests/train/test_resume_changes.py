@@ -127,7 +127,7 @@ def test_resume_at_an_epoch_boundary_equals_one_run(
 
 
 def test_keys_of_another_schema_version_are_not_changes() -> None:
-    from normia.train.resume_check import resume_changes
+    from normia.training.resume_check import resume_changes
 
     now = OmegaConf.create(
         {"optim": {"lr": 0.1}, "trainer": {"max_steps": 9, "new_key": 1}, "model": {"w": 2}}
@@ -142,7 +142,7 @@ def test_keys_of_another_schema_version_are_not_changes() -> None:
 
 
 def test_resume_allow_changes_lets_chosen_keys_through_but_never_optimizer_values() -> None:
-    from normia.train.resume_check import resume_changes
+    from normia.training.resume_check import resume_changes
 
     old = OmegaConf.create(
         {"optim": {"lr": 0.1}, "data": {"batch_size": 64, "seed": 0}, "trainer": {"max_steps": 5}}

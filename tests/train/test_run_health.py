@@ -53,9 +53,9 @@ def test_skip_mode_skips_nonfinite_steps_and_finishes(workdir: Path, capsys) -> 
 
 def test_skip_mode_in_a_real_run(workdir: Path, capsys, monkeypatch) -> None:
     """The skip mode itself, whatever the schema holds: only the reading of the config key is replaced."""
-    import normia.train.build
+    import normia.training.build
 
-    monkeypatch.setattr(normia.train.build, "nonfinite_mode", lambda cfg: "skip")
+    monkeypatch.setattr(normia.training.build, "nonfinite_mode", lambda cfg: "skip")
     assert main(["train", *DIVERGES, "trainer.max_steps=8"]) == 0
     out = capsys.readouterr().out
     assert "optimizer step skipped" in out and "step(s) with a non-finite loss" in out
@@ -211,7 +211,7 @@ def test_diverged_ddp_run_stops_every_rank(normia_cli, workdir: Path) -> None:
 
 
 def test_done_json_stays_json_with_non_finite_values() -> None:
-    from normia.train.health import json_safe
+    from normia.training.health import json_safe
 
     text = json.dumps(
         json_safe({"result": math.nan, "m": {"a": math.inf, "b": [1.0, -math.inf]}}), allow_nan=False

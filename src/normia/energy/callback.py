@@ -20,7 +20,7 @@ from normia.energy.settings import FRENCH_GRID_G_PER_KWH
 
 
 def _count_units(batch: Any) -> tuple[int, int]:
-    from normia.train.module import count_units
+    from normia.training.module import count_units
 
     return count_units(batch)
 

@@ -20,7 +20,7 @@ class TrainJob:
             events.record(self.cfg.paths.output_dir, "job_start", host=os.uname().nodename)
         try:
             from normia.launch.rendezvous import check_master_resolves
-            from normia.train.run import run_training
+            from normia.training.run import run_training
 
             check_master_resolves()
             return run_training(self.cfg)

@@ -20,8 +20,8 @@ from typing import Any
 import lightning as L
 
 from normia.launch import events, signals
-from normia.train.callbacks import flush_step_metrics, max_over_ranks
-from normia.train.checkpoint import LAST
+from normia.training.callbacks import flush_step_metrics, max_over_ranks
+from normia.training.checkpoint import LAST
 
 
 class SlurmPreemption(L.Callback):

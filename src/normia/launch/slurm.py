@@ -1,6 +1,6 @@
 """`normia train ... launcher=slurm|austral`: validate, then submit one job, or one job array for a sweep.
 
-Called by normia.train.cli with the composed, validated jobs (each with its output_dir fixed). Everything that can
+Called by normia.training.cli with the composed, validated jobs (each with its output_dir fixed). Everything that can
 be refused is refused before sbatch runs; sbatch's own refusal is shown with Slurm's message. A sweep re-run skips
 jobs whose done.json exists and submits the others, which resume from their last.ckpt.
 """
@@ -129,7 +129,7 @@ def _log_folder(spec: SlurmLauncherCfg, jobs: list[DictConfig]) -> Path:
 
 
 def _preflight(cfg: DictConfig) -> None:
-    from normia.train.outputs import check_writable
+    from normia.training.outputs import check_writable
 
     check_writable(cfg.paths.output_dir)
     logger = cfg.get("logger")

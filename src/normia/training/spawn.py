@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from normia.errors import UserError
-from normia.train.worker import CONFIG_FILE_ENV, PARENT_ENV
+from normia.training.worker import CONFIG_FILE_ENV, PARENT_ENV
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -80,7 +80,7 @@ def _start_rank(rank: int, nprocs: int, port: int, config_file: str) -> subproce
     )
     # Own process group: a terminal's Ctrl-C reaches this process only, which forwards it once to each rank.
     group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
-    return subprocess.Popen([sys.executable, "-m", "normia.train.worker"], env=env, **group)
+    return subprocess.Popen([sys.executable, "-m", "normia.training.worker"], env=env, **group)
 
 
 class _Forwarder:
@@ -98,7 +98,7 @@ class _Forwarder:
             proc.send_signal(signum)  # a no-op for a rank that has already exited
 
 
-DIVERGED = 3  # normia.train.health.TrainingDiverged.exit_code (not imported: that module imports Lightning)
+DIVERGED = 3  # normia.training.health.TrainingDiverged.exit_code (not imported: that module imports Lightning)
 
 
 def _wait(procs: list[subprocess.Popen], forwarder: _Forwarder) -> int:

@@ -7,8 +7,8 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from normia.train.optim import build_optimizer, build_scheduler
-from normia.train.val_metrics import WeightedMeans
+from normia.training.optim import build_optimizer, build_scheduler
+from normia.training.val_metrics import WeightedMeans
 
 
 def count_units(batch: object) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 
 from normia.errors import UserError, did_you_mean
-from normia.train.callbacks import max_over_ranks
+from normia.training.callbacks import max_over_ranks
 
 NONFINITE_CHOICES = ("stop", "skip")
 

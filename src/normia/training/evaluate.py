@@ -10,10 +10,10 @@ from omegaconf import OmegaConf
 from normia.config.trust import load_untrusted_yaml, trusted_prefixes
 from normia.config.validate import validate
 from normia.errors import UserError
-from normia.train.build import instantiate_node
-from normia.train.checkpoint import AtomicCheckpointIO, load_checkpoint_file
-from normia.train.module import TaskModule
-from normia.train.quiet import quiet_libraries
+from normia.training.build import instantiate_node
+from normia.training.checkpoint import AtomicCheckpointIO, load_checkpoint_file
+from normia.training.module import TaskModule
+from normia.training.quiet import quiet_libraries
 
 
 def evaluate(ckpt: Path, overrides: list[str], trust: bool = False) -> dict[str, float]:

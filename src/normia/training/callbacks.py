@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from normia.train.loop_state import replay_iterator_draws, start_next_epoch_if_completed
-from normia.train.module import count_units
+from normia.training.loop_state import replay_iterator_draws, start_next_epoch_if_completed
+from normia.training.module import count_units
 
 
 class NormiaState(L.Callback):

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from normia.config.masking import mask_uri
 from normia.energy.accounting import summary_lines
-from normia.train.build import world_size
+from normia.training.build import world_size
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from normia.errors import UserError
-from normia.train.atomic_text import write_atomic
+from normia.training.atomic_text import write_atomic
 
 LAST = "last.ckpt"
 

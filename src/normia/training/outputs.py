@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from normia.errors import UserError
-from normia.train.checkpoint import LAST
+from normia.training.checkpoint import LAST
 
 
 def sweep_id(identity: str) -> str:

@@ -19,10 +19,10 @@ from normia.tracking.mlflow_logger import MlflowTracker
 from normia.tracking.run_tags import run_tags
 from normia.tracking.tags import check_user_tags, dataset_input, default_run_name, system_tags
 from normia.tracking.uri import resolve_tracking_uri
-from normia.train.callbacks import GracefulStop, NormiaState, Throughput
-from normia.train.checkpoint import LAST, AtomicCheckpointIO
-from normia.train.health import MonitorCheck, NonFiniteLoss, nonfinite_mode
-from normia.train.resume_check import CHANGES_TAG
+from normia.training.callbacks import GracefulStop, NormiaState, Throughput
+from normia.training.checkpoint import LAST, AtomicCheckpointIO
+from normia.training.health import MonitorCheck, NonFiniteLoss, nonfinite_mode
+from normia.training.resume_check import CHANGES_TAG
 
 
 def instantiate_node(node: DictConfig, where: str) -> Any:

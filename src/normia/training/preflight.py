@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from normia.errors import UserError
 from normia.tracking.tags import check_user_tags
 from normia.tracking.uri import check_reachable, resolve_tracking_uri
-from normia.train.outputs import check_writable
+from normia.training.outputs import check_writable
 
 
 def preflight_local(cfg: DictConfig) -> None:

@@ -1,6 +1,6 @@
 """Child process of a local multi-process run: reads its resolved job config from a file only the
 user can read (deleted once read) and runs it.
-Started by normia.train.spawn with torch.distributed's env vars (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_*)."""
+Started by normia.training.spawn with torch.distributed's env vars (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_*)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def main() -> int:
     with open(path) as handle:
         cfg = OmegaConf.create(handle.read())
     os.unlink(path)
-    from normia.train.run import run_training
+    from normia.training.run import run_training
 
     try:
         run_training(cfg)

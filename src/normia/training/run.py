@@ -17,16 +17,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from normia.config.secrets import redact
 from normia.errors import UserError
-from normia.train.atomic_text import write_text_atomic
-from normia.train.build import build_callbacks, build_tracker, build_trainer, instantiate_node
-from normia.train.callbacks import StopRequested
-from normia.train.checkpoint import last_checkpoint, read_normia_state
-from normia.train.health import json_safe
-from normia.train.module import TaskModule
-from normia.train.quiet import quiet_libraries
-from normia.train.refusal import nothing_left_if_refused
-from normia.train.resume_check import describe, recorded_config, resume_changes
-from normia.train.summary import print_summary, run_summary
+from normia.training.atomic_text import write_text_atomic
+from normia.training.build import build_callbacks, build_tracker, build_trainer, instantiate_node
+from normia.training.callbacks import StopRequested
+from normia.training.checkpoint import last_checkpoint, read_normia_state
+from normia.training.health import json_safe
+from normia.training.module import TaskModule
+from normia.training.quiet import quiet_libraries
+from normia.training.refusal import nothing_left_if_refused
+from normia.training.resume_check import describe, recorded_config, resume_changes
+from normia.training.summary import print_summary, run_summary
 
 DONE = "done.json"
 

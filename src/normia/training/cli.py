@@ -57,7 +57,7 @@ def compose_jobs(overrides: list[str], multirun: bool) -> tuple[list[DictConfig]
     in the sweep), so the same sweep typed in another order finds the same folders."""
     from normia.config.compose import compose_job
     from normia.config.overrides import job_folder_name, parse_overrides, sweep_identity
-    from normia.train.outputs import assign_output_dir, check_same_job, sweep_id
+    from normia.training.outputs import assign_output_dir, check_same_job, sweep_id
 
     parsed = parse_overrides(overrides)
     job_overrides = expand_sweep(overrides) if multirun else [overrides]
@@ -139,8 +139,8 @@ def _submit(jobs: list[DictConfig], overrides: list[str], dry_run: bool) -> int:
 
 
 def _run_local(jobs: list[DictConfig], sweep: str | None) -> int:
-    from normia.train.outputs import check_same_job
-    from normia.train.preflight import preflight_local
+    from normia.training.outputs import check_same_job
+    from normia.training.preflight import preflight_local
 
     for cfg in jobs:
         preflight_local(cfg)
@@ -177,7 +177,7 @@ DIVERGED = 3  # TrainingDiverged.exit_code: the command's code when a job's loss
 
 def _run_sweep_job(cfg: DictConfig) -> int:
     """run_job, with a diverged job reported as one line and its exit code, so the sweep goes on."""
-    from normia.train.health import TrainingDiverged
+    from normia.training.health import TrainingDiverged
 
     try:
         return run_job(cfg)
@@ -196,7 +196,7 @@ def run_job(cfg: DictConfig) -> int:
     world = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
     try:
         if world > 1:
-            from normia.train.spawn import run_local_processes
+            from normia.training.spawn import run_local_processes
 
             if int(cfg.trainer.num_nodes) > 1:
                 raise UserError("trainer.num_nodes > 1 needs a cluster: use launcher=slurm (or austral)")
@@ -205,7 +205,7 @@ def run_job(cfg: DictConfig) -> int:
                 raise KeyboardInterrupt
             return code
         from normia.config.compose import resolve_job
-        from normia.train.run import run_training
+        from normia.training.run import run_training
 
         resolve_job(cfg)
         run_training(cfg)
@@ -244,7 +244,7 @@ def eval_main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     ckpt, overrides = _eval_args(args.args)
-    from normia.train.evaluate import evaluate
+    from normia.training.evaluate import evaluate
 
     metrics = evaluate(Path(ckpt), overrides, trust=args.trust)
     for key, value in sorted(metrics.items()):
