@@ -27,6 +27,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("normia.info", "main", "versions, devices and SLURM environment"),
     "bench": ("normia.bench.cli", "main", "benchmarks: normia bench kernels|train|scaling"),
     "reproduce": ("normia.reproduce", "main", "re-run a recorded MLflow run and compare its metrics"),
+    "init": (
+        "normia.project.init",
+        "main",
+        "start a project of your own (configs + code) that uses normia: normia init PATH --template table",
+    ),
 }
 
 
