@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import re
 
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
+from normia.config.hydra_layers import layered_hydra
+from normia.config.origins import chosen_options, shadowing_note
 from normia.config.overrides import parse_override, parse_overrides
-from normia.config.paths import config_groups, configs_dir, group_options
+from normia.config.paths import config_groups, config_sources, group_folders, group_options
 from normia.config.trust import check_targets, trusted_prefixes
 from normia.config.validate import validate
 from normia.errors import UserError, did_you_mean
+from normia.project import activate, current_project
 
 # Dicts whose keys are the user's to choose: `tags.team=x` or `launcher.env.FOO=1` adds a key without a '+'.
 FREE_FORM_DICTS = ("tags", "launcher.env", "launcher.sbatch_args", "launcher.partitions")
@@ -24,11 +27,33 @@ def compose_job(overrides: list[str]) -> DictConfig:
     Raises UserError (one line) for an override that does not parse, a key given twice, an unknown group, option
     or key, a wrong type, or a value that cannot be resolved."""
     parse_overrides(overrides)
-    cfg = _compose_raw(overrides)
-    check_targets(cfg, "config", trusted_prefixes(cfg))  # before validation imports any target
-    cfg = validate(cfg)
+    activate(current_project())  # the project's code importable here and in the processes this one starts
+    try:
+        cfg = _compose_raw(overrides)
+        check_targets(cfg, "config", trusted_prefixes(cfg))  # before validation imports any target
+        cfg = validate(cfg)
+    except UserError as err:
+        raise UserError(f"{err}{_shadowing(overrides, str(err))}") from None
     set_overrides(cfg, overrides)
     return cfg
+
+
+def _shadowing(overrides: list[str], message: str) -> str:
+    """A note naming the project file behind an error, when a project option shadows normia's of the same name."""
+    if len(config_sources()) < 2:
+        return ""
+    choices = option_choices(overrides)
+    return shadowing_note(choices, message) if choices else ""
+
+
+def option_choices(overrides: list[str]) -> dict[str, str]:
+    """group -> chosen option for these overrides ({} when they do not compose)."""
+    try:
+        with layered_hydra(config_sources()):
+            full = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    except Exception:  # only a note for an error already raised; never a second error
+        return {}
+    return chosen_options(full)
 
 
 def set_overrides(cfg: DictConfig, overrides: list[str]) -> None:
@@ -67,8 +92,10 @@ def _compose_raw(overrides: list[str]) -> DictConfig:
 
 
 def _hydra_compose(overrides: list[str]) -> DictConfig:
+    """Hydra's compose over the layers (config/hydra_layers.py): a project option wins a name clash with
+    normia's, and normia's root train.yaml and its other options stay found."""
     try:
-        with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3", job_name="normia"):
+        with layered_hydra(config_sources()):
             return compose(config_name="train", overrides=overrides)
     except MissingConfigException as err:
         raise UserError(_missing_option_message(str(err), overrides)) from None
@@ -110,7 +137,8 @@ def _missing_option_message(text: str, overrides: list[str]) -> str:
         return text.strip().splitlines()[0]
     group, option = match.group(1), match.group(2)
     options = group_options(group)
-    return f"unknown {group} '{option}'{did_you_mean(option, options)}; list them with: ls {configs_dir() / group}"
+    folders = " ".join(str(f) for f in group_folders(group))
+    return f"unknown {group} '{option}'{did_you_mean(option, options)}; list them with: ls {folders}"
 
 
 def node_at(overrides: list[str], key: str, path: str) -> object:

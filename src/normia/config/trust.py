@@ -7,6 +7,8 @@ before anything is imported or instantiated, every `_target_` must resolve to an
 
 - normia's own classes (`normia.`),
 - an explicit list of torch / Lightning / torchvision classes that load nothing from disk (ALLOWED_TARGETS),
+- the packages of the project normia runs in (normia/project: found from the current folder, --config-dir or
+  NORMIA_CONFIG_PATH) - the researcher's own code, as `python train.py` in that folder would run it,
 - prefixes the user adds in their OWN config (`trusted_targets`) or in the NORMIA_TRUSTED_TARGETS environment
   variable (comma-separated) - never from a recorded config, whose own `trusted_targets` key is ignored.
 
@@ -90,9 +92,13 @@ def _raw(node: DictConfig, key: Any) -> str:
 
 
 def trusted_prefixes(own_config: Any = None) -> tuple[str, ...]:
-    """Allowed target prefixes besides ALLOWED_TARGETS: normia, NORMIA_TRUSTED_TARGETS, and `trusted_targets` of the
-    user's own (composed, not recorded) config."""
-    extra = [p.strip() for p in os.environ.get(TRUSTED_TARGETS_ENV, "").split(",") if p.strip()]
+    """Allowed target prefixes besides ALLOWED_TARGETS: normia, the current project's packages,
+    NORMIA_TRUSTED_TARGETS, and `trusted_targets` of the user's own (composed, not recorded) config."""
+    from normia.project import current_project
+
+    project = current_project()
+    extra = list(project.trusted_prefixes) if project else []
+    extra += [p.strip() for p in os.environ.get(TRUSTED_TARGETS_ENV, "").split(",") if p.strip()]
     if isinstance(own_config, DictConfig) and own_config.get("trusted_targets"):
         extra += [str(p) for p in own_config.trusted_targets]
     return (NORMIA_PREFIX, *extra)

@@ -171,14 +171,49 @@ def check_target(node: DictConfig, where: str) -> None:
 
 
 def import_target(target: str, where: str) -> Any:
+    """The object a `_target_` names. Raises UserError (one line) when its module is missing, fails while being
+    imported (naming the file and line that failed: a project's own code often does), or lacks the name."""
     module_name, _, attr = target.rpartition(".")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise UserError(
-            f"{where}._target_='{target}' cannot be imported ({err}); check the class path"
-        ) from None
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):  # the module itself (or its package) does not exist
+            raise UserError(
+                f"{where}._target_='{target}': no module named '{err.name}'{_import_hint(err.name)}"
+            ) from None
+        raise UserError(_failed_import(target, where, err)) from None
+    except Exception as err:  # a module's top level can raise anything: name it in one line
+        raise UserError(_failed_import(target, where, err)) from None
     if not hasattr(module, attr):
         names = [n for n in dir(module) if not n.startswith("_")]
         raise UserError(f"{where}._target_: {module_name} has no '{attr}'{did_you_mean(attr, names)}")
     return getattr(module, attr)
+
+
+def _import_hint(missing: str) -> str:
+    from normia.project import current_project
+
+    project = current_project()
+    if project is not None and project.packages:
+        return f"; check the class path (your project's packages: {', '.join(project.packages)})"
+    return "; check the class path, or run from your project's folder (or pass --config-dir) so its code is found"
+
+
+def _failed_import(target: str, where: str, err: BaseException) -> str:
+    """`model._target_='p.models.Net': importing p.models failed at src/p/models.py:3: ModuleNotFoundError: ...`"""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    own = [f for f in frames if "importlib" not in f.filename and "<frozen" not in f.filename]
+    if isinstance(err, SyntaxError) and err.filename:
+        place = f"{err.filename}:{err.lineno}"
+    elif own:
+        place = f"{own[-1].filename}:{own[-1].lineno}"
+    else:
+        place = "?"
+    text = " ".join(str(err).split()) or type(err).__name__
+    module_name = target.rpartition(".")[0]
+    return (
+        f"{where}._target_='{target}': importing {module_name} failed at {place}: {type(err).__name__}: {text}; "
+        "fix that file"
+    )

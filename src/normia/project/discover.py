@@ -68,7 +68,9 @@ def read_pyproject(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise UserError(f"{path} cannot be read as TOML ({err}); fix it or run normia outside this folder") from None
+        raise UserError(
+            f"{path} cannot be read as TOML ({err}); fix it or run normia outside this folder"
+        ) from None
 
 
 def _depends_on_normia(data: dict[str, Any]) -> bool:
@@ -131,7 +133,11 @@ def _packages(paths: tuple[Path, ...]) -> tuple[str, ...]:
     names = []
     for folder in paths:
         for child in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if (child / "__init__.py").is_file() and child.name.isidentifier() and child.name not in ("tests", "normia"):
+            if (
+                (child / "__init__.py").is_file()
+                and child.name.isidentifier()
+                and child.name not in ("tests", "normia")
+            ):
                 names.append(child.name)
     return tuple(names)
 

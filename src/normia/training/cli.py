@@ -36,11 +36,34 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run", action="store_true", help="validate and show what would run; run nothing"
     )
-    parser.add_argument("--cfg", action="store_true", help="print the composed config of each job and exit")
+    parser.add_argument(
+        "--cfg",
+        action="store_true",
+        help="print the composed config of each job, and which config tree each option came from, and exit",
+    )
+    add_config_dir_argument(parser)
     parser.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. experiment=quickstart optim.lr=3e-4"
     )
     return parser
+
+
+def add_config_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        help="your own config folder (groups like experiment/, model/), layered over normia's; default: the "
+        "configs/ of the project around the current folder, or $NORMIA_CONFIG_PATH",
+    )
+
+
+def use_config_dir(config_dir: str | None) -> None:
+    """`--config-dir DIR`: its options join normia's in this process and every process it starts."""
+    if config_dir is None:
+        return
+    from normia.project import activate, project_from_config_dir
+
+    activate(project_from_config_dir([config_dir]))
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
@@ -90,14 +113,14 @@ def _refuse_shared_folders(jobs: list[DictConfig]) -> None:
 def main(argv: list[str]) -> int:
     """`normia train`: flags (-m, --dry-run, --cfg) may stand anywhere among the overrides."""
     args = _train_parser().parse_intermixed_args(argv)
+    use_config_dir(args.config_dir)
     if not args.multirun and any(_is_sweep(o) for o in args.overrides):
         raise UserError(
             f"'{next(o for o in args.overrides if _is_sweep(o))}' lists several values: add -m to sweep"
         )
     jobs, sweep = compose_jobs(args.overrides, args.multirun)
     if args.cfg:
-        for cfg in jobs:
-            print(OmegaConf.to_yaml(redact(cfg)))
+        _print_configs(jobs)
         return 0
     launcher = str(jobs[0].launcher.name)
     dry_run = args.dry_run or bool(jobs[0].launcher.get("dry_run", False))
@@ -109,6 +132,21 @@ def main(argv: list[str]) -> int:
         print(f"dry run: {len(jobs)} job(s) validated, nothing run")
         return 0
     return _run_local(jobs, sweep)
+
+
+def _print_configs(jobs: list[DictConfig]) -> None:
+    """Each job's composed config (secrets masked), headed by the file each group option came from when a
+    project's config folders are layered over normia's."""
+    from normia.config.compose import option_choices, recorded_overrides
+    from normia.config.origins import origin_lines
+    from normia.project import current_project
+
+    project = current_project()
+    for cfg in jobs:
+        if project is not None:
+            print(f"# project: {project.describe()}")
+            print("\n".join(origin_lines(option_choices(recorded_overrides(cfg)))))
+        print(OmegaConf.to_yaml(redact(cfg)))
 
 
 def _shown(cfg: DictConfig) -> str:
@@ -236,6 +274,7 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument(
         "args", nargs="+", help="ckpt=PATH, then optional overrides of the run's saved config"
     )
+    add_config_dir_argument(parser)
     parser.add_argument(
         "--trust",
         action="store_true",
@@ -243,6 +282,7 @@ def eval_main(argv: list[str]) -> int:
         "(only for a run folder you or someone you trust wrote)",
     )
     args = parser.parse_args(argv)
+    use_config_dir(args.config_dir)
     ckpt, overrides = _eval_args(args.args)
     from normia.training.evaluate import evaluate
 
