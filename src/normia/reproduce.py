@@ -5,6 +5,9 @@ changed since; the keys where today's composition of the recorded overrides diff
 values win). Values masked as *** (secrets are never logged) are taken from today's composition. The new run goes to
 the same MLflow store, in a fresh output folder, tagged `normia.reproduced_from=<run_id>`. A warning is printed when
 the code's git commit differs from the recorded one or either tree was dirty: then identical metrics are not expected.
+
+A run recorded from a researcher's project (`project.*` tags, tracking/project_state.py) is re-run inside that same
+project only (its configs and code are what ran); the project's commit and dirty flag are checked as normia's are.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from normia.errors import UserError
+
+if TYPE_CHECKING:
+    from normia.project import Project
 
 REPRODUCED_FROM = "normia.reproduced_from"
 CHANGES_TAG = "normia.resume_changes"  # train/resume_check.py (not imported: it pulls in the training stack)
@@ -144,7 +150,77 @@ def build_job(recorded: Any, overrides: list[str], run_id: str, uri: str) -> tup
     return cfg, changed
 
 
-def code_warnings(run: Any) -> list[str]:
+def recorded_project(run: Any) -> Project | None:
+    """This process's project, when the run was recorded from one (None when it was not); made importable here and
+    in the ranks the re-run starts (project.activate).
+
+    Raises UserError when this is not the same project (by name, else by root, else by config folders): the
+    recorded config names the project's model and data classes and was composed over its configs, which
+    normia alone cannot find."""
+    from normia.tracking.project_state import PREFIX
+
+    tags = run.data.tags
+    if not any(key.startswith(PREFIX) for key in tags):
+        return None
+    from normia.project import activate, current_project
+
+    project = current_project()
+    name, root = tags.get(f"{PREFIX}name"), tags.get(f"{PREFIX}root")
+    dirs = tags.get(f"{PREFIX}config_dirs", "")
+    if name:
+        same = project is not None and project.name == name
+    elif root:
+        same = project is not None and str(project.root) == root
+    else:
+        same = project is not None and os.pathsep.join(map(str, project.config_dirs)) == dirs
+    if not same:
+        label = f"'{name}'" if name else "a project"
+        here = f"this is {project.describe()}" if project is not None else "this folder is in no project"
+        raise UserError(
+            f"run {run.info.run_id} was recorded in project {label} ({root or dirs}) and {here}: cd into that "
+            f"project, or set NORMIA_CONFIG_PATH={dirs} (its config folders), to reproduce it"
+        )
+    activate(project)
+    return project
+
+
+def project_warnings(run: Any, project: Project) -> list[str]:
+    """code_warnings' checks for the project's code: its version, git commit and dirty flag against the recorded."""
+    from normia.tracking.project_state import DIFF_ARTIFACT, PREFIX, capture
+
+    tags = run.data.tags
+    recorded_commit = tags.get(f"{PREFIX}git_commit", "unknown")
+    recorded_version = tags.get(f"{PREFIX}version")
+    state = capture(project, with_diff=False)
+    where = project.root or ", ".join(map(str, project.config_dirs))
+    warnings = []
+    if recorded_version and project.version and recorded_version != project.version:
+        warnings.append(
+            f"the project's version differs: the run was recorded with {project.name or 'the project'} "
+            f"{recorded_version}, this is {project.version}"
+        )
+    if state.commit is None or recorded_commit == "unknown":
+        warnings.append(
+            "the git commit of the recorded project or of this project is unknown: the project's code may differ"
+        )
+    elif state.commit != recorded_commit:
+        warnings.append(
+            f"the project's code differs: the run was recorded at its commit {recorded_commit[:12]}, this is "
+            f"{state.commit[:12]} (git checkout {recorded_commit[:12]} in {where} to reproduce exactly)"
+        )
+    if tags.get(f"{PREFIX}git_dirty") == "true":
+        warnings.append(
+            "the recorded run came from a project tree with uncommitted changes: they are in the run's artifact "
+            f"{DIFF_ARTIFACT} (git apply it over commit {recorded_commit[:12]})"
+        )
+    if state.dirty:
+        warnings.append(f"the project tree has uncommitted changes ({where})")
+    return warnings
+
+
+def code_warnings(run: Any, project: Project | None = None) -> list[str]:
+    """Why identical metrics may not be expected: normia's code (and, given `project`, the project's) is not the
+    recorded one, or the run was resumed with config changes."""
     from normia.tracking.run_tags import git_state
 
     tags = run.data.tags
@@ -165,6 +241,8 @@ def code_warnings(run: Any) -> list[str]:
         )
     if dirty:
         warnings.append("this tree has uncommitted changes")
+    if project is not None:
+        warnings += project_warnings(run, project)
     resumed = tags.get(CHANGES_TAG)
     if resumed:
         warnings.append(
@@ -221,9 +299,10 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(tracking_uri=uri)
     run = fetch_run(client, args.run_id, uri)
+    project = recorded_project(run)  # before the recorded config is read: it may name the project's code
     recorded, overrides = recorded_job(client, run, trust=args.trust)
     cfg, changed = build_job(recorded, overrides, args.run_id, uri)
-    for warning in code_warnings(run):
+    for warning in code_warnings(run, project):
         print(f"warning: {warning}")
     if changed:
         shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")

@@ -15,6 +15,7 @@ from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from normia.config.masking import mask_uri
+from normia.tracking.project_state import project_record
 from normia.tracking.values import nonfinite_note
 
 MAX_PARAMS_PER_BATCH = 100
@@ -91,13 +92,17 @@ class MlflowTracker(Logger):
             # says where the run is, without them.
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         client = MlflowClient(tracking_uri=self.tracking_uri)
+        # The researcher's project (name, version, git commit, dirty flag, the uncommitted changes as a patch),
+        # read here, on rank zero only, when the run is created or reopened: one snapshot for tags and patch.
+        project_tags, project_texts = project_record()
+        self._tags.update(project_tags)
         if self._run_id is None:
             experiment_id = _experiment_id(client, self.experiment_name)
             run = client.create_run(experiment_id, run_name=self.run_name, tags=self._tags)
             self._run_id = run.info.run_id
             with _failed_on_error(client, self._run_id):
                 self._log_params(client)
-                for artifact_file, text in self._texts.items():
+                for artifact_file, text in {**self._texts, **project_texts}.items():
                     client.log_text(self._run_id, text, artifact_file)
                 self._log_dataset(client)
         else:
@@ -106,6 +111,10 @@ class MlflowTracker(Logger):
             with _failed_on_error(client, self._run_id):
                 for key, value in self._tags.items():
                     client.set_tag(self._run_id, key, value)
+                # The tags now describe the code that continues the run, as normia.git_commit does; so does the
+                # patch, when that code has uncommitted changes.
+                for artifact_file, text in project_texts.items():
+                    client.log_text(self._run_id, text, artifact_file)
                 self._reopened_with_changes(client, previous)
         self._client = client
         if self.system_metrics:
