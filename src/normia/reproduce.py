@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run the recorded config even if it names code outside the allowed targets or calls resolvers "
         "(only for a store whose writers you trust)",
     )
+    from normia.training.cli import add_config_dir_argument
+
+    add_config_dir_argument(parser)
     return parser
 
 
@@ -178,7 +181,7 @@ def recorded_project(run: Any) -> Project | None:
         here = f"this is {project.describe()}" if project is not None else "this folder is in no project"
         raise UserError(
             f"run {run.info.run_id} was recorded in project {label} ({root or dirs}) and {here}: cd into that "
-            f"project, or set NORMIA_CONFIG_PATH={dirs} (its config folders), to reproduce it"
+            f"project, or pass --config-dir {dirs.split(os.pathsep)[0]} (its config folder), to reproduce it"
         )
     activate(project)
     return project
@@ -286,6 +289,10 @@ def compare(original: dict[str, float], new: dict[str, float], rtol: float) -> t
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     from mlflow.tracking import MlflowClient
+
+    from normia.training.cli import use_config_dir
+
+    use_config_dir(args.config_dir)
 
     from normia.tracking.uri import check_reachable, resolve_tracking_uri
 

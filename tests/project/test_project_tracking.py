@@ -192,7 +192,7 @@ def test_reproduce_refuses_outside_the_recorded_project_in_one_line(
     message = str(err.value)
     assert "\n" not in message and "recorded in project 'my-study'" in message
     assert "this folder is in no project" in message and "cd into that project" in message
-    assert f"NORMIA_CONFIG_PATH={repo_project.resolve() / 'configs'}" in message
+    assert f"--config-dir {repo_project.resolve() / 'configs'}" in message
 
     other = tmp_path / "other"
     (other / "configs").mkdir(parents=True)
