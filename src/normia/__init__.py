@@ -1,6 +1,49 @@
 """normia: config-driven distributed training, Triton kernels and benchmarks for GPU clusters.
 
-Kept import-light on purpose: `normia --help` and `normia.ops` must not pull lightning or mlflow.
+From Python (a notebook, a script), the same as `normia train` on this machine:
+
+    import normia
+    cfg = normia.compose(["experiment=quickstart", "optim.lr=1e-3"])   # the validated config, nothing run
+    summary = normia.train(["experiment=quickstart", "trainer.max_epochs=5"])
+    summary.metrics["val/acc"], summary.run_id, summary.metric_history("val/loss")
+
+See normia.api (compose, train, RunFailed, RunStopped) and normia.run_summary.RunSummary.
+
+Kept import-light on purpose: `import normia`, `normia --help` and `normia.ops` must not pull torch, Lightning, MLflow
+or Hydra. The names above are loaded on first use (PEP 562), and they import the heavy libraries only when called.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# public name -> the module that defines it, imported on first access
+_LAZY = {
+    "compose": "normia.api",
+    "train": "normia.api",
+    "RunFailed": "normia.api",
+    "RunStopped": "normia.api",
+    "RunSummary": "normia.run_summary",
+}
+
+__all__ = ["RunFailed", "RunStopped", "RunSummary", "__version__", "compose", "train"]
+
+if TYPE_CHECKING:
+    from normia.api import RunFailed, RunStopped, compose, train
+    from normia.run_summary import RunSummary
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'normia' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
