@@ -1,5 +1,8 @@
 """What a Slurm task runs: one rank of one training job. submitit pickles a TrainJob, srun starts one process per
-task, and each calls it. After a requeue the same pickle runs again and run_training resumes from last.ckpt."""
+task, and each calls it. After a requeue the same pickle runs again and run_training resumes from last.ckpt.
+
+A job of a project carries its JobPlace (normia.launch.place): the rank enters it (working folder, the project's code
+on sys.path, its configs in NORMIA_CONFIG_PATH) before training imports the project's model."""
 
 from __future__ import annotations
 
@@ -8,17 +11,29 @@ import os
 from omegaconf import DictConfig
 
 from normia.launch import events, signals
+from normia.launch.place import JobPlace
 
 
 class TrainJob:
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig, place: JobPlace | None = None):
         self.cfg = cfg
+        self.place = place
 
     def __call__(self) -> float | None:
         signals.install()  # first thing: a preemption signal during start-up is remembered, not lost
-        if os.environ.get("SLURM_PROCID", "0") == "0":
-            events.record(self.cfg.paths.output_dir, "job_start", host=os.uname().nodename)
         try:
+            place = getattr(self, "place", None)  # a job pickled before places existed has none
+            if place is not None:
+                place.enter()
+            if os.environ.get("SLURM_PROCID", "0") == "0":
+                project = {"project": place.label} if place is not None and place.label else {}
+                events.record(
+                    self.cfg.paths.output_dir,
+                    "job_start",
+                    host=os.uname().nodename,
+                    cwd=os.getcwd(),
+                    **project,
+                )
             from normia.launch.rendezvous import check_master_resolves
             from normia.training.run import run_training
 

@@ -1,4 +1,7 @@
-"""Launcher settings -> submitit SlurmExecutor parameters, and the sbatch script they produce (for --dry-run)."""
+"""Launcher settings -> submitit SlurmExecutor parameters, and the sbatch script they produce (for --dry-run).
+
+A job of a project (normia.launch.place) also gets `#SBATCH --chdir=<project root>` and, after launcher.setup, the
+lines that put the project's code on PYTHONPATH and its configs in NORMIA_CONFIG_PATH."""
 
 from __future__ import annotations
 
@@ -9,13 +12,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from normia.launch.place import JobPlace
 from normia.launch.spec import SlurmLauncherCfg
 
 ENV_FILE_PREFIX = "env-"
 
 
-def setup_lines(spec: SlurmLauncherCfg, env_file: Path | None = None) -> list[str]:
-    """Shell lines run in the job script before srun: environment for every task, then the user's setup.
+def setup_lines(
+    spec: SlurmLauncherCfg, env_file: Path | None = None, place: JobPlace | None = None
+) -> list[str]:
+    """Shell lines run in the job script before srun: environment for every task, then the user's setup, then the
+    project's code and config folders (last, so a `module purge` or a module that sets PYTHONPATH cannot undo them).
     launcher.env is not written into the script (Slurm keeps scripts, a dry run prints them): the script sources
     env_file, which only the user can read (see write_env_file)."""
     lines = []
@@ -28,7 +35,7 @@ def setup_lines(spec: SlurmLauncherCfg, env_file: Path | None = None) -> list[st
             raise ValueError("launcher.env needs an env_file")
         lines.append(f"# launcher.env ({', '.join(map(str, spec.env))}): from a file only you can read")
         lines.append(f"source {shlex.quote(str(env_file))}")
-    return lines + list(spec.setup)
+    return lines + list(spec.setup) + (place.script_lines() if place is not None else [])
 
 
 def env_file_text(spec: SlurmLauncherCfg) -> str:
@@ -51,9 +58,14 @@ def cpus_per_task(spec: SlurmLauncherCfg, partition: str | None) -> int | None:
 
 
 def executor_params(
-    spec: SlurmLauncherCfg, partition: str | None, job_name: str, env_file: Path | None = None
+    spec: SlurmLauncherCfg,
+    partition: str | None,
+    job_name: str,
+    env_file: Path | None = None,
+    place: JobPlace | None = None,
 ) -> dict[str, Any]:
-    """Parameters for submitit.SlurmExecutor.update_parameters (sbatch's own names)."""
+    """Parameters for submitit.SlurmExecutor.update_parameters (sbatch's own names). With a place, the job starts
+    in its working folder (--chdir; the log paths are absolute, so the logs stay where they were)."""
     extra: dict[str, Any] = {
         # submitit would send USR2 90 s before the end; normia's callback handles the launcher's choice.
         "signal": f"{spec.signal}@{spec.signal_delay_s}",
@@ -67,7 +79,7 @@ def executor_params(
         "ntasks_per_node": spec.tasks,
         "array_parallelism": spec.array_parallelism,
         "srun_args": list(spec.srun_args),
-        "setup": setup_lines(spec, env_file),
+        "setup": setup_lines(spec, env_file, place),
     }
     if partition:
         params["partition"] = partition
@@ -85,6 +97,8 @@ def executor_params(
         if getattr(spec, key):
             params[key] = getattr(spec, key)
     extra.update({str(k).replace("_", "-"): v for k, v in spec.sbatch_args.items()})
+    if place is not None:  # launcher.sbatch_args.chdir too, resolved against this folder (job_place)
+        extra["chdir"] = str(place.workdir)
     params["additional_parameters"] = extra
     return params
 

@@ -2,7 +2,8 @@
 
 Called by normia.training.cli with the composed, validated jobs (each with its output_dir fixed). Everything that can
 be refused is refused before sbatch runs; sbatch's own refusal is shown with Slurm's message. A sweep re-run skips
-jobs whose done.json exists and submits the others, which resume from their last.ckpt.
+jobs whose done.json exists and submits the others, which resume from their last.ckpt. A project's job runs in the
+project's folder with its code and configs (normia.launch.place); the dry run says where and what runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from normia.errors import UserError
 from normia.launch import events
 from normia.launch.checks import check_request
 from normia.launch.cluster_info import live_partitions
+from normia.launch.place import JobPlace, job_place, pin_paths
 from normia.launch.python_env import check_gpu_python, describe_python
 from normia.launch.sbatch import (
     ENV_FILE_PREFIX,
@@ -57,9 +59,10 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> 
         check_name(cfg.name)  # the job name goes into '#SBATCH --job-name=' and the output folder
     spec = parse_launcher(jobs[0].launcher)
     _check_same_launcher(jobs)
+    place = job_place(spec.sbatch_args.get("chdir"))
     for cfg in jobs:
         fit_trainer_to_spec(cfg, spec)
-        _pin_paths(cfg)
+        pin_paths(cfg, place)
     live = live_partitions() if spec.query_cluster else None
     partition = check_request(spec, live)
     check_gpu_python(spec)
@@ -71,14 +74,16 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> 
             pending.append(cfg)
     folder = _log_folder(spec, jobs)
     env_file = folder / f"{ENV_FILE_PREFIX}{uuid.uuid4().hex[:12]}.sh" if spec.env else None
-    params = executor_params(spec, partition, f"normia-{jobs[0].name}", env_file)
+    params = executor_params(spec, partition, f"normia-{jobs[0].name}", env_file, place)
     array_size = len(pending) if len(pending) > 1 else None
     if dry_run:
+        script = render_script(params, folder / "%j", python_command(spec), array_size)
         _print_plan(spec, partition, pending, len(jobs))
+        _print_place(place, script)
         if env_file is not None:
             shown = " ".join(mask_text(f"{k}={v}") for k, v in spec.env.items())
             print(f"launcher.env: {shown} (written at submission to {env_file}, mode 0600)")
-        print(mask_text(render_script(params, folder / "%j", python_command(spec), array_size)))
+        print(mask_text(script))
         print(f"dry run: nothing submitted ({len(pending)} job(s) would be)")
         return 0
     if not pending:
@@ -90,7 +95,7 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> 
         )
     for cfg in pending:
         _preflight(cfg)
-    submitted = _submit(spec, params, folder, pending, env_file)
+    submitted = _submit(spec, params, folder, pending, env_file, place)
     _print_submitted(spec, partition, submitted, pending)
     if spec.wait:
         return _wait_and_report(submitted)
@@ -105,19 +110,6 @@ def _check_same_launcher(jobs: list[DictConfig]) -> None:
                 "the jobs of a sweep differ in launcher settings, but one job array has one set of resources; "
                 "sweep over launcher.* with separate commands"
             )
-
-
-def _pin_paths(cfg: DictConfig) -> None:
-    """Absolute paths and tracking URI: the job may start in another folder and must write where this says."""
-    cfg.paths.output_dir = str(Path(cfg.paths.output_dir).resolve())
-    logger = cfg.get("logger")
-    if logger is not None and logger.get("name") == "mlflow" and not logger.get("tracking_uri"):
-        from normia.tracking.uri import resolve_tracking_uri
-
-        uri = resolve_tracking_uri(None)
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
-        logger.tracking_uri = uri
 
 
 def _log_folder(spec: SlurmLauncherCfg, jobs: list[DictConfig]) -> Path:
@@ -163,6 +155,7 @@ def _submit(
     folder: Path,
     pending: list[DictConfig],
     env_file: Path | None = None,
+    place: JobPlace | None = None,
 ) -> list[Any]:
     import submitit
 
@@ -180,10 +173,10 @@ def _submit(
         if env_file is not None:
             write_env_file(env_file, spec)
         if len(pending) == 1:
-            jobs = [executor.submit(TrainJob(pending[0]))]
+            jobs = [executor.submit(TrainJob(pending[0], place))]
         else:
             with executor.batch():
-                jobs = [executor.submit(TrainJob(cfg)) for cfg in pending]
+                jobs = [executor.submit(TrainJob(cfg, place)) for cfg in pending]
     except Exception as err:  # sbatch refused: leave nothing behind, show Slurm's own words
         for path in set(folder.iterdir()) - before:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -229,6 +222,20 @@ def _print_plan(spec: SlurmLauncherCfg, partition: str | None, pending: list[Dic
         print(f"  {_shown(cfg)} -> {cfg.paths.output_dir}")
         print(f"    each rank: {_rank_runs(cfg)}")
         print(f"    mlflow: {_mlflow_where(cfg)}")
+
+
+def _print_place(place: JobPlace | None, script: str) -> None:
+    """Where the ranks start, how they find the project, and the command each one runs (the script's srun line)."""
+    if place is None:
+        print(f"working folder: {Path.cwd()} (sbatch's default: the folder normia train runs in)")
+    else:
+        for line in place.describe():
+            print(line)
+    command = next((line for line in script.splitlines() if line.startswith("srun ")), "")
+    print(f"command (each rank, in the working folder): {mask_text(command)}")
+    print(
+        "  it runs the job composed and checked here (normia train with the overrides above), pickled in its folder"
+    )
 
 
 def _shown(cfg: DictConfig) -> str:

@@ -1,6 +1,8 @@
 """launcher=srun: this process is one rank of a Slurm job step (`srun ... normia train ... launcher=srun`, as in the
 slurm/*.sbatch templates). Nothing is submitted: devices/num_nodes come from the allocation, each job runs here,
-and the same preemption handling as submitted jobs applies (checkpoint at a step boundary, requeue)."""
+and the same preemption handling as submitted jobs applies (checkpoint at a step boundary, requeue). In a project,
+each job runs in the project's folder with its code and configs, as a submitted job does (normia.launch.place); its
+output folder and MLflow store stay where this command was started."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from omegaconf import DictConfig
 from normia.config.masking import mask_text
 from normia.config.names import check_name
 from normia.errors import UserError
+from normia.launch.place import job_place, pin_paths
 from normia.launch.trainer_fit import explicit_keys, fit_trainer
 
 DONE = "done.json"
@@ -35,12 +38,15 @@ def run_in_allocation(jobs: list[DictConfig], dry_run: bool) -> int:
             "to submit from a login node use launcher=slurm"
         )
     nodes, tasks = allocation_shape()
+    place = job_place()
     for cfg in jobs:
         check_name(cfg.name)  # it names the job's output folder
         accelerator = str(cfg.trainer.get("accelerator", "auto"))
         gpus = tasks if accelerator in ("gpu", "cuda") else 0
         fit_trainer(cfg, nodes, tasks, gpus)
         _stable_output_dir(cfg, len(jobs))
+        if place is not None:  # the job starts in the project's folder: its files stay where they go today
+            pin_paths(cfg, place)
     master = jobs[0].launcher.get("master_addr")
     if master:
         os.environ["MASTER_ADDR"] = str(master)
@@ -50,6 +56,8 @@ def run_in_allocation(jobs: list[DictConfig], dry_run: bool) -> int:
             for cfg in jobs:
                 shown = mask_text(" ".join(str(o) for o in cfg.overrides)) or "(defaults)"
                 print(f"{nodes} node(s) x {tasks} task(s): {shown} -> {cfg.paths.output_dir}")
+            if place is not None:
+                print("\n".join(place.describe("each rank enters it before training")))
             print("dry run: nothing run")
         return 0
     from normia.launch.job import TrainJob
@@ -59,7 +67,7 @@ def run_in_allocation(jobs: list[DictConfig], dry_run: bool) -> int:
             if rank_zero:
                 print(f"already done, skipped: {cfg.paths.output_dir}")
             continue
-        TrainJob(cfg)()
+        TrainJob(cfg, place)()
     return 0
 
 
