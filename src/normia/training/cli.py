@@ -58,12 +58,11 @@ def add_config_dir_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def use_config_dir(config_dir: str | None) -> None:
-    """`--config-dir DIR`: its options join normia's in this process and every process it starts."""
-    if config_dir is None:
-        return
-    from normia.project import activate, project_from_config_dir
+    """`--config-dir DIR`, else the project around the current folder: its options join normia's and its code is
+    importable, in this process and every process it starts (eval and reproduce import a run's targets too)."""
+    from normia.project import activate, current_project, project_from_config_dir
 
-    activate(project_from_config_dir([config_dir]))
+    activate(project_from_config_dir([config_dir]) if config_dir is not None else current_project())
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
