@@ -23,5 +23,5 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
     "$PY" -m pip install -q "torch==$TORCH_VERSION" --index-url "${NORMIA_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
   fi
 fi
-"$PY" -m pip install -q -e ".[dev]"
+"$PY" -m pip install -q -e ".[dev,search,hf]"  # the optional extras the tests exercise
 "$PY" -c "import torch, normia; print(f'normia {normia.__version__} ready in $VENV (torch {torch.__version__})')"
