@@ -24,6 +24,21 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_main",
         "evaluate a checkpoint on the validation data: normia eval ckpt=PATH",
     ),
+    "predict": (
+        "normia.inference.predict_cli",
+        "main",
+        "predictions on new data as a table: normia predict ckpt=PATH|run=ID data.path=FILE [output=preds.csv]",
+    ),
+    "export": (
+        "normia.inference.export_cli",
+        "main",
+        "log a trained model to MLflow (pyfunc, signature) and register it: normia export run=ID [registered_name=N]",
+    ),
+    "search": (
+        "normia.search.cli",
+        "main",
+        "hyperparameter search with Optuna: normia search experiment=quickstart search=quickstart n_trials=12",
+    ),
     "info": ("normia.info", "main", "versions, devices and SLURM environment"),
     "bench": ("normia.bench.cli", "main", "benchmarks: normia bench kernels|train|scaling"),
     "reproduce": ("normia.reproduce", "main", "re-run a recorded MLflow run and compare its metrics"),
