@@ -17,7 +17,7 @@ import importlib
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,15 +179,7 @@ def project_from_config_dir(dirs: list[str | Path], origin: str = "--config-dir"
             break
     if around is None:
         return Project(root=None, config_dirs=tuple(folders))
-    return Project(
-        root=around.root,
-        config_dirs=tuple(folders),
-        name=around.name,
-        version=around.version,
-        import_paths=around.import_paths,
-        packages=around.packages,
-        extra_trusted=around.extra_trusted,
-    )
+    return replace(around, config_dirs=tuple(folders))
 
 
 def current_project() -> Project | None:
