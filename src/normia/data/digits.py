@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from normia.data.datamodule import ResumableDataModule
+from normia.data.facts import share_with_model, with_predict_state
 from normia.errors import UserError
 
 
@@ -22,7 +23,12 @@ def load_digits_arrays(flatten: bool = True) -> tuple[np.ndarray, np.ndarray]:
 
 class DigitsDataModule(ResumableDataModule):
     """A fixed, seeded train/validation split of the 1,797 digits (the split never depends on the run's seed);
-    the training order is resumable mid-epoch and identical for 1 process of batch W*B and W processes of B."""
+    the training order is resumable mid-epoch and identical for 1 process of batch W*B and W processes of B.
+
+    Class i is the digit i: `classes` is ['0', ..., '9']. Pixels are scaled to [0, 1] (sklearn's 0..16 over 16).
+    """
+
+    classes: tuple[str, ...] = tuple(str(d) for d in range(10))
 
     def __init__(
         self,
@@ -37,13 +43,33 @@ class DigitsDataModule(ResumableDataModule):
             raise UserError(f"data.val_fraction={val_fraction} must be between 0 and 1 (exclusive)")
         self.val_fraction = val_fraction
         self.flatten = flatten
+        self.majority_class: int | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+        if self.train_set is None:
+            self._load()
+        share_with_model(self, majority_class=self.majority_class)
+
+    def _load(self) -> None:
         x, y = load_digits_arrays(self.flatten)
         order = np.random.default_rng(self.seed).permutation(len(x))
         n_val = round(len(x) * self.val_fraction)
         val_idx, train_idx = order[:n_val], order[n_val:]
+        self.majority_class = int(np.bincount(y[train_idx], minlength=10).argmax())
         self.train_set = TensorDataset(torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx]))
         self.val_set = TensorDataset(torch.from_numpy(x[val_idx]), torch.from_numpy(y[val_idx]))
+
+    def predict_state(self) -> dict[str, object]:
+        """What normia predict needs: the class names in index order and the input layout."""
+        return {
+            "kind": "classify",
+            "input": "digits",
+            "classes": list(self.classes),
+            "flatten": bool(self.flatten),
+            "image_shape": [1, 8, 8],
+            "pixel_max": 16.0,
+        }
+
+    def state_dict(self) -> dict[str, object]:
+        """The loader position (resume) and the prediction state, both saved in every checkpoint by Lightning."""
+        return with_predict_state(super().state_dict(), self.predict_state())

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from normia.data.datamodule import ResumableDataModule
+from normia.data.facts import plain, share_with_model, with_predict_state
 from normia.data.long_format import (
     check_unique_pairs,
     selected_series,
@@ -112,7 +113,13 @@ class SeriesWindows(Dataset):
 
 
 class SeriesDataModule(ResumableDataModule):
-    """Forecasting windows over the target columns of a dated table; see the module docstring for the rules."""
+    """Forecasting windows over the target columns of a dated table; see the module docstring for the rules.
+
+    After setup: `scaler` (per-channel mean and std of the training period, original units), `column_names` (one per
+    channel), `dates`, `freq` (the pandas frequency of the dates, e.g. 'MS', or None without a date column).
+    """
+
+    _defer_setup = False  # for_prediction: the options only, no training data read
 
     def __init__(
         self,
@@ -164,19 +171,35 @@ class SeriesDataModule(ResumableDataModule):
         self.dates: pd.DatetimeIndex | None = None
         self.raw: np.ndarray | None = None
         self.n_train = 0
-        self.setup()  # load and check now: a bad input fails at construction, before any run is recorded
+        self.freq: str | None = None
+        self.column_names: list[str] = []
+        if not self._defer_setup:
+            self.setup()  # load and check now: a bad input fails at construction, before any run is recorded
+
+    @classmethod
+    def for_prediction(cls, **options: object) -> SeriesDataModule:
+        """The reading rules of a trained run's data config (separator, dates, columns, resampling, filling) without
+        reading its training data: `load_frame(frame)` then reads new history the same way. Raises UserError for
+        options the constructor refuses."""
+        module = cls.__new__(cls)
+        module._defer_setup = True
+        module.__init__(**options)  # type: ignore[misc]
+        return module
 
     @property
     def source(self) -> str:
         return str(self.path) if self.path else f"statsmodels dataset '{self.dataset}'"
 
-    def load_frame(self) -> pd.DataFrame:
-        """The target columns, indexed by date when there is a date column, checked and regularised."""
-        frame = (
-            read_table(self.path, **self.read_options)
-            if self.path
-            else statsmodels_series(self.dataset or "")
-        )
+    def load_frame(self, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The target columns, indexed by date when there is a date column, checked and regularised.
+
+        frame: a table already read (normia predict's new history); None reads data.path or data.dataset."""
+        if frame is None:
+            frame = (
+                read_table(self.path, **self.read_options)
+                if self.path
+                else statsmodels_series(self.dataset or "")
+            )
         present = [str(c) for c in frame.columns]
         if self.date_column is not None:
             require_columns(frame, [self.date_column], self.source, "date_column")
@@ -250,8 +273,14 @@ class SeriesDataModule(ResumableDataModule):
         return to_channels(values, dates, labels, names)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+        if self.train_set is None:
+            self._load()
+        if self.scaler is not None:  # the model logs its errors in the data's units (mae_orig, rmse_orig)
+            share_with_model(self, target_std=plain(self.scaler.std))
+
+    def _load(self) -> None:
+        import pandas as pd
+
         frame = self.load_frame()
         values = frame.to_numpy(dtype=np.float64)
         n, window = len(values), self.input_len + self.horizon
@@ -273,6 +302,8 @@ class SeriesDataModule(ResumableDataModule):
         self.raw, self.n_train = values, n_train
         self.dates = frame.index if self.date_column is not None else None
         self.column_names = [str(c) for c in frame.columns]
+        if self.dates is not None:
+            self.freq = self.resample or pd.infer_freq(pd.DatetimeIndex(self.dates))
         train_starts = np.arange(0, n_train - window + 1)
         val_starts = np.arange(n_train - self.input_len, n - window + 1)
         self.train_set = SeriesWindows(scaled, self.input_len, self.horizon, train_starts)
@@ -282,3 +313,23 @@ class SeriesDataModule(ResumableDataModule):
     def num_channels(self) -> int:
         self.setup()
         return len(self.column_names)
+
+    def predict_state(self) -> dict[str, object] | None:
+        """What normia predict needs from training: channel names, per-channel mean and std of the training period
+        (original units), the date frequency and the window sizes. None before setup."""
+        if self.scaler is None:
+            return None
+        return {
+            "kind": "forecast",
+            "columns": list(self.column_names),
+            "mean": plain(self.scaler.mean),
+            "std": plain(self.scaler.std),
+            "freq": self.freq,
+            "date_column": self.date_column,
+            "input_len": self.input_len,
+            "horizon": self.horizon,
+        }
+
+    def state_dict(self) -> dict[str, object]:
+        """The loader position (resume) and the prediction state, both saved in every checkpoint by Lightning."""
+        return with_predict_state(super().state_dict(), self.predict_state())

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from normia.data.datamodule import ResumableDataModule
+from normia.data.facts import plain, share_with_model, with_predict_state
 from normia.data.splits import Standardizer, check_fraction, shuffled_split
 from normia.data.table_reader import numeric_columns, read_table, require_columns
 from normia.errors import UserError, did_you_mean
@@ -22,7 +23,13 @@ TASKS = ("regression", "classification")
 
 
 class TableDataModule(ResumableDataModule):
-    """Feature columns -> one target column. Batches: (float32 features (B, F), float32 (B, 1) or int64 (B,) target)."""
+    """Feature columns -> one target column. Batches: (float32 features (B, F), float32 (B, 1) or int64 (B,) target).
+
+    After setup: `features` (the column names, in order), `feature_scaler`, `target_scaler` (regression), `classes`
+    and `majority_class` (classification).
+    """
+
+    _defer_setup = False  # for_prediction: the options only, no training table read
 
     def __init__(
         self,
@@ -48,14 +55,53 @@ class TableDataModule(ResumableDataModule):
         self.feature_scaler: Standardizer | None = None
         self.target_scaler: Standardizer | None = None
         self.classes: list[str] = []
-        self.setup()  # load and check now: a bad input fails at construction, before any run is recorded
+        self.majority_class: int | None = None
+        self.feature_names: list[str] = []
+        if not self._defer_setup:
+            self.setup()  # load and check now: a bad input fails at construction, before any run is recorded
+
+    @classmethod
+    def for_prediction(cls, **options: object) -> TableDataModule:
+        """The options of a trained run's data config (separator, decimal mark, encoding) without reading its
+        training table."""
+        module = cls.__new__(cls)
+        module._defer_setup = True
+        module.__init__(**options)  # type: ignore[misc]
+        return module
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+        if self.train_set is None:
+            self._load()
+        if self.majority_class is not None:
+            share_with_model(self, majority_class=self.majority_class)
+
+    def predict_state(self) -> dict[str, object] | None:
+        """What normia predict needs: the feature columns and their train mean/std; the classes (index order) or
+        the target's train mean/std (regression, to return predictions in the target's units). None before setup."""
+        if self.feature_scaler is None:
+            return None
+        state: dict[str, object] = {
+            "kind": "classify" if self.task == "classification" else "regress",
+            "input": "table",
+            "features": list(self.feature_names),
+            "target": self.target,
+            "mean": plain(self.feature_scaler.mean),
+            "std": plain(self.feature_scaler.std),
+            "classes": list(self.classes),
+        }
+        if self.target_scaler is not None:
+            state.update(target_mean=plain(self.target_scaler.mean), target_std=plain(self.target_scaler.std))
+        return state
+
+    def state_dict(self) -> dict[str, object]:
+        """The loader position (resume) and the prediction state, both saved in every checkpoint by Lightning."""
+        return with_predict_state(super().state_dict(), self.predict_state())
+
+    def _load(self) -> None:
         frame = read_table(self.path, **self.read_options)
         require_columns(frame, [self.target], self.path, "target")
         features = self.features or [str(c) for c in frame.columns if str(c) != self.target]
+        self.feature_names = list(features)
         require_columns(frame, features, self.path, "features")
         x = numeric_columns(frame, features, self.path).to_numpy()
         if np.isnan(x).any():
@@ -77,6 +123,7 @@ class TableDataModule(ResumableDataModule):
                 )
             lookup = {c: i for i, c in enumerate(self.classes)}
             y = torch.tensor([lookup[v] for v in labels], dtype=torch.int64)
+            self.majority_class = int(np.bincount(y[train_idx].numpy(), minlength=len(self.classes)).argmax())
         else:
             values = numeric_columns(frame, [self.target], self.path).to_numpy()
             self.target_scaler = Standardizer.fit(values[train_idx])

@@ -8,6 +8,11 @@ horizon (as in DLinear) gives a strong start that the transformer refines; `n_la
 
 `loss` also reports the mean absolute error of the seasonal-naive forecast (the value one season earlier) on the same
 targets, so every run logs its own baseline next to its error: `mae` must fall below `mae_snaive`.
+
+The data module standardises the series; once it has handed over the training period's per-channel std
+(`set_data_facts`, called by normia's series data module when Lightning sets it up), `loss` also reports the errors in
+the data's own units: `mae_orig`, `rmse_orig` (per batch, then averaged over batches by sample count) and
+`mae_snaive_orig` (ppm for CO2, µg/m3 for PM10), averaged over channels.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class PatchForecaster(nn.Module):
             raise ValueError(f"season_length ({season_length}) must lie in [1, input_len={input_len}]")
         self.input_len, self.horizon, self.patch_len = input_len, horizon, patch_len
         self.season_length = season_length
+        # (1, 1, C) std of each channel in the data's units; not a parameter and not saved (the data module re-sends it)
+        self.register_buffer("target_std", torch.empty(0), persistent=False)
         n_patches = input_len // patch_len
         self.linear_skip = nn.Linear(input_len, horizon)
         self.n_layers = n_layers
@@ -79,14 +86,30 @@ class PatchForecaster(nn.Module):
         out = out.reshape(batch, channels, self.horizon).transpose(1, 2)
         return out * std + mean
 
+    def set_data_facts(self, target_std: list[float] | None = None, **_: object) -> None:
+        """target_std: the per-channel std (C values, data units) that standardised the targets; enables the
+        `*_orig` metrics. Other facts are ignored."""
+        if target_std is not None:
+            std = torch.as_tensor(target_std, dtype=torch.float32).reshape(1, 1, -1)
+            self.target_std = std.to(self.linear_skip.weight.device)
+
     def loss(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """(inputs (B, L, C), targets (B, H, C)), standardised -> (MSE loss, {mae, [mae_snaive], [*_orig]})."""
         inputs, targets = batch
         prediction = self(inputs)
         loss = nn.functional.mse_loss(prediction, targets)
-        metrics = {"mae": (prediction - targets).abs().mean()}
+        error = prediction - targets
+        metrics = {"mae": error.abs().mean()}
+        scale = self.target_std if self.target_std.numel() == targets.shape[-1] else None
+        if scale is not None:
+            scaled = error * scale.to(error.dtype)
+            metrics["mae_orig"] = scaled.abs().mean()
+            metrics["rmse_orig"] = scaled.pow(2).mean().sqrt()
         if self.season_length is not None:
             baseline = seasonal_naive(inputs, self.horizon, self.season_length)
             metrics["mae_snaive"] = (baseline - targets).abs().mean()
+            if scale is not None:
+                metrics["mae_snaive_orig"] = ((baseline - targets) * scale.to(error.dtype)).abs().mean()
         return loss, metrics
 
     @torch.no_grad()

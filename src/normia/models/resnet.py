@@ -70,6 +70,8 @@ class ResNetClassifier(nn.Module):
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)
         )
         self.label_smoothing = label_smoothing
+        # the training split's most frequent class (set_data_facts); -1 until known. Not saved in checkpoints.
+        self.register_buffer("majority_class", torch.tensor(-1, dtype=torch.int64), persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.stages(self.stem(images)))
@@ -79,7 +81,17 @@ class ResNetClassifier(nn.Module):
         logits = self(images)
         loss = nn.functional.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         acc = (logits.argmax(dim=-1) == labels).float().mean()
-        return loss, {"acc": acc}
+        metrics = {"acc": acc}
+        if not self.training and int(self.majority_class) >= 0:  # the baseline: always the majority class
+            metrics["acc_majority"] = (labels == self.majority_class).float().mean()
+        return loss, metrics
+
+    def set_data_facts(self, majority_class: int | None = None, **_: object) -> None:
+        """majority_class: the index of the most frequent class of the training split, handed over by normia's
+        classification data modules; validation then logs `acc_majority`, the accuracy of always predicting it
+        (the baseline to beat). Other facts are ignored."""
+        if majority_class is not None:
+            self.majority_class.fill_(int(majority_class))
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:
