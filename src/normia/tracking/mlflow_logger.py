@@ -15,7 +15,9 @@ from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from normia.config.masking import mask_uri
+from normia.tracking.data_inputs import describe_inputs, input_tags, mlflow_datasets
 from normia.tracking.project_state import project_record
+from normia.tracking.run_tags import device_kind
 from normia.tracking.values import nonfinite_note
 
 MAX_PARAMS_PER_BATCH = 100
@@ -39,8 +41,10 @@ class MlflowTracker(Logger):
         flush_every_s: float = 5.0,
         system_metrics: bool = True,
         appended_tags: dict[str, str] | None = None,
-        dataset: dict[str, str] | None = None,
+        dataset: dict[str, Any] | None = None,
     ):
+        """dataset: the run's resolved `data` config node (tags.dataset_input), digested into MLflow dataset inputs
+        when a new run is created (tracking/data_inputs.py)."""
         super().__init__()
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -97,6 +101,10 @@ class MlflowTracker(Logger):
         project_tags, project_texts = project_record()
         self._tags.update(project_tags)
         if self._run_id is None:
+            # What the run trained on and where (read here, before the first step, out of the timed steps).
+            inputs = describe_inputs(self._dataset) if self._dataset else []
+            self._tags.update(input_tags(inputs))
+            self._tags["normia.device"] = device_kind()
             experiment_id = _experiment_id(client, self.experiment_name)
             run = client.create_run(experiment_id, run_name=self.run_name, tags=self._tags)
             self._run_id = run.info.run_id
@@ -104,7 +112,8 @@ class MlflowTracker(Logger):
                 self._log_params(client)
                 for artifact_file, text in {**self._texts, **project_texts}.items():
                     client.log_text(self._run_id, text, artifact_file)
-                self._log_dataset(client)
+                if inputs:
+                    client.log_inputs(self._run_id, datasets=mlflow_datasets(inputs))
         else:
             previous = client.get_run(self._run_id).data.tags  # raises if the id is unknown to this store
             client.update_run(self._run_id, status="RUNNING")
@@ -129,15 +138,6 @@ class MlflowTracker(Logger):
             client.set_tag(self._run_id, key, " | ".join(v for v in (previous.get(key), value) if v)[:8000])
         for artifact_file, text in self._texts.items():
             client.log_text(self._run_id, text, artifact_file)
-
-    def _log_dataset(self, client: Any) -> None:
-        """The training data as an MLflow dataset input (the UI's Dataset column)."""
-        if not self._dataset:
-            return
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        context = InputTag(key="mlflow.data.context", value="training")
-        client.log_inputs(self._run_id, datasets=[DatasetInput(Dataset(**self._dataset), tags=[context])])
 
     def _log_params(self, client: Any) -> None:
         from mlflow.entities import Param

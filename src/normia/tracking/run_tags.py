@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import normia
@@ -30,11 +32,22 @@ def git_state(cwd: str | Path | None = None) -> tuple[str | None, bool | None]:
     return commit, bool(status.strip())
 
 
+# Packages whose version can change a run's numbers beside torch/lightning, read from their metadata (no import).
+NUMERIC_PACKAGES = ("numpy", "pandas")
+
+
 def versions() -> dict[str, str]:
+    """Versions a re-run compares: normia, torch, lightning, CUDA, triton, numpy, pandas and Python."""
     import lightning
     import torch
 
     out = {"normia": normia.__version__, "torch": torch.__version__, "lightning": lightning.__version__}
+    for dist in NUMERIC_PACKAGES:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "none"
+    out["python"] = platform.python_version()
     out["cuda"] = torch.version.cuda or "none"
     try:
         import triton
@@ -51,6 +64,27 @@ def gpu_names() -> str:
     if not torch.cuda.is_available():
         return "none"
     return ",".join(sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())}))
+
+
+def device_kind(accelerator: str | None = None) -> str:
+    """The kind of device a run computes on: 'cuda (<GPU name>)', 'mps' or 'cpu (<machine>)'.
+
+    accelerator None: what this process is using now (CUDA initialised: the GPU; else the CPU), as the tracker sees
+    it at the first step. Otherwise what Lightning would pick for trainer.accelerator (cpu, gpu, cuda, mps, auto)."""
+    import torch
+
+    cpu = f"cpu ({platform.machine() or 'unknown'})"
+    if accelerator is None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            return f"cuda ({torch.cuda.get_device_name(torch.cuda.current_device())})"
+        return cpu
+    wanted = accelerator.lower()
+    if wanted in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    mps = getattr(torch.backends, "mps", None)
+    if wanted in ("mps", "auto", "gpu") and mps is not None and mps.is_available():
+        return "mps"
+    return cpu
 
 
 def run_tags(world_size: int) -> dict[str, str]:

@@ -1,0 +1,482 @@
+"""Which data a run trained on: a content digest, size and row count of each input, found from the composed config.
+
+A run's inputs are read from its `data` config node, never from the data modules themselves (any data module, a
+project's own included, is covered by the same rules):
+
+- every key named like a location (`path`, `root`, `dir`, `folder`, `file`, `files`, `shards`, or ending in
+  `_path`, `_root`, `_dir`, ...) whose value names a file or a folder: a file's sha256 over its bytes (row count in
+  the same pass for text tables), a folder's sha256 over its sorted relative listing and each file's digest;
+- packaged datasets, which have no file of their own: scikit-learn's digits (`DigitsDataModule`), statsmodels'
+  series (`data.dataset`), normia's bundled corpora (`data.corpus`: the bundled file's digest, normia's version);
+- nothing else (synthetic data, a project's generator): the data module and a digest of its settings.
+
+Cost: each file is read once, in 1 MiB chunks (hashlib.sha256, rows counted in the same pass). A file over 1 GiB
+gets a *partial* digest instead: sha256 over its size and its first and last 64 MiB, with its mtime recorded beside
+it; the record and every message say `partial`, because a change in the middle of such a file is not seen.
+Digests are cached per (path, size, mtime, inode) within a process, so `normia reproduce` reads a file once for its
+pre-run check and the run it starts in the same process.
+
+Each input is recorded twice (mlflow_logger.py): as an MLflow dataset input (`mlflow.data.meta_dataset.MetaDataset`
+with a filesystem or code source and the digest: MLflow's own, well-kept record, shown in its UI's Dataset column)
+and as a tag `normia.input.<config key>` holding this module's JSON record, which `normia reproduce` compares
+without parsing MLflow's dataset entities. Kept import-light (hashlib, json, os): mlflow is imported only to log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHUNK_BYTES = 1 << 20  # 1 MiB reads
+PARTIAL_ABOVE_BYTES = 1 << 30  # files over 1 GiB get a partial digest
+EDGE_BYTES = 64 << 20  # ... over their first and last 64 MiB
+TAG_PREFIX = "normia.input."
+MLFLOW_DIGEST_CHARS = (
+    10  # MLflow recommends at most 10 (mlflow.data.dataset); the full sha256 is in the profile
+)
+LOCATION_NAMES = ("path", "root", "dir", "folder", "file", "files", "shards")
+LOCATION_SUFFIXES = (*(f"_{name}" for name in LOCATION_NAMES), "_paths", "_dirs", "_folders")
+# Table files whose first line is a header: rows = lines - 1. Other text files: rows = lines.
+TABLE_SUFFIXES = (".csv", ".tsv")
+TEXT_SUFFIXES = (".txt", ".jsonl", ".ndjson")
+SKIPPED_IN_FOLDERS = frozenset({"__pycache__"})
+# Data modules whose data ships inside a package: (package, dataset name).
+PACKAGED_TARGETS = {"normia.data.digits.DigitsDataModule": ("scikit-learn", "sklearn.datasets.load_digits")}
+SETTINGS_NOT_DATA = ("batch_size", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
+CORPORA_PACKAGE = "normia.data.corpora"
+# Data modules that read a folder a key leaves unset: {target: (key, key of the file whose folder it defaults to)}.
+DERIVED_FOLDERS = {"normia.data.images.ImageTableDataModule": ("root", "path")}
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A file's or folder's content digest.
+
+    sha256: hex digest (64 characters). size: bytes (a folder: the sum of its files). rows: data rows (a table:
+    lines minus the header; a text file: lines), None when not counted (binary files, folders, partial digests).
+    files: how many files a folder holds (None for a file). partial: the digest covers only the size and the first
+    and last EDGE_BYTES of a file over PARTIAL_ABOVE_BYTES (in a folder: of at least one such file).
+    mtime: seconds since the epoch (a folder: its newest file's).
+    """
+
+    sha256: str
+    size: int
+    rows: int | None = None
+    files: int | None = None
+    partial: bool = False
+    mtime: float = 0.0
+
+
+_CACHE: dict[tuple[str, int, int, int, int], Digest] = {}
+
+
+def is_location_key(name: str) -> bool:
+    """Whether a config key names a place on disk: path, root, dir, folder, file(s), shards, or *_path, *_dir, ..."""
+    return name in LOCATION_NAMES or name.endswith(LOCATION_SUFFIXES)
+
+
+def _count_rows(path: Path, lines: int, last_byte: bytes) -> int | None:
+    name = path.name.lower()
+    if lines == 0 and not last_byte:
+        return 0
+    if last_byte and last_byte != b"\n":
+        lines += 1  # a last line without its newline
+    if name.endswith(TABLE_SUFFIXES):
+        return max(lines - 1, 0)
+    if name.endswith(TEXT_SUFFIXES):
+        return lines
+    return None
+
+
+def _parquet_rows(path: Path) -> int | None:
+    """Rows of a Parquet file from its footer (a few KB read), when pyarrow is installed."""
+    try:
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception:  # no pyarrow, or not a Parquet file after all: the row count is optional
+        return None
+
+
+def file_digest(path: str | Path) -> Digest:
+    """The digest of one file, reading it once in CHUNK_BYTES chunks (rows counted in the same pass); over
+    PARTIAL_ABOVE_BYTES: sha256(size, first EDGE_BYTES, last EDGE_BYTES), partial=True, rows not counted.
+    Raises OSError when the file cannot be read."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+    if key in _CACHE:
+        return _CACHE[key]
+    sha = hashlib.sha256()
+    if st.st_size > PARTIAL_ABOVE_BYTES:
+        sha.update(f"partial-v1 size={st.st_size}\n".encode())
+        with p.open("rb") as f:
+            for offset in (0, st.st_size - EDGE_BYTES):
+                f.seek(offset)
+                left = EDGE_BYTES
+                while left > 0:
+                    chunk = f.read(min(CHUNK_BYTES, left))
+                    if not chunk:
+                        break
+                    sha.update(chunk)
+                    left -= len(chunk)
+        digest = Digest(sha.hexdigest(), st.st_size, partial=True, mtime=st.st_mtime)
+    else:
+        lines, last = 0, b""
+        with p.open("rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                sha.update(chunk)
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+        rows = _parquet_rows(p) if p.suffix.lower() == ".parquet" else _count_rows(p, lines, last)
+        digest = Digest(sha.hexdigest(), st.st_size, rows=rows, mtime=st.st_mtime)
+    _CACHE[key] = digest
+    return digest
+
+
+def _folder_files(folder: Path) -> Iterator[tuple[str, Path]]:
+    """(relative path with '/', path) of every regular file under folder, sorted, hidden names and caches skipped."""
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIPPED_IN_FOLDERS)
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            full = Path(top) / name
+            if full.is_file():
+                yield full.relative_to(folder).as_posix(), full
+
+
+def files_digest(entries: list[tuple[str, Path]]) -> Digest:
+    """The digest of a listing: sha256 over each '<name>\\0<size>\\0<file sha256>' line, in the given order.
+    Raises OSError when a file cannot be read."""
+    sha = hashlib.sha256(b"listing-v1\n")
+    size, partial, mtime = 0, False, 0.0
+    for name, full in entries:
+        one = file_digest(full)
+        sha.update(f"{name}\0{one.size}\0{one.sha256}\n".encode())
+        size += one.size
+        partial |= one.partial
+        mtime = max(mtime, one.mtime)
+    return Digest(sha.hexdigest(), size, files=len(entries), partial=partial, mtime=mtime)
+
+
+def folder_digest(folder: str | Path) -> Digest:
+    """A folder's digest over its sorted relative listing and each file's digest (see files_digest)."""
+    return files_digest(list(_folder_files(Path(folder))))
+
+
+@dataclass
+class InputRecord:
+    """One input of a run, as recorded in MLflow and compared by `normia reproduce`.
+
+    key: the config key (`data.path`). kind: file | folder | files | package | bundled | generated | missing |
+    unreadable. name: what the MLflow UI shows. sha256: the content digest (for package/generated: of their
+    identity: name, package and version, or settings). path: as configured; abs_path: resolved at record time;
+    rel_path/rel_root: the same place relative to the project root (`project`) or working folder (`cwd`) when it
+    lies inside one, so that a partner's copy at the same relative place is found. package/version: the
+    distribution that ships a packaged dataset (or normia for its corpora). size in bytes, rows, files, partial,
+    mtime: see Digest. error: why a file could not be read.
+    """
+
+    key: str
+    kind: str
+    name: str
+    sha256: str = ""
+    path: str | list[str] | None = None
+    abs_path: str | None = None
+    rel_path: str | None = None
+    rel_root: str | None = None
+    package: str | None = None
+    version: str | None = None
+    size: int | None = None
+    rows: int | None = None
+    files: int | None = None
+    partial: bool = False
+    mtime: float | None = None
+    error: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Compact JSON without empty fields (an MLflow tag holds 8000 characters)."""
+        return json.dumps(
+            {k: v for k, v in asdict(self).items() if v not in (None, "", {}, False)}, sort_keys=True
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> InputRecord:
+        """Raises ValueError on text that is not a record (a tag written by hand, another tool)."""
+        data = json.loads(text)
+        if not isinstance(data, dict) or "key" not in data or "kind" not in data:
+            raise ValueError("not an input record")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def label(self) -> str:
+        """'sha256 ab12cd34ef56' or 'partial sha256 ab12cd34ef56' (size + first/last 64 MiB)."""
+        return f"{'partial ' if self.partial else ''}sha256 {self.sha256[:12]}"
+
+    def describe(self) -> str:
+        """One line: what it is, where, digest, size and rows."""
+        parts = [self.label()]
+        if self.package:
+            parts.append(f"{self.package} {self.version or '?'}")
+        if self.size is not None:
+            parts.append(f"{self.size} bytes")
+        if self.rows is not None:
+            parts.append(f"{self.rows} rows")
+        if self.files is not None:
+            parts.append(f"{self.files} files")
+        where = self.abs_path or self.name
+        return f"{self.key}: {where} ({', '.join(parts)})"
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _relative(abs_path: Path, roots: list[tuple[str, Path]]) -> tuple[str | None, str | None]:
+    for label, root in roots:
+        try:
+            return abs_path.relative_to(root.resolve()).as_posix(), label
+        except ValueError:
+            continue
+    return None, None
+
+
+def _identity_digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _is_paths(value: Any) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    )
+
+
+def _location_leaves(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in node.items():
+        name = str(key)
+        if name.startswith("_"):
+            continue
+        if isinstance(value, Mapping):
+            yield from _location_leaves(value, f"{prefix}{name}.")
+        elif is_location_key(name) and value not in (None, "", [], ()) and _is_paths(value):
+            yield f"{prefix}{name}", value
+
+
+def path_record(key: str, value: str | list[str], cwd: Path, roots: list[tuple[str, Path]]) -> InputRecord:
+    """The record of a location value: a file, a folder, or a list of files (digest of the list, in its order).
+    A place that does not exist gives kind 'missing'; one that cannot be read, kind 'unreadable' (never raises)."""
+    values = [value] if isinstance(value, str) else list(value)
+    places = [(cwd / Path(v).expanduser()).resolve() for v in values]
+    name = places[0].name if len(places) == 1 else f"{len(places)} files"
+    record = InputRecord(key=key, kind="missing", name=name, path=value)
+    if len(places) == 1:
+        record.abs_path = str(places[0])
+        record.rel_path, record.rel_root = _relative(places[0], roots)
+    else:
+        record.abs_path = os.path.commonpath([str(p) for p in places])
+    missing = [str(p) for p in places if not p.exists()]
+    if missing:
+        record.error = f"{missing[0]} does not exist"
+        return record
+    try:
+        if len(places) == 1 and places[0].is_dir():
+            digest, kind = folder_digest(places[0]), "folder"
+        elif len(places) == 1:
+            digest, kind = file_digest(places[0]), "file"
+        else:
+            entries = [(v, p) for v, p in zip(values, places)]
+            digest, kind = files_digest(entries), "files"
+    except OSError as err:
+        record.kind, record.error = "unreadable", f"{err.strerror or err}: {err.filename or record.abs_path}"
+        return record
+    record.kind, record.sha256, record.size = kind, digest.sha256, digest.size
+    record.rows, record.files, record.partial, record.mtime = (
+        digest.rows,
+        digest.files,
+        digest.partial,
+        digest.mtime,
+    )
+    return record
+
+
+def _packaged(data: Mapping[str, Any], target: str) -> list[InputRecord]:
+    import normia
+
+    out = []
+    if target in PACKAGED_TARGETS:
+        package, name = PACKAGED_TARGETS[target]
+        version = _version(package)
+        out.append(
+            InputRecord(
+                key="data", kind="package", name=name, package=package, version=version,
+                sha256=_identity_digest(name, package, version), extra={"module": target.rsplit(".", 1)[-1]},
+            )
+        )  # fmt: skip
+    dataset = data.get("dataset")
+    if isinstance(dataset, str) and dataset:
+        # SeriesDataModule's data.dataset: a series that statsmodels ships (co2, elnino).
+        name, version = f"statsmodels.datasets.{dataset}", _version("statsmodels")
+        out.append(
+            InputRecord(
+                key="data.dataset", kind="package", name=name, package="statsmodels", version=version,
+                sha256=_identity_digest(name, "statsmodels", version),
+            )
+        )  # fmt: skip
+    corpus = data.get("corpus")
+    if isinstance(corpus, str) and corpus:
+        out.append(_bundled_corpus(corpus, normia.__version__))
+    return out
+
+
+def _bundled_corpus(corpus: str, version: str) -> InputRecord:
+    """normia's bundled text (data.corpus): the file's own digest, and normia's version."""
+    from importlib import resources
+
+    record = InputRecord(
+        key="data.corpus", kind="bundled", name=f"normia corpus {corpus}", package="normia", version=version
+    )
+    try:
+        path = Path(str(resources.files(CORPORA_PACKAGE) / f"{corpus}.txt"))
+        digest = file_digest(path)
+    except (OSError, ModuleNotFoundError) as err:
+        record.kind, record.error = "missing", str(err)
+        return record
+    record.sha256, record.size, record.rows, record.abs_path = (
+        digest.sha256,
+        digest.size,
+        digest.rows,
+        str(path),
+    )
+    return record
+
+
+def _generated(data: Mapping[str, Any], target: str) -> InputRecord:
+    """Data with no file (synthetic, a generator): its module and a digest of the settings that make it."""
+    import normia
+
+    settings = {k: v for k, v in data.items() if k not in SETTINGS_NOT_DATA}
+    module = target.split(".", 1)[0] or "unknown"
+    package, version = ("normia", normia.__version__) if module == "normia" else (module, _version(module))
+    return InputRecord(
+        key="data", kind="generated", name=target.rsplit(".", 1)[-1] or "data", package=package, version=version,
+        sha256=_identity_digest(target, settings),
+    )  # fmt: skip
+
+
+def default_roots(cwd: Path | None = None) -> list[tuple[str, Path]]:
+    """Where relative paths are recorded from: the project's root (when this process runs in a project), then the
+    working folder."""
+    roots: list[tuple[str, Path]] = []
+    try:
+        from normia.project import current_project
+
+        project = current_project()
+        if project is not None and project.root is not None:
+            roots.append(("project", Path(project.root)))
+    except Exception:  # a broken pyproject.toml must not stop recording: the cwd remains
+        pass
+    roots.append(("cwd", cwd or Path.cwd()))
+    return roots
+
+
+def describe_inputs(
+    data: Mapping[str, Any] | None, cwd: Path | None = None, roots: list[tuple[str, Path]] | None = None
+) -> list[InputRecord]:
+    """Every input of a run from its resolved `data` config node (a plain mapping), in a stable order.
+
+    cwd: the folder relative paths are read from (default: the current one); roots: where relative paths are
+    recorded from (default_roots). Never raises for a missing or unreadable file: the record says so."""
+    if not data:
+        return []
+    cwd = cwd or Path.cwd()
+    roots = roots if roots is not None else default_roots(cwd)
+    target = str(data.get("_target_", ""))
+    records = [path_record(f"data.{key}", value, cwd, roots) for key, value in _location_leaves(data)]
+    if target in DERIVED_FOLDERS:
+        key, beside = DERIVED_FOLDERS[target]
+        if not data.get(key) and isinstance(data.get(beside), str) and data.get(beside):
+            # e.g. image_table.yaml: root null reads the images beside the label table
+            folder = str(Path(str(data[beside])).expanduser().parent)
+            records.append(path_record(f"data.{key}", folder, cwd, roots))
+    records += _packaged(data, target)
+    if not records:
+        records.append(_generated(data, target))
+    return records
+
+
+def input_tags(records: list[InputRecord]) -> dict[str, str]:
+    """{`normia.input.<key>`: JSON record} for MLflow."""
+    return {f"{TAG_PREFIX}{r.key}": r.to_json()[:8000] for r in records}
+
+
+def recorded_inputs(tags: Mapping[str, str]) -> dict[str, InputRecord]:
+    """The records a run's tags hold, by key; tags that are not records are skipped."""
+    out = {}
+    for tag, text in tags.items():
+        if tag.startswith(TAG_PREFIX):
+            try:
+                record = InputRecord.from_json(text)
+            except (ValueError, TypeError):
+                continue
+            out[record.key] = record
+    return out
+
+
+def mlflow_datasets(records: list[InputRecord]) -> list[Any]:
+    """The records as `mlflow.entities.DatasetInput`s (context 'training'), built with MLflow's own dataset API:
+    a MetaDataset over a local filesystem source (files, folders) or a code source (packaged, generated data),
+    with our digest (cut to MLflow's 36-character limit) and the full record as its profile."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    class _Profiled(MetaDataset):
+        """MetaDataset has no profile of its own; ours is the normia record (size, rows, full sha256, partial)."""
+
+        def __init__(self, source: Any, name: str, digest: str, profile: str) -> None:
+            super().__init__(source, name=name, digest=digest)
+            self._profile = profile
+
+        @property
+        def profile(self) -> Any:
+            return self._profile
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": self._profile}
+
+    out = []
+    for record in records:
+        if record.kind in ("file", "folder", "files", "missing", "unreadable") and record.abs_path:
+            source: Any = LocalArtifactDatasetSource(record.abs_path)
+        else:
+            source = CodeDatasetSource(
+                tags={
+                    "package": record.package or "",
+                    "version": record.version or "",
+                    "dataset": record.name,
+                }
+            )
+        prefix = "p" if record.partial else ""
+        digest = (prefix + record.sha256)[:MLFLOW_DIGEST_CHARS] if record.sha256 else record.kind
+        # The UI's Dataset column: a file's or folder's name, else the data module (its source names the package).
+        shown = record.extra.get("module") or record.name
+        dataset = _Profiled(source, name=shown[:500], digest=digest, profile=record.to_json())
+        tags = [
+            InputTag(key="mlflow.data.context", value="training"),
+            InputTag(key="normia.key", value=record.key),
+        ]
+        out.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
+    return out
