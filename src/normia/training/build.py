@@ -19,7 +19,7 @@ from normia.tracking.mlflow_logger import MlflowTracker
 from normia.tracking.run_tags import run_tags
 from normia.tracking.tags import check_user_tags, dataset_input, default_run_name, system_tags
 from normia.tracking.uri import resolve_tracking_uri
-from normia.training.callbacks import GracefulStop, NormiaState, Throughput
+from normia.training.callbacks import GracefulStop, NormiaState, Throughput, added_callbacks
 from normia.training.checkpoint import LAST, AtomicCheckpointIO
 from normia.training.health import MonitorCheck, NonFiniteLoss, nonfinite_mode
 from normia.training.resume_check import CHANGES_TAG
@@ -117,6 +117,8 @@ def build_callbacks(
         if name == "lr_monitor" and tracker is None:
             continue
         user.append(instantiate_node(node, f"callbacks.{name}"))
+    # Callbacks registered for this process by training.callbacks.extra_callbacks (normia search's pruning).
+    user.extend(added_callbacks(cfg, tracker))
     return [*user, *roles.values()], roles
 
 

@@ -3,10 +3,12 @@ and a final summary with throughput."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -16,6 +18,29 @@ import torch.distributed as dist
 
 from normia.training.loop_state import replay_iterator_draws, start_next_epoch_if_completed
 from normia.training.module import count_units
+
+# Callbacks that code running a job in this process adds to its Trainer (normia search's pruning callback): each
+# factory gets (cfg, tracker) and returns a callback or None. A registry, not a config entry: such a callback holds
+# live objects (an optuna.Trial) that no config can name.
+CallbackFactory = Callable[[Any, Any], "L.Callback | None"]
+_EXTRA_FACTORIES: list[CallbackFactory] = []
+
+
+@contextlib.contextmanager
+def extra_callbacks(*factories: CallbackFactory) -> Iterator[None]:
+    """Within this block, every Trainer built in this process also gets the callbacks these factories return."""
+    _EXTRA_FACTORIES.extend(factories)
+    try:
+        yield
+    finally:
+        for factory in factories:
+            _EXTRA_FACTORIES.remove(factory)
+
+
+def added_callbacks(cfg: Any, tracker: Any) -> list[L.Callback]:
+    """The callbacks of the factories registered by extra_callbacks (none outside such a block)."""
+    made = (factory(cfg, tracker) for factory in list(_EXTRA_FACTORIES))
+    return [callback for callback in made if callback is not None]
 
 
 class NormiaState(L.Callback):
