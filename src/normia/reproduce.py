@@ -8,6 +8,14 @@ the code's git commit differs from the recorded one or either tree was dirty: th
 
 A run recorded from a researcher's project (`project.*` tags, tracking/project_state.py) is re-run inside that same
 project only (its configs and code are what ran); the project's commit and dirty flag are checked as normia's are.
+
+Provenance (issue 11). Before running, what the run recorded is compared with what this re-run will use: the content
+digest of each data input (tracking/data_inputs.py), normia's and the project's commits, package versions, world
+size and device kind; each difference is one `warning:` line, or "same data, code and environment as recorded".
+After the run the verdict is `identical`, or `differs` with those differences as the likely causes. The only
+overrides taken are data locations (`data.path=/my/copy.csv`, `data.root=...`): a partner's copy of the data at
+another place, which the digest then proves to be the same data; a recorded path that is not here is looked for at
+the same place relative to this project's root (or working folder) first.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +33,7 @@ from normia.errors import UserError
 
 if TYPE_CHECKING:
     from normia.project import Project
+    from normia.tracking.data_inputs import InputRecord
 
 REPRODUCED_FROM = "normia.reproduced_from"
 CHANGES_TAG = "normia.resume_changes"  # train/resume_check.py (not imported: it pulls in the training stack)
@@ -40,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "run_id", help="the MLflow run id (see the summary of normia train, or the MLflow UI)"
+    )
+    parser.add_argument(
+        "locations",
+        nargs="*",
+        metavar="data.KEY=PLACE",
+        help="where your copy of the run's data is, when not where it was recorded (data.path=..., data.root=...): "
+        "location keys only; the data's digest proves it is the same data",
     )
     parser.add_argument(
         "--tracking-uri",
@@ -93,7 +110,15 @@ def recorded_job(client: Any, run: Any, trust: bool = False) -> tuple[Any, list[
     with tempfile.TemporaryDirectory() as tmp:
         try:
             config_path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
-        except (MlflowException, OSError):
+        except (MlflowException, OSError) as err:
+            try:
+                client.list_artifacts(run_id)
+            except (MlflowException, OSError):
+                raise UserError(
+                    f"the artifacts of run {run_id} are not reachable at {run.info.artifact_uri} "
+                    f"({str(err).splitlines()[0][:200]}): start the artifact server or fix its address "
+                    "(--tracking-uri), then run normia reproduce again"
+                ) from None
             raise UserError(
                 f"run {run_id} has no {CONFIG_ARTIFACT} artifact: it was not recorded by normia train"
             ) from None
@@ -223,7 +248,7 @@ def project_warnings(run: Any, project: Project) -> list[str]:
 
 def code_warnings(run: Any, project: Project | None = None) -> list[str]:
     """Why identical metrics may not be expected: normia's code (and, given `project`, the project's) is not the
-    recorded one, or the run was resumed with config changes."""
+    recorded one, or the run was resumed with config changes. One line each; each is also a likely cause."""
     from normia.tracking.run_tags import git_state
 
     tags = run.data.tags
@@ -253,6 +278,239 @@ def code_warnings(run: Any, project: Project | None = None) -> list[str]:
             "values, so one run of the final config is not expected to give identical metrics"
         )
     return warnings
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way this re-run differs from the recorded run: `text` is printed before the run (one line), `cause` after
+    it when the metrics differ."""
+
+    text: str
+    cause: str
+
+
+def local_artifact_path(artifact_uri: str) -> Path | None:
+    """The folder of a run's artifacts on this machine's filesystem, or None for a remote store (http, s3, ...)."""
+    from urllib.parse import unquote, urlparse
+
+    if artifact_uri.startswith("file:"):
+        return Path(unquote(urlparse(artifact_uri).path))
+    if artifact_uri.startswith("/"):
+        return Path(artifact_uri)
+    return None
+
+
+def check_artifacts(run: Any, uri: str) -> None:
+    """Raises UserError when the run's artifacts live in a local folder that is not here: the usual cause is an
+    mlflow.db copied without the mlruns/ folder that was beside it (the store keeps that folder's absolute path)."""
+    from normia.config.masking import mask_uri
+
+    folder = local_artifact_path(run.info.artifact_uri or "")
+    if folder is None or folder.is_dir():
+        return
+    copied = ""
+    if uri.startswith("sqlite:///"):
+        copied = f" (a copy of {Path(uri[len('sqlite:///') :]).name} without the mlruns/ folder that was beside it?)"
+    raise UserError(
+        f"the artifacts of run {run.info.run_id} are not reachable at {run.info.artifact_uri}: the store "
+        f"{mask_uri(uri)} holds the run's record, not its files{copied}; copy that mlruns/ folder too so that "
+        f"{folder} exists on this machine, or point --tracking-uri at the MLflow server that holds the run"
+    )
+
+
+def location_overrides(texts: list[str]) -> list[tuple[str, Any, str]]:
+    """(key, value, text) of each location override (`data.path=/my/copy.csv`): a plain `data.<...>` key whose last
+    part names a place (path, root, dir, folder, file, files, shards, *_path, ...). Raises UserError (one line) for
+    any other override, which would make the re-run another run than the recorded one, and for a key given twice."""
+    from normia.config.overrides import parse_override
+    from normia.tracking.data_inputs import is_location_key
+
+    out: list[tuple[str, Any, str]] = []
+    for text in texts:
+        parsed = parse_override(text)
+        key = parsed.key_or_group or ""
+        plain = parsed.type.name == "CHANGE" and parsed.package is None and not parsed.is_sweep_override()
+        if not (plain and key.startswith("data.") and is_location_key(key.rsplit(".", 1)[-1])):
+            raise UserError(
+                f"normia reproduce re-runs the recorded config and takes data locations only (data.path, data.root, "
+                f"data.dir, data.folder, data.file, data.files, data.shards or data.*_path=...); '{text}' would "
+                "make another run: use normia train for that"
+            )
+        if any(key == seen for seen, _, _ in out):
+            raise UserError(f"'{key}' is given twice: give each data location once")
+        out.append((key, parsed.value(), text))
+    return out
+
+
+def _set_override(overrides: list[str], key: str, text: str) -> list[str]:
+    """The overrides with `key`'s own replaced by text (or text appended): one value per key, as Hydra requires."""
+    from normia.config.overrides import parse_override
+
+    kept = []
+    for override in overrides:
+        try:
+            same = parse_override(override).key_or_group == key
+        except UserError:
+            same = False
+        if not same:
+            kept.append(override)
+    return [*kept, text]
+
+
+def apply_locations(
+    recorded: Any,
+    overrides: list[str],
+    locations: list[tuple[str, Any, str]],
+    inputs: dict[str, InputRecord],
+    run_id: str,
+) -> tuple[list[str], list[str]]:
+    """Put the user's data locations into the recorded config (and its overrides, so the new run records where its
+    data was), then look for each recorded path that is not here at the same place relative to this project's root
+    or working folder. Returns (overrides, notes). Raises UserError for a location key the recorded config lacks."""
+    from omegaconf import OmegaConf
+
+    from normia.config.overrides import as_override
+    from normia.tracking.data_inputs import default_roots
+
+    missing = object()
+    notes = []
+    for key, value, text in locations:
+        if OmegaConf.select(recorded, key, default=missing) is missing:
+            known = sorted(k for k in inputs if not k.endswith(("dataset", "corpus")) and k != "data")
+            raise UserError(
+                f"{key} is not in run {run_id}'s config (its data locations: {', '.join(known) or 'none'})"
+            )
+        OmegaConf.update(recorded, key, value, merge=False)
+        overrides = _set_override(overrides, key, text)
+    given = {key for key, _, _ in locations}
+    for key, record in inputs.items():
+        value = OmegaConf.select(recorded, key, default=None)
+        if key in given or not isinstance(value, str) or not value or not record.rel_path:
+            continue
+        if Path(value).expanduser().exists():
+            continue
+        for label, root in default_roots():
+            candidate = root / record.rel_path
+            if candidate.exists():
+                OmegaConf.update(recorded, key, str(candidate), merge=False)
+                overrides = _set_override(overrides, key, as_override(key, str(candidate)))
+                where = "this project's root" if label == "project" else "this working folder"
+                notes.append(
+                    f"{key}: {value} is not here; using {candidate} (the same place relative to {where}; "
+                    "its digest is checked below)"
+                )
+                break
+    return overrides, notes
+
+
+def check_data_here(current: list[InputRecord], run_id: str) -> None:
+    """Raises UserError (before anything is written) when an input of the re-run does not exist or cannot be read,
+    with the override that points at the user's copy."""
+    for record in current:
+        if record.kind in ("missing", "unreadable"):
+            shown = record.path if isinstance(record.path, str) else record.abs_path
+            raise UserError(
+                f"the data of run {run_id} is not here: {record.key}={shown} ({record.error}); give the place of "
+                f"your copy: normia reproduce {run_id} {record.key}=/path/to/your/copy"
+            )
+
+
+def _changes(recorded: InputRecord, current: InputRecord) -> str:
+    parts = []
+    for name, unit in (("size", " bytes"), ("rows", " rows"), ("files", " files")):
+        a, b = getattr(recorded, name), getattr(current, name)
+        if a is not None and b is not None and a != b:
+            parts.append(f"{a} -> {b}{unit}")
+    return f", {', '.join(parts)}" if parts else ""
+
+
+def data_differences(
+    recorded: dict[str, InputRecord], current: list[InputRecord]
+) -> tuple[list[Difference], list[str]]:
+    """(differences, notes) between the recorded and current inputs, by config key: a changed digest (or package
+    version), an input added or gone; notes for the same data at another place, and the limits of a partial
+    digest."""
+    now = {r.key: r for r in current}
+    out, notes = [], []
+    for key in sorted(set(recorded) | set(now)):
+        was, cur = recorded.get(key), now.get(key)
+        if cur is None:
+            out.append(Difference(f"the data differs: the run read {was.describe()}, this config has no {key}", f"{key} is no longer an input"))  # type: ignore[union-attr]  # fmt: skip
+            continue
+        if was is None:
+            out.append(Difference(f"the data differs: {cur.describe()} was not an input of the run", f"{key} is a new input"))  # fmt: skip
+            continue
+        if was.sha256 != cur.sha256:
+            if cur.kind == "package" or was.kind == "package":
+                out.append(
+                    Difference(
+                        f"the data differs: {key} {cur.name} comes from {cur.package} {cur.version}, the run was "
+                        f"recorded with {was.package} {was.version}",
+                        f"{key}: {cur.name} from {was.package} {was.version} -> {cur.version}",
+                    )
+                )
+                continue
+            partial = (
+                " (partial digests: size + first and last 64 MiB of files over 1 GiB)" if cur.partial else ""
+            )
+            out.append(
+                Difference(
+                    f"the data differs: {key} {cur.abs_path}: {cur.label()}, the run read {was.label()}"
+                    f"{_changes(was, cur)}{partial}",
+                    f"data digest of {key} changed ({was.label()}.. -> {cur.sha256[:12]}..{_changes(was, cur)})",
+                )
+            )
+            continue
+        if was.partial and cur.partial and was.mtime and cur.mtime and was.mtime != cur.mtime:
+            out.append(
+                Difference(
+                    f"{key}: its partial digest (size + first and last 64 MiB of a file over 1 GiB) is as recorded "
+                    "but it was modified since: a change in its middle would not show",
+                    f"possibly {key} changed in its middle (partial digest as recorded, modification time differs)",
+                )
+            )
+        elif was.abs_path and cur.abs_path and was.abs_path != cur.abs_path:
+            notes.append(
+                f"{key}: the same data at another place ({was.abs_path} -> {cur.abs_path}, {cur.label()})"
+            )
+    return out, notes
+
+
+def environment_differences(run: Any, cfg: Any) -> list[Difference]:
+    """Package versions, world size and device kind: recorded tags against this machine and the re-run's config."""
+    from normia.tracking.run_tags import device_kind, versions
+
+    tags = run.data.tags
+    out = []
+    now = versions()
+    for name in sorted(now):
+        was = tags.get(f"normia.version.{name}")
+        if was is not None and was != now[name]:
+            out.append(
+                Difference(
+                    f"{name} differs: the run was recorded with {name} {was}, this is {now[name]}",
+                    f"{name} {was} -> {now[name]}",
+                )
+            )
+    world = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
+    was_world = tags.get("normia.world_size")
+    if was_world is not None and was_world != str(world):
+        out.append(
+            Difference(
+                f"the world size differs: the run had {was_world} process(es), this re-run has {world}",
+                f"world size {was_world} -> {world}",
+            )
+        )
+    was_device = tags.get("normia.device")
+    device = device_kind(str(cfg.trainer.accelerator))
+    if was_device is not None and was_device != device:
+        out.append(
+            Difference(
+                f"the device differs: the run computed on {was_device}, this re-run will on {device}",
+                f"device {was_device} -> {device}",
+            )
+        )
+    return out
 
 
 def final_metrics(client: Any, run_id: str) -> dict[str, float]:
@@ -286,8 +544,24 @@ def compare(original: dict[str, float], new: dict[str, float], rtol: float) -> t
     return lines, same
 
 
+def verdict(same: bool, rtol: float, causes: list[Difference]) -> list[str]:
+    """The lines after the metric table: identical, or differs with the likely causes (the pre-run differences)."""
+    if same:
+        tolerance = "identical" if rtol == 0 else f"within rtol={rtol}"
+        return [f"result: identical (reproduced: every metric {tolerance})"]
+    lines = ["result: differs (metrics differ" + (")" if rtol == 0 else f" beyond rtol={rtol})")]
+    lines += [f"  likely cause: {d.cause}" for d in causes]
+    if not causes:
+        lines.append(
+            "  likely cause: none found: the data digests, code commits, package versions, world size and device "
+            "are as recorded (a nondeterministic operation? trainer.deterministic=true rules most out on CPU)"
+        )
+    return lines
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    locations = location_overrides(list(args.locations))  # refused before anything is opened or written
     from mlflow.tracking import MlflowClient
 
     from normia.training.cli import use_config_dir
@@ -306,16 +580,45 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(tracking_uri=uri)
     run = fetch_run(client, args.run_id, uri)
+    check_artifacts(run, uri)
     project = recorded_project(run)  # before the recorded config is read: it may name the project's code
     recorded, overrides = recorded_job(client, run, trust=args.trust)
+
+    from omegaconf import OmegaConf
+
+    from normia.tracking.data_inputs import describe_inputs, recorded_inputs
+
+    was_inputs = recorded_inputs(run.data.tags)
+    overrides, notes = apply_locations(recorded, overrides, locations, was_inputs, args.run_id)
     cfg, changed = build_job(recorded, overrides, args.run_id, uri)
-    for warning in code_warnings(run, project):
-        print(f"warning: {warning}")
+    data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
+    now_inputs = describe_inputs(data)  # type: ignore[arg-type]
+    check_data_here(now_inputs, args.run_id)
+
+    differences = [Difference(w, w) for w in code_warnings(run, project)]
+    found, data_notes = data_differences(was_inputs, now_inputs) if was_inputs else ([], [])
+    differences = found + differences + environment_differences(run, cfg)
+    notes += data_notes
+    if not was_inputs:
+        notes.append(
+            f"run {args.run_id} recorded no data digests (it predates them): its data cannot be compared"
+        )
+    for difference in differences:
+        print(f"warning: {difference.text}")
+    for note in notes:
+        print(f"note: {note}")
     if changed:
         shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
         print(
             f"note: today's configs compose differently for {len(changed)} key(s) ({shown}); using the recorded values"
         )
+    if not differences:
+        compared = (
+            "same data, code and environment as recorded" if was_inputs else "same code and environment"
+        )
+        print(f"{compared} (data digests, commits, package versions, world size, device)")
+    elif was_inputs and not found:
+        print("same data as recorded: " + ", ".join(f"{r.key} {r.label()}" for r in now_inputs))
     print(f"reproducing run {args.run_id}: normia train {' '.join(overrides) or '(defaults)'}")
     print(f"  output {cfg.paths.output_dir}")
 
@@ -335,6 +638,5 @@ def main(argv: list[str]) -> int:
     lines, same = compare(final_metrics(client, args.run_id), final_metrics(client, new_id), args.rtol)
     print(f"== run {new_id} ({REPRODUCED_FROM}={args.run_id}) vs the original")
     print("\n".join(lines))
-    tolerance = "identical" if args.rtol == 0 else f"within rtol={args.rtol}"
-    print(f"result: {'reproduced: every metric ' + tolerance if same else 'metrics differ'}")
+    print("\n".join(verdict(same, args.rtol, differences)))
     return 1 if (args.check and not same) else 0

@@ -162,3 +162,9 @@ def test_a_missing_or_unreadable_input_is_recorded_as_such_never_raised(tmp_path
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
     data_inputs._CACHE.clear()
+
+
+def test_a_remote_address_is_recorded_by_address_never_read(tmp_path: Path) -> None:
+    (record,) = describe_inputs({"path": "s3://bucket/train.csv"}, cwd=tmp_path)
+    assert record.kind == "remote" and record.name == "s3://bucket/train.csv" and len(record.sha256) == 64
+    assert mlflow_datasets([record])

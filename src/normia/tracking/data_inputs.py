@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ class Digest:
     mtime: float = 0.0
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _CACHE: dict[tuple[str, int, int, int, int], Digest] = {}
 
 
@@ -174,8 +176,8 @@ def folder_digest(folder: str | Path) -> Digest:
 class InputRecord:
     """One input of a run, as recorded in MLflow and compared by `normia reproduce`.
 
-    key: the config key (`data.path`). kind: file | folder | files | package | bundled | generated | missing |
-    unreadable. name: what the MLflow UI shows. sha256: the content digest (for package/generated: of their
+    key: the config key (`data.path`). kind: file | folder | files | package | bundled | generated | remote (a URL,
+    recorded by address only) | missing | unreadable. name: what the MLflow UI shows. sha256: the content digest (for package/generated: of their
     identity: name, package and version, or settings). path: as configured; abs_path: resolved at record time;
     rel_path/rel_root: the same place relative to the project root (`project`) or working folder (`cwd`) when it
     lies inside one, so that a partner's copy at the same relative place is found. package/version: the
@@ -278,6 +280,10 @@ def path_record(key: str, value: str | list[str], cwd: Path, roots: list[tuple[s
     """The record of a location value: a file, a folder, or a list of files (digest of the list, in its order).
     A place that does not exist gives kind 'missing'; one that cannot be read, kind 'unreadable' (never raises)."""
     values = [value] if isinstance(value, str) else list(value)
+    if any(_URL.match(v) for v in values):
+        # s3://, https://, hf://...: not read here (that would download it); recorded by address only.
+        shown = values[0] if len(values) == 1 else f"{len(values)} remote files"
+        return InputRecord(key=key, kind="remote", name=shown, path=value, sha256=_identity_digest(values))
     places = [(cwd / Path(v).expanduser()).resolve() for v in values]
     name = places[0].name if len(places) == 1 else f"{len(places)} files"
     record = InputRecord(key=key, kind="missing", name=name, path=value)
