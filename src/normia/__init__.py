@@ -6,8 +6,10 @@ From Python (a notebook, a script), the same as `normia train` on this machine:
     cfg = normia.compose(["experiment=quickstart", "optim.lr=1e-3"])   # the validated config, nothing run
     summary = normia.train(["experiment=quickstart", "trainer.max_epochs=5"])
     summary.metrics["val/acc"], summary.run_id, summary.metric_history("val/loss")
+    table = normia.predict(summary.run_id, "new_data.csv")           # a pandas DataFrame, as normia predict writes
+    model, cfg = normia.load_run(summary.checkpoint)                 # the trained model and its recorded config
 
-See normia.api (compose, train, RunFailed, RunStopped) and normia.run_summary.RunSummary.
+See normia.api (compose, train, load_run, predict, RunFailed, RunStopped) and normia.run_summary.RunSummary.
 
 Kept import-light on purpose: `import normia`, `normia --help` and `normia.ops` must not pull torch, Lightning, MLflow
 or Hydra. The names above are loaded on first use (PEP 562), and they import the heavy libraries only when called.
@@ -24,15 +26,17 @@ __version__ = "0.1.0"
 _LAZY = {
     "compose": "normia.api",
     "train": "normia.api",
+    "load_run": "normia.api",
+    "predict": "normia.api",
     "RunFailed": "normia.api",
     "RunStopped": "normia.api",
     "RunSummary": "normia.run_summary",
 }
 
-__all__ = ["RunFailed", "RunStopped", "RunSummary", "__version__", "compose", "train"]
+__all__ = ["RunFailed", "RunStopped", "RunSummary", "__version__", "compose", "load_run", "predict", "train"]
 
 if TYPE_CHECKING:
-    from normia.api import RunFailed, RunStopped, compose, train
+    from normia.api import RunFailed, RunStopped, compose, load_run, predict, train
     from normia.run_summary import RunSummary
 
 

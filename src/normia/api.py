@@ -1,4 +1,4 @@
-"""normia's Python API for notebooks and scripts: `normia.compose` and `normia.train`.
+"""normia's Python API for notebooks and scripts: `normia.compose`, `normia.train`, `normia.load_run`, `normia.predict`.
 
 They do what `normia train <overrides> --cfg` and `normia train <overrides>` do for one job on this machine: the same
 composition, validation and trust checks, the same output folders, the same run (local DDP included), the same
@@ -19,9 +19,20 @@ from normia.errors import UserError
 from normia.run_summary import RunSummary
 
 if TYPE_CHECKING:
+    import pandas as pd
     from omegaconf import DictConfig
+    from torch import nn
 
-__all__ = ["RunFailed", "RunStopped", "RunSummary", "compose", "project_scope", "train"]
+__all__ = [
+    "RunFailed",
+    "RunStopped",
+    "RunSummary",
+    "compose",
+    "load_run",
+    "predict",
+    "project_scope",
+    "train",
+]
 
 STOPPED = 130  # run_job's code for a run stopped by Ctrl-C / SIGINT (the CLI's exit status)
 # normia.training.health.TrainingDiverged.exit_code: how a local multi-process run reports a diverged loss
@@ -108,6 +119,82 @@ def train(overrides: Sequence[str] = (), config_dir: str | os.PathLike[str] | No
         output_dir = Path(str(cfg.paths.output_dir)).resolve()
         code = run_job(cfg)
     return _summary(code, output_dir)
+
+
+def load_run(
+    run_id_or_ckpt: str | os.PathLike[str],
+    config_dir: str | os.PathLike[str] | None = None,
+    trust: bool = False,
+) -> tuple[nn.Module, DictConfig]:
+    """(the trained model in eval mode on the CPU, the run's recorded config) of a checkpoint path or an MLflow run
+    id (32 hex digits, looked up in $MLFLOW_TRACKING_URI or ./mlflow.db; the run's folder must be on this machine).
+
+    The recorded config is untrusted data, checked as `normia eval` checks it (allowed targets, no resolvers) before
+    anything is imported; trust=True skips that (only for a run you or someone you trust wrote). config_dir: the
+    project whose code the config names, as for normia.train.
+
+    Raises UserError (one line) for a missing checkpoint or run, or a refused config or checkpoint.
+    """
+    from normia.inference.loading import load_run as load
+
+    with project_scope(config_dir):
+        run = load(run_id_or_ckpt, trust=trust)
+    return run.model, run.cfg
+
+
+def predict(
+    run_id_or_ckpt: str | os.PathLike[str],
+    data: str | os.PathLike[str] | pd.DataFrame,
+    config_dir: str | os.PathLike[str] | None = None,
+    trust: bool = False,
+) -> pd.DataFrame:
+    """Predictions of a trained run on new data, as `normia predict` writes them, with the run's training statistics.
+
+    data: a file or folder in the layout the run trained on (a series CSV with its date column, a table with the
+        feature columns, a folder of images or a label table, 64 digit pixel columns), or that table as a DataFrame
+        (images: a file-name column and an `image` column of base64 file bytes).
+    Returns a DataFrame: forecasters, one row per forecast date (the date column, then each target column in the
+    data's units); classifiers, one row per input row (its identifying columns or file name, `class`, `p_<class>`
+    per class); regressors, the target column in its units.
+
+    Raises UserError (one line) for input that does not match the trained model (a missing column, another date
+    frequency, too short a history, another image size) and for what load_run refuses.
+    """
+    from normia.inference.loading import load_run as load
+    from normia.inference.predictors import predict_frame, read_input
+
+    with project_scope(config_dir):
+        run = load(run_id_or_ckpt, trust=trust)
+        if isinstance(data, (str, os.PathLike)):
+            return predict_frame(run, read_input(run, data), source=os.fspath(data))
+        return predict_frame(run, data)
+
+
+def predict_to(
+    source: str,
+    data_path: str,
+    output: str | None,
+    config_dir: str | os.PathLike[str] | None = None,
+    trust: bool = False,
+) -> int:
+    """`normia predict`: predict on `data_path` and write the table to `output` in the input's conventions (CSV
+    separator, decimal mark, date format), or to stdout when output is None. Returns the number of rows written.
+    Nothing is written when anything fails (UserError as for predict)."""
+    import sys
+
+    from normia.inference.loading import load_run as load
+    from normia.inference.predictors import conventions, predict_frame, read_input, to_csv_text, write_table
+
+    with project_scope(config_dir):
+        run = load(source, trust=trust)
+        frame = read_input(run, data_path)
+        result = predict_frame(run, frame, source=data_path)
+    style = conventions(frame)
+    if output:
+        write_table(result, output, style)
+    else:
+        sys.stdout.write(to_csv_text(result, style))
+    return len(result)
 
 
 @contextlib.contextmanager

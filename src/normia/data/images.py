@@ -13,6 +13,7 @@ In-memory on purpose: the datasets a PoC uses here are small; large image sets b
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from normia.errors import UserError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def read_image(path: Path, image_size: int | None, grayscale: bool) -> np.ndarray:
+def read_image(path: Path | IO[bytes], image_size: int | None, grayscale: bool) -> np.ndarray:
     """One image file as a float32 (C, H, W) array in [0, 1], resized to image_size x image_size when given.
 
     Raises UserError for a file that is not a readable image."""
