@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +18,28 @@ REPO = Path(__file__).resolve().parents[1]
 # The suite's own test doubles (callbacks that stop, crash or probe a run) are code a config may name in tests
 # only; every normia process started by a test inherits this (config/trust.py).
 os.environ.setdefault("NORMIA_TRUSTED_TARGETS", "faults.,probes.,stop_at_step.")
+
+
+@pytest.fixture(autouse=True)
+def _project_state_restored() -> Iterator[None]:
+    """A test that composes inside a project activates it in this process (normia.project.activate: sys.path,
+    PYTHONPATH, NORMIA_CONFIG_PATH): put all three back, and forget the project modules it imported, so that the
+    next test (and the processes it starts) sees no project it did not make."""
+    saved_path = list(sys.path)
+    saved_env = {k: os.environ.get(k) for k in ("PYTHONPATH", "NORMIA_CONFIG_PATH")}
+    saved_modules = set(sys.modules)
+    yield
+    sys.path[:] = saved_path
+    for key, value in saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    for name in set(sys.modules) - saved_modules:
+        module = sys.modules.get(name)
+        origin = str(getattr(module, "__file__", "") or "")
+        if origin.startswith(tempfile.gettempdir()):  # a project written under tmp_path by the test
+            del sys.modules[name]
 
 
 @pytest.fixture
