@@ -1,0 +1,53 @@
+"""`normia export ckpt=PATH|run=ID [registered_name=NAME] [data.path=FILE]`: a trained run as a registered MLflow
+model (pyfunc flavour, with its signature and an input example), served by `mlflow models serve -m models:/NAME/1`.
+
+The store is $MLFLOW_TRACKING_URI, else ./mlflow.db. NAME defaults to the run's experiment name. data.path: a file
+for the input example, when the run's training data is not readable here. Bad input: one line, exit 2, no MLflow run
+and no model version.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from normia.errors import UserError
+
+KEYS = ("ckpt", "run", "registered_name", "data.path", "format")
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `normia export`; prints the registered model's URI and where it came from."""
+    parser = argparse.ArgumentParser(
+        prog="normia export",
+        description="Log a trained run to MLflow as a pyfunc model with its signature and register a version.",
+    )
+    parser.add_argument(
+        "args", nargs="+", help="ckpt=PATH or run=MLFLOW_RUN_ID, [registered_name=NAME], [data.path=FILE]"
+    )
+    parser.add_argument("--config-dir", metavar="DIR", help="the project whose code the run's config names")
+    parser.add_argument("--trust", action="store_true", help="load the run's config without the trust checks")
+    args = parser.parse_args(argv)
+    from normia.inference.predict_cli import parse_pairs, run_source
+
+    pairs = parse_pairs(args.args, KEYS, "normia export")
+    source = run_source(pairs, "normia export")
+    if pairs.get("format", "pyfunc") != "pyfunc":
+        raise UserError(
+            f"format={pairs['format']} is not available yet: normia export writes MLflow's pyfunc format only"
+        )
+    from normia.api import project_scope
+    from normia.inference.loading import load_run
+    from normia.inference.pyfunc import example_input, export_run
+    from normia.tracking.uri import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(None)
+    check_reachable(uri)
+    with project_scope(args.config_dir):
+        run = load_run(source, trust=args.trust, tracking_uri=uri)
+        example = example_input(run, pairs.get("data.path"))
+        name = pairs.get("registered_name") or str(run.cfg.get("name") or "normia-model")
+        exported = export_run(run, example, name, uri)
+    print(f"registered {exported.model_uri} (MLflow run {exported.export_run_id})")
+    print(f"  from run {exported.source_run_id or '-'}, checkpoint {exported.checkpoint}")
+    print(f"  serve:   mlflow models serve -m {exported.model_uri} --env-manager local -p 5001")
+    return 0

@@ -1,0 +1,227 @@
+"""A trained run as an MLflow model (`python_function` flavour) in the Model Registry.
+
+MLflow's own format and registry rather than one of ours: `mlflow models serve`, `mlflow.pyfunc.load_model`, the
+registry's versions and stages, and every tool that reads MLmodel files work on it as they are (a well-kept library
+beats our code). The model's `predict` takes the same table as `normia predict` (predictors.py) and returns the same
+numbers; its artifacts are the run's config and a slimmed checkpoint (weights and prediction state, no optimizer).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow.pyfunc
+
+from normia.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from normia.inference.loading import LoadedRun
+
+ARTIFACT = "normia_run"  # the artifact folder: config.yaml and checkpoints/model.ckpt
+CHECKPOINT = "checkpoints/model.ckpt"
+
+
+class NormiaPyfuncModel(mlflow.pyfunc.PythonModel):
+    """MLflow's entry point: load_context rebuilds the model from the artifacts (config checked as untrusted, as
+    normia predict does), predict returns predictors.predict_frame's table with dates as ISO text (JSON has none)."""
+
+    def load_context(self, context: Any) -> None:
+        from normia.inference.loading import load_checkpoint
+
+        folder = Path(context.artifacts[ARTIFACT])
+        self.run = load_checkpoint(folder / CHECKPOINT)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        """model_input: the table normia predict reads (see predictors.py); returns the predictions DataFrame."""
+        from normia.inference.predictors import predict_frame
+
+        return json_safe(predict_frame(self.run, model_input, source="the request"))
+
+
+def json_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Datetime columns as ISO dates (YYYY-MM-DD, or with the time when it is not midnight): REST answers are JSON."""
+    import pandas as pd
+
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[column]):
+            times = pd.DatetimeIndex(out[column])
+            fmt = "%Y-%m-%d" if (times == times.normalize()).all() else "%Y-%m-%dT%H:%M:%S"
+            out[column] = times.strftime(fmt)
+    return out
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What normia export did: the registered name and version, the model's URI, the export run's id and the
+    training run and checkpoint the model came from."""
+
+    name: str
+    version: int
+    model_uri: str
+    export_run_id: str
+    source_run_id: str | None
+    checkpoint: Path
+
+
+def slim_checkpoint(run: LoadedRun, target: Path) -> None:
+    """Only what prediction needs from `run.checkpoint`: weights, the prediction state, normia's section."""
+    import torch
+
+    from normia.training.checkpoint import load_checkpoint_file
+
+    content = load_checkpoint_file(run.checkpoint)
+    keep = {"state_dict": content["state_dict"], "normia": content.get("normia") or {}}
+    class_name = str(run.cfg.data.get("_target_", "")).rsplit(".", 1)[-1]
+    keep[class_name] = {"predict": run.state}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(keep, target)
+
+
+def export_run(
+    run: LoadedRun,
+    example: pd.DataFrame,
+    registered_name: str,
+    tracking_uri: str,
+) -> Exported:
+    """Log `run` as an MLflow pyfunc model (signature and input example from `example`), register a version under
+    `registered_name`, and tag the export run and the version with the source run and checkpoint.
+
+    Everything that can fail on bad input (the example's predictions, the signature) is checked before an MLflow run
+    is created; if logging fails after that, the export run is deleted. Raises UserError for a refused name."""
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    from normia import __version__
+    from normia.config.secrets import redact
+    from normia.inference.predictors import predict_frame
+
+    if not registered_name or any(ch in registered_name for ch in "/:%"):
+        raise UserError(f"registered_name={registered_name!r}: use letters, digits, '.', '_' or '-'")
+    output = json_safe(predict_frame(run, example, source="the input example"))
+    signature = infer_signature(example, output)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = _experiment(client, run)
+    tags = {
+        "normia.source_run_id": run.run_id or "",
+        "normia.source_checkpoint": str(run.checkpoint),
+        "normia.export": "pyfunc",
+    }
+    from omegaconf import OmegaConf
+
+    with tempfile.TemporaryDirectory(prefix="normia-export-") as scratch:
+        folder = Path(scratch) / ARTIFACT
+        slim_checkpoint(run, folder / CHECKPOINT)
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml(redact(run.cfg)), encoding="utf-8")
+        # log_model writes through the fluent API's store; mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI,
+        # so the caller's value (None: unset, MLflow's default) is put back afterwards
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(tracking_uri)
+        active = client.create_run(experiment, run_name=f"export-{registered_name}", tags=tags)
+        export_id = active.info.run_id
+        try:
+            with mlflow.start_run(run_id=export_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=NormiaPyfuncModel(),
+                    artifacts={ARTIFACT: str(folder)},
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=[
+                        f"normia=={__version__}",
+                        f"torch=={torch.__version__.split('+')[0]}",
+                        f"mlflow=={mlflow.__version__}",
+                    ],
+                    registered_model_name=registered_name,
+                    await_registration_for=60,
+                )
+        except BaseException:
+            client.delete_run(export_id)
+            raise
+        finally:
+            mlflow.set_tracking_uri(previous)
+    version = int(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, str(version), key, value)
+    return Exported(
+        name=registered_name,
+        version=version,
+        model_uri=f"models:/{registered_name}/{version}",
+        export_run_id=export_id,
+        source_run_id=run.run_id,
+        checkpoint=run.checkpoint,
+    )
+
+
+def _experiment(client: Any, run: LoadedRun) -> str:
+    """The experiment of the training run when this store has it, else the run's configured one (created)."""
+    from mlflow.exceptions import MlflowException
+
+    if run.run_id:
+        try:
+            return str(client.get_run(run.run_id).info.experiment_id)
+        except MlflowException:
+            pass
+    name = str(run.cfg.get("logger", {}).get("experiment_name") or run.cfg.get("name") or "normia")
+    found = client.get_experiment_by_name(name)
+    return str(found.experiment_id) if found else str(client.create_experiment(name))
+
+
+def example_input(run: LoadedRun, data_path: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """A small table in the layout predict takes, for the model's signature and input example: from `data_path`
+    when given, else from the run's training data (its file, statsmodels' series, sklearn's digits, the first images).
+
+    Raises UserError when neither is readable here."""
+    import pandas as pd
+
+    from normia.inference.predictors import image_frame, input_kind, predict_frame, read_input
+
+    kind = input_kind(run)
+    data = run.cfg.data
+    if data_path is not None:
+        frame = read_input(run, data_path)
+    elif kind == "series" and data.get("path"):
+        frame = read_input(run, str(data.path))
+    elif kind == "series":
+        from normia.data.series import statsmodels_series
+
+        frame = statsmodels_series(str(data.dataset))
+        frame[frame.columns[0]] = pd.DatetimeIndex(frame.iloc[:, 0]).strftime("%Y-%m-%d")
+    elif kind == "table":
+        frame = read_input(run, str(data.path))
+    elif kind == "digits":
+        from sklearn.datasets import load_digits
+
+        pixels = load_digits().data[:5]
+        frame = pd.DataFrame(pixels, columns=[f"pixel_{i}" for i in range(64)])
+    elif data.get("root") and not data.get("path"):
+        from normia.inference.predictors import _image_files
+
+        root = Path(str(data.root)).expanduser()
+        if not root.is_dir():
+            raise UserError(
+                f"the training images {root} are not here: give data.path=FILE for the input example"
+            )
+        frame = image_frame(_image_files(root)[:3], "file", root=root)
+    else:
+        frame = read_input(run, str(data.path))
+    if kind != "series":
+        return frame.head(5).reset_index(drop=True)
+    rows = int(run.state["input_len"])
+    while True:  # the shortest tail that still gives a full window after resampling
+        tail = frame.tail(rows).reset_index(drop=True)
+        try:
+            predict_frame(run, tail)
+            return tail
+        except UserError:
+            if rows >= len(frame):
+                raise
+            rows = min(len(frame), rows * 2)
