@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 REPRODUCED_FROM = "normia.reproduced_from"
 CHANGES_TAG = "normia.resume_changes"  # train/resume_check.py (not imported: it pulls in the training stack)
+RESUME_DATA_TAG = (
+    "normia.resume_data_changes"  # tracking/mlflow_logger.py (not imported: it pulls in Lightning)
+)
 CONFIG_ARTIFACT = "config.yaml"
 OVERRIDES_ARTIFACT = "overrides.yaml"
 # Metrics that measure the machine, not the model: never compared.
@@ -271,6 +274,12 @@ def code_warnings(run: Any, project: Project | None = None) -> list[str]:
         warnings.append("this tree has uncommitted changes")
     if project is not None:
         warnings += project_warnings(run, project)
+    resumed_data = tags.get(RESUME_DATA_TAG)
+    if resumed_data:
+        warnings.append(
+            f"the run was resumed on other data than it started on ({resumed_data}): it trained part of the way on "
+            "each, so one run on today's data is not expected to give identical metrics"
+        )
     resumed = tags.get(CHANGES_TAG)
     if resumed:
         warnings.append(

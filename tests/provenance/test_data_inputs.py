@@ -139,7 +139,8 @@ def test_records_round_trip_through_tags_and_mlflow_dataset_inputs(tmp_path: Pat
         {"_target_": "normia.data.table.TableDataModule", "path": "t.csv"}, cwd=tmp_path
     )
     tags = input_tags(records)
-    assert list(tags) == ["normia.input.data.path"]
+    assert tags["normia.data.digest.data.path"] == f"sha256:{records[0].sha256}"
+    assert list(tags) == ["normia.input.data.path", "normia.data.digest.data.path"]
     back = recorded_inputs({**tags, "normia.input.junk": "not json", "other": "x"})
     assert list(back) == ["data.path"] and back["data.path"] == records[0]
     (entity,) = mlflow_datasets(records)

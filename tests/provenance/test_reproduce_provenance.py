@@ -28,7 +28,7 @@ def write_table(path: Path, bump: int | None = None) -> Path:
     return path
 
 
-def table_run(path: str) -> list[str]:
+def table_run(path: str, epochs: int = 2) -> list[str]:
     return [
         "experiment=quickstart",
         "data=table_csv",
@@ -37,7 +37,7 @@ def table_run(path: str) -> list[str]:
         "data.task=classification",
         "model.in_features=3",
         "model.num_classes=2",
-        "trainer.max_epochs=2",
+        f"trainer.max_epochs={epochs}",
     ]
 
 
@@ -216,3 +216,27 @@ def test_a_recorded_absolute_path_not_here_is_found_at_the_same_place_relative_t
         f"  likely cause: data digest of data.path changed (sha256 {was.sha256[:12]}.. -> "
     )
     assert verdict(True, 0.01, found) == ["result: identical (reproduced: every metric within rtol=0.01)"]
+
+
+@pytest.mark.slow
+def test_a_resume_on_changed_data_is_said_and_recorded(
+    normia_cli, workdir: Path, fast_overrides: list[str]
+) -> None:
+    from types import SimpleNamespace
+
+    from normia.reproduce import code_warnings
+
+    table = write_table(workdir / "t.csv")
+    run_id = _train(normia_cli, workdir, table_run("t.csv", epochs=1), fast_overrides)
+    write_table(table, bump=2)
+    resumed = normia_cli("train", *table_run("t.csv", epochs=2), *fast_overrides, "resume=true", cwd=workdir)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert "warning: the run resumes on other data than it started on: data.path sha256 " in resumed.stdout
+    (again,) = _runs(workdir / "mlflow.db")
+    assert again.info.run_id == run_id and again.data.tags["normia.resume_data_changes"].startswith(
+        "data.path "
+    )
+    warnings = code_warnings(SimpleNamespace(data=SimpleNamespace(tags=again.data.tags)))
+    assert any(
+        w.startswith("the run was resumed on other data than it started on (data.path") for w in warnings
+    )

@@ -37,6 +37,7 @@ CHUNK_BYTES = 1 << 20  # 1 MiB reads
 PARTIAL_ABOVE_BYTES = 1 << 30  # files over 1 GiB get a partial digest
 EDGE_BYTES = 64 << 20  # ... over their first and last 64 MiB
 TAG_PREFIX = "normia.input."
+DIGEST_TAG_PREFIX = "normia.data.digest."
 MLFLOW_DIGEST_CHARS = (
     10  # MLflow recommends at most 10 (mlflow.data.dataset); the full sha256 is in the profile
 )
@@ -423,8 +424,15 @@ def describe_inputs(
 
 
 def input_tags(records: list[InputRecord]) -> dict[str, str]:
-    """{`normia.input.<key>`: JSON record} for MLflow."""
-    return {f"{TAG_PREFIX}{r.key}": r.to_json()[:8000] for r in records}
+    """{`normia.input.<key>`: JSON record, `normia.data.digest.<key>`: '[partial-]sha256:<hex>'} for MLflow: the
+    record for reproduce, the digest alone to find runs on the same data (`tags."normia.data.digest.data.path" =
+    'sha256:...'` in the UI's search)."""
+    tags = {}
+    for r in records:
+        tags[f"{TAG_PREFIX}{r.key}"] = r.to_json()[:8000]
+        if r.sha256:
+            tags[f"{DIGEST_TAG_PREFIX}{r.key}"] = f"{'partial-' if r.partial else ''}sha256:{r.sha256}"
+    return tags
 
 
 def recorded_inputs(tags: Mapping[str, str]) -> dict[str, InputRecord]:

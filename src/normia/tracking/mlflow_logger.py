@@ -15,7 +15,7 @@ from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from normia.config.masking import mask_uri
-from normia.tracking.data_inputs import describe_inputs, input_tags, mlflow_datasets
+from normia.tracking.data_inputs import describe_inputs, input_tags, mlflow_datasets, recorded_inputs
 from normia.tracking.project_state import project_record
 from normia.tracking.run_tags import device_kind
 from normia.tracking.values import nonfinite_note
@@ -25,6 +25,7 @@ MAX_PARAM_CHARS = 6000
 MAX_METRICS_PER_BATCH = 1000
 CUT_MARKER = " ...[cut: full value in config.yaml]"
 _REFUSED = re.compile(r"[^/\w.\- :]")  # mlflow.utils.validation: names hold only these characters
+RESUME_DATA_TAG = "normia.resume_data_changes"
 STATUS = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 
 
@@ -125,6 +126,7 @@ class MlflowTracker(Logger):
                 for artifact_file, text in project_texts.items():
                     client.log_text(self._run_id, text, artifact_file)
                 self._reopened_with_changes(client, previous)
+                self._resumed_on_other_data(client, previous)
         self._client = client
         if self.system_metrics:
             self._start_system_metrics()
@@ -138,6 +140,25 @@ class MlflowTracker(Logger):
             client.set_tag(self._run_id, key, " | ".join(v for v in (previous.get(key), value) if v)[:8000])
         for artifact_file, text in self._texts.items():
             client.log_text(self._run_id, text, artifact_file)
+
+    def _resumed_on_other_data(self, client: Any, previous: dict[str, str]) -> None:
+        """A resume whose data no longer has the digests the run recorded: say so, and append the change to the
+        tag RESUME_DATA_TAG (the run's `normia.input.*` tags keep what it started on; reproduce names the tag)."""
+        if not self._dataset:
+            return
+        before = recorded_inputs(previous)
+        if not before:
+            return
+        changes = []
+        for record in describe_inputs(self._dataset):
+            was = before.get(record.key)
+            if was is not None and was.sha256 != record.sha256:
+                changes.append(f"{record.key} {was.label()} -> {record.sha256[:12]}")
+        if changes:
+            text = "; ".join(changes)
+            print(f"warning: the run resumes on other data than it started on: {text}")
+            joined = " | ".join(v for v in (previous.get(RESUME_DATA_TAG), text) if v)
+            client.set_tag(self._run_id, RESUME_DATA_TAG, joined[:8000])
 
     def _log_params(self, client: Any) -> None:
         from mlflow.entities import Param
