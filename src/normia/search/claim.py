@@ -84,9 +84,12 @@ def _process_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def requeue_dead(study: Any, reason: str = "its worker died mid-trial") -> list[int]:
+def requeue_dead(
+    study: Any, tracking_uri: str | None = None, reason: str = "its worker died mid-trial"
+) -> list[int]:
     """Mark the RUNNING trials of dead workers FAIL (with the reason) and queue their parameters again, once per
-    original trial. Returns the numbers of the trials failed. Call under claim_lock."""
+    original trial; their MLflow runs (when they got one) end KILLED with search.state=FAIL. Returns the numbers of
+    the trials failed. Call under claim_lock."""
     from optuna.trial import Trial, TrialState
 
     failed = []
@@ -97,9 +100,23 @@ def requeue_dead(study: Any, reason: str = "its worker died mid-trial") -> list[
         Trial(study, frozen._trial_id).set_user_attr(REASON_ATTR, f"{reason} ({worker})")
         study.tell(frozen.number, state=TrialState.FAIL)
         failed.append(frozen.number)
+        _close_run(tracking_uri, frozen.user_attrs.get("search.run_id"))
         if RETRY_ATTR not in frozen.user_attrs and frozen.params:
             study.enqueue_trial(frozen.params, user_attrs={RETRY_ATTR: frozen.number}, skip_if_exists=False)
     return failed
+
+
+def _close_run(tracking_uri: str | None, run_id: str | None) -> None:
+    if not tracking_uri or not run_id:
+        return
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        client.set_tag(run_id, "search.state", "FAIL")
+        client.set_terminated(run_id, status="KILLED")
+    except Exception as err:  # the study is right either way; the run's status is only a note
+        print(f"warning: could not close MLflow run {run_id}: {err}", flush=True)
 
 
 def counts(study: Any) -> dict[str, int]:
@@ -110,11 +127,17 @@ def counts(study: Any) -> dict[str, int]:
     return out
 
 
-def claim_next(study: Any, search_dir: str | Path, n_trials: int, max_failures: int) -> Any | None:
+def claim_next(
+    study: Any, search_dir: str | Path, n_trials: int, max_failures: int, tracking_uri: str | None = None
+) -> Any | None:
     """A new RUNNING optuna.Trial owned by this worker, or None when the study has (or is running) its N trials,
     or has failed max_failures times."""
     with claim_lock(search_dir):
-        requeue_dead(study)
+        for number in requeue_dead(study, tracking_uri):
+            print(
+                f"trial {number}: its worker died mid-trial; marked FAIL, its parameters queued again",
+                flush=True,
+            )
         by_state = counts(study)
         finished = by_state.get("COMPLETE", 0) + by_state.get("PRUNED", 0)
         if finished + by_state.get("RUNNING", 0) >= n_trials:

@@ -387,7 +387,7 @@ def _finish(study: Any, plan: Any, code: int) -> int:
     from normia.search.outputs import best_trial, format_table, trial_rows, write_csv, write_plots
 
     with claim_lock(plan.search_dir):
-        failed = requeue_dead(study)
+        failed = requeue_dead(study, plan.tracking_uri)
     for number in failed:
         print(f"  trial {number}: its worker died; marked FAIL, its parameters queued again", file=sys.stderr)
     by_state = counts(study)

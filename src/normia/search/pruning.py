@@ -45,6 +45,14 @@ class TrialReporter(L.Callback):
             )
             trainer.should_stop = True
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The MLflow run exists from here on: store its id in the trial at once, so that a worker killed mid-trial
+        leaves the id for the one that fails the trial (claim.requeue_dead) to close the run."""
+        if self.run_id is None:
+            self._note_run(trainer)
+            if self.run_id is not None:
+                self.trial.set_user_attr("search.run_id", self.run_id)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._note_run(trainer)
 

@@ -39,7 +39,7 @@ def work(plan: SearchPlan, index: int) -> int:
     )
     ran = 0
     while True:
-        trial = claim_next(study, plan.search_dir, plan.n_trials, plan.max_failures)
+        trial = claim_next(study, plan.search_dir, plan.n_trials, plan.max_failures, plan.tracking_uri)
         if trial is None:
             break
         ran += 1
