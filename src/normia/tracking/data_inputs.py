@@ -131,10 +131,12 @@ def file_digest(path: str | Path) -> Digest:
         digest = Digest(sha.hexdigest(), st.st_size, partial=True, mtime=st.st_mtime)
     else:
         lines, last = 0, b""
+        counted = p.name.lower().endswith(TABLE_SUFFIXES + TEXT_SUFFIXES)  # images, shards: no rows to count
         with p.open("rb") as f:
             while chunk := f.read(CHUNK_BYTES):
                 sha.update(chunk)
-                lines += chunk.count(b"\n")
+                if counted:
+                    lines += chunk.count(b"\n")
                 last = chunk[-1:]
         rows = _parquet_rows(p) if p.suffix.lower() == ".parquet" else _count_rows(p, lines, last)
         digest = Digest(sha.hexdigest(), st.st_size, rows=rows, mtime=st.st_mtime)
