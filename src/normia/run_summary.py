@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow.entities import Run
     from torch import nn
 
@@ -137,6 +138,21 @@ class RunSummary:
 
         with project_scope(config_dir):
             return _load_model(self.output_dir, self.checkpoint, trust)
+
+    def predict(
+        self,
+        data: str | os.PathLike[str] | pd.DataFrame,
+        config_dir: str | os.PathLike[str] | None = None,
+        trust: bool = False,
+    ) -> pd.DataFrame:
+        """normia.predict on this run's `checkpoint`: predictions on new data as a DataFrame (see normia.api.predict
+        for the layouts). Raises FileNotFoundError when the run wrote no checkpoint, UserError for input that does
+        not match the trained model."""
+        from normia.api import predict
+
+        if self.checkpoint is None:
+            raise FileNotFoundError(f"the run in {self.output_dir} wrote no checkpoint to predict with")
+        return predict(self.checkpoint, data, config_dir=config_dir, trust=trust)
 
     def _require_run_id(self) -> str:
         if not self.run_id:

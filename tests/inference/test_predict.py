@@ -155,6 +155,7 @@ def test_digits_pixels_and_images_give_classes_with_probabilities(
         direct = model(torch.tensor(digits.data[:6] / 16.0, dtype=torch.float32)).argmax(-1)
     assert result["class"].tolist() == [str(int(d)) for d in direct]
     assert cfg.name == "quickstart"
+    assert summary.predict(path)["class"].tolist() == result["class"].tolist()  # RunSummary.predict
     # the same digits as 8x8 PNG files give the same classes
     folder = tmp_path / "pngs"
     folder.mkdir()
