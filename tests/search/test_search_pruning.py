@@ -56,3 +56,48 @@ def test_median_pruner_stops_a_hopeless_trial(workdir: Path, space_dir: Path, no
     done = json.loads((Path(pruned[0].user_attrs["search.output_dir"]) / "done.json").read_text())
     assert done["result"] < max(t.value for t in complete)
     assert "PRUNED" in result.stdout and "best: trial" in result.stdout
+
+
+BROKEN = """params:
+  optim.name: {type: categorical, choices: [adamw, adamx]}
+sampler: {name: random}
+pruner: none
+"""
+
+
+@pytest.mark.slow
+def test_a_sampled_config_that_fails_validation_fails_its_trial_only(
+    workdir: Path, space_dir: Path, normia_cli
+) -> None:
+    """'adamx' is not an optimizer: its trials FAIL with the one-line reason and no run; the study still reaches N,
+    here in an RDB storage (sqlite) instead of the journal file."""
+    (space_dir / "search" / "broken.yaml").write_text(BROKEN)
+    result = normia_cli(
+        "search",
+        "experiment=quickstart",
+        "search=broken",
+        "n_trials=2",
+        "storage=sqlite:///study.db",
+        "trainer.max_epochs=1",
+        *QUIET,
+        cwd=workdir,
+        env={"NORMIA_CONFIG_PATH": str(space_dir)},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    import optuna
+
+    trials = optuna.load_study(
+        study_name="quickstart-broken", storage=f"sqlite:///{workdir / 'study.db'}"
+    ).get_trials(deepcopy=False)
+    assert states(trials).get("COMPLETE") == 2
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert failed, [(t.params, t.state.name) for t in trials]  # random draws with seed 42 include adamx
+    for trial in failed:
+        assert trial.params["optim.name"] == "adamx"
+        reason = trial.user_attrs["search.fail_reason"]
+        assert reason.startswith("invalid config: optim.name='adamx' is not valid (did you mean")
+        assert "search.run_id" not in trial.user_attrs
+        assert not (
+            workdir / "outputs" / "search" / "quickstart-broken" / f"trial-{trial.number:04d}"
+        ).exists()
+    assert "FAIL" in result.stdout

@@ -24,6 +24,10 @@ def storage_location(storage: str | None, search_dir: Path) -> str:
                 f"storage={storage}: unsupported scheme '{scheme}'; give an RDB URL (sqlite:///file.db, "
                 "postgresql://...) or a journal file path"
             )
+        if scheme == "sqlite":  # sqlite:///study.db: the same file for every worker, whatever its folder
+            from normia.tracking.uri import absolute_sqlite
+
+            return absolute_sqlite(storage)
         return storage
     return str(Path(storage).absolute())
 
