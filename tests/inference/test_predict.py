@@ -258,3 +258,30 @@ def test_console_script_predicts_to_stdout(runs: dict[str, object]) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == "Date;PM10 (µg/m3)" and len(out.stdout.splitlines()) == 8
+
+
+def test_recorded_config_is_untrusted_and_old_checkpoints_still_predict(
+    runs: dict[str, object], tmp_path: Path
+) -> None:
+    """A run folder's config.yaml is data: a target outside the allowed ones is refused before anything is imported.
+    A checkpoint without the prediction state (written before it existed) is served from the training data."""
+    import shutil
+
+    summary = runs["quickstart"]
+    copy = tmp_path / "run"
+    shutil.copytree(summary.output_dir, copy)
+    ckpt = copy / "checkpoints" / summary.checkpoint.name
+    config = copy / "config.yaml"
+    original = config.read_text(encoding="utf-8")
+    config.write_text(original.replace("normia.models.mlp.MLPClassifier", "os.system"), encoding="utf-8")
+    with pytest.raises(UserError, match=r"model._target_='os.system' names code outside the allowed targets"):
+        normia.load_run(ckpt)
+    config.write_text(original, encoding="utf-8")
+    content = torch.load(ckpt, weights_only=True)
+    content["DigitsDataModule"].pop("predict")
+    torch.save(content, ckpt)
+    from sklearn.datasets import load_digits
+
+    pixels = pd.DataFrame(load_digits().data[:3], columns=[f"pixel_{i}" for i in range(64)])
+    old = normia.predict(ckpt, pixels)
+    assert old["class"].tolist() == normia.predict(summary.checkpoint, pixels)["class"].tolist()
