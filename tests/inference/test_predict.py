@@ -4,6 +4,7 @@ exit code 2 and nothing written. Real tiny runs (one epoch), real MLflow store, 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from inference_data import CLASSES, french_series, species_table, write_label_table
+from mlflow import MlflowClient
 from PIL import Image
 
 import normia
@@ -172,6 +174,13 @@ def test_label_table_classifier_names_its_classes_and_refuses_other_sizes(
     runs: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     summary, table = runs["images"], runs["table"]
+    client = MlflowClient(
+        f"sqlite:///{runs['folder'] / 'mlflow.db'}"
+    )  # the classes are recorded with the run
+    recorded = client.download_artifacts(summary.run_id, "normia/predict_state.json", str(tmp_path))
+    assert json.loads(Path(recorded).read_text())["classes"] == list(CLASSES)
+    capsys.readouterr()  # MLflow's download progress bar
+    assert summary.metrics["val/acc_majority"] < summary.metrics["val/acc"]
     result = normia.predict(summary.run_id, table.parent)
     assert list(result.columns) == ["fichier", "class", *[f"p_{c}" for c in CLASSES]]
     assert set(result["class"]) <= set(CLASSES) and len(result) == 36

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from normia.data.datamodule import ResumableDataModule
-from normia.data.facts import share_with_model, with_predict_state
+from normia.data.facts import RecordsPredictState, share_with_model, with_predict_state
 from normia.errors import UserError
 
 
@@ -21,7 +21,7 @@ def load_digits_arrays(flatten: bool = True) -> tuple[np.ndarray, np.ndarray]:
     return x, bunch.target.astype(np.int64)
 
 
-class DigitsDataModule(ResumableDataModule):
+class DigitsDataModule(RecordsPredictState, ResumableDataModule):
     """A fixed, seeded train/validation split of the 1,797 digits (the split never depends on the run's seed);
     the training order is resumable mid-epoch and identical for 1 process of batch W*B and W processes of B.
 

@@ -43,3 +43,38 @@ def plain(values: Any) -> list[float]:
     import numpy as np
 
     return [float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
+
+
+PREDICT_ARTIFACT = (
+    "normia/predict_state.json"  # the run's copy of its prediction state (class names, statistics)
+)
+
+
+class RecordsPredictState:
+    """Mixin for a data module (before ResumableDataModule in the bases): once training has started, rank zero logs
+    the prediction state to the run's MLflow store as the artifact `normia/predict_state.json` (class names in index
+    order, training means and stds, columns, frequency), so the run itself says what "2" means.
+
+    Uses the public Lightning Logger interface only (`logger.experiment` is the MlflowClient, `logger.version` the
+    run id) and only once the run exists (the first training batch); without an MLflow logger nothing happens.
+    """
+
+    _recorded_predict_state = False
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not self._recorded_predict_state:
+            self._record_predict_state()
+        return super().on_before_batch_transfer(batch, dataloader_idx)  # type: ignore[misc]
+
+    def _record_predict_state(self) -> None:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not trainer.training:
+            return
+        self._recorded_predict_state = True
+        state = self.predict_state()  # type: ignore[attr-defined]
+        logger = trainer.logger
+        if not state or logger is None or not trainer.is_global_zero:
+            return
+        client, run_id = getattr(logger, "experiment", None), getattr(logger, "version", None)
+        if run_id and callable(getattr(client, "log_dict", None)):
+            client.log_dict(str(run_id), state, PREDICT_ARTIFACT)

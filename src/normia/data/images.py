@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from normia.data.datamodule import ResumableDataModule
-from normia.data.facts import plain, share_with_model, with_predict_state
+from normia.data.facts import RecordsPredictState, plain, share_with_model, with_predict_state
 from normia.data.splits import Standardizer, check_fraction, shuffled_split
 from normia.errors import UserError
 
@@ -154,7 +154,7 @@ def load_image_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-class _ImageDataModule(ResumableDataModule):
+class _ImageDataModule(RecordsPredictState, ResumableDataModule):
     """After setup: `classes` (names in index order), `scaler` (per-channel mean/std of the training images),
     `image_shape` (C, H, W) and `majority_class` (the training split's most frequent class index)."""
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from normia.data.datamodule import ResumableDataModule
-from normia.data.facts import plain, share_with_model, with_predict_state
+from normia.data.facts import RecordsPredictState, plain, share_with_model, with_predict_state
 from normia.data.long_format import (
     check_unique_pairs,
     selected_series,
@@ -112,7 +112,7 @@ class SeriesWindows(Dataset):
         return windows[:, : self.input_len].contiguous(), windows[:, self.input_len :].contiguous()
 
 
-class SeriesDataModule(ResumableDataModule):
+class SeriesDataModule(RecordsPredictState, ResumableDataModule):
     """Forecasting windows over the target columns of a dated table; see the module docstring for the rules.
 
     After setup: `scaler` (per-channel mean and std of the training period, original units), `column_names` (one per

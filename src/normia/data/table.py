@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from normia.data.datamodule import ResumableDataModule
-from normia.data.facts import plain, share_with_model, with_predict_state
+from normia.data.facts import RecordsPredictState, plain, share_with_model, with_predict_state
 from normia.data.splits import Standardizer, check_fraction, shuffled_split
 from normia.data.table_reader import numeric_columns, read_table, require_columns
 from normia.errors import UserError, did_you_mean
@@ -22,7 +22,7 @@ from normia.errors import UserError, did_you_mean
 TASKS = ("regression", "classification")
 
 
-class TableDataModule(ResumableDataModule):
+class TableDataModule(RecordsPredictState, ResumableDataModule):
     """Feature columns -> one target column. Batches: (float32 features (B, F), float32 (B, 1) or int64 (B,) target).
 
     After setup: `features` (the column names, in order), `feature_scaler`, `target_scaler` (regression), `classes`
