@@ -184,3 +184,31 @@ def test_refused_exports_write_nothing(workdir: Path, capsys: pytest.CaptureFixt
         assert code == 2 and expected in err and err.count("\n") == 1, (args, err)
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == before
     assert client.search_registered_models() == []
+
+
+def test_poc_co2_and_digits_resnet_predict_and_export_as_trained(workdir: Path) -> None:
+    """The PoCs as configured (statsmodels' CO2, sklearn's digits as images): the export's input example comes from
+    their packaged data, and MLflow's copy predicts what normia.predict does."""
+    from sklearn.datasets import load_digits
+
+    from normia.data.series import statsmodels_series
+
+    co2 = normia.train(["experiment=poc_co2_forecast", *QUIET])
+    monthly = statsmodels_series("co2").set_index("date").resample("MS").mean().interpolate()
+    recent = monthly.tail(48).reset_index()
+    recent["date"] = recent["date"].dt.strftime("%Y-%m-%d")
+    forecast = normia.predict(co2.run_id, recent)
+    assert forecast["date"].dt.strftime("%Y-%m-%d").tolist()[:2] == ["2002-01-01", "2002-02-01"]
+    assert len(forecast) == 12 and forecast["co2"].between(360, 385).all()  # ppm, not standardised
+    assert co2.metrics["val/mae_orig"] == pytest.approx(co2.metrics["val/mae"] * 12.95, rel=0.01)
+
+    resnet = normia.train(["experiment=poc_digits_resnet", "trainer.limit_train_batches=5", *QUIET])
+    assert main(["export", f"run={co2.run_id}"]) == 0
+    assert main(["export", f"run={resnet.run_id}"]) == 0
+    served_co2 = load_registered(workdir, "models:/poc_co2_forecast/1").predict(recent)
+    np.testing.assert_allclose(served_co2["co2"], forecast["co2"], rtol=1e-6)
+    pixels = pd.DataFrame(load_digits().data[:5], columns=[f"pixel_{i}" for i in range(64)])
+    served_digits = load_registered(workdir, "models:/poc_digits_resnet/1").predict(pixels)
+    local = normia.predict(resnet.checkpoint, pixels)
+    assert served_digits["class"].tolist() == local["class"].tolist()
+    np.testing.assert_allclose(served_digits["p_0"], local["p_0"], rtol=1e-6)
