@@ -55,9 +55,15 @@ def train_tokenizer(vocab_size: int = 600, bos_eos: bool = False):
     )
 
 
-def bert_folder(folder: Path, seed: int = 0) -> Path:
-    """A 2-layer BERT encoder (hidden 32) and its tokenizer, saved as a pretrained checkpoint."""
-    from transformers import AutoModel, BertConfig
+def bert_folder(folder: Path, seed: int = 0, pretrain_steps: int = 40) -> Path:
+    """A 2-layer BERT encoder (hidden 32) and its tokenizer, saved as a pretrained checkpoint.
+
+    A random body gives a frozen head nothing to learn from, so the body is first "pre-trained" for a few full-batch
+    steps on the bundled opinions (a classifier whose head is then dropped): what a real pretrained encoder offers.
+    """
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    from normia.data.text_csv import read_text_table
 
     tokenizer = train_tokenizer()
     torch.manual_seed(seed)
@@ -69,9 +75,22 @@ def bert_folder(folder: Path, seed: int = 0) -> Path:
         intermediate_size=64,
         max_position_embeddings=128,
         pad_token_id=tokenizer.pad_token_id,
+        hidden_dropout_prob=0.0,  # steady losses on 40 training rows
+        attention_probs_dropout_prob=0.0,
+        num_labels=3,
     )
-    model = AutoModel.from_config(config)
-    model.save_pretrained(str(folder))
+    model = AutoModelForSequenceClassification.from_config(config)
+    texts, labels = read_text_table(str(bundled_tables()["avis_fr"]), "avis", "sentiment")
+    batch = tokenizer(list(texts), padding=True, return_tensors="pt")
+    names = sorted(set(labels))
+    targets = torch.tensor([names.index(v) for v in labels])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(pretrain_steps):
+        loss = torch.nn.functional.cross_entropy(model(**batch).logits, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.bert.save_pretrained(str(folder))  # the body only: fine-tuning adds a new head
     tokenizer.save_pretrained(str(folder))
     return folder
 

@@ -24,6 +24,7 @@ from normia.config.names import check_name
 from normia.config.schema import CHOICES, TrainCfg
 from normia.energy.settings import check_energy
 from normia.errors import UserError, did_you_mean
+from normia.models.hf.checks import check_hf_config
 
 TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
 
@@ -52,6 +53,9 @@ def validate(cfg: DictConfig) -> DictConfig:
             check_target(node, f"callbacks.{name}")
     check_agreement(typed)
     check_energy(typed.get("energy"))  # here, so a bad value is refused before a Slurm submission too
+    check_hf_config(
+        typed
+    )  # pretrained models: folder, weights, architecture, LoRA modules (normia.models.hf)
     return typed
 
 

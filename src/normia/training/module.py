@@ -81,6 +81,11 @@ class TaskModule(L.LightningModule):
         for name, value in means.items():
             self.log(f"val/{name}", value, prog_bar=name in ("loss", "acc"), sync_dist=True, reduce_fx="max")
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Callbacks the wrapped model asks for (e.g. a pretrained model's export), added by Lightning at fit."""
+        hook = getattr(self.model, "configure_callbacks", None)
+        return list(hook()) if callable(hook) else []
+
     def configure_optimizers(self) -> dict:
         optimizer = build_optimizer(self.model.parameters(), self.optim_cfg)
         total = int(self.trainer.estimated_stepping_batches)

@@ -33,6 +33,10 @@ def print_summary(summary: dict[str, Any]) -> None:
             parts.append(f"{rates['tokens_per_s']:.0f} tokens/s")
         parts.append(f"{rates['steps_per_s']:.2f} steps/s")
         lines.append("  throughput " + ", ".join(parts))
+    params = summary.get("parameters")
+    if params:
+        share = 100.0 * params["trainable"] / max(params["total"], 1)
+        lines.append(f"  parameters {params['trainable']:,} trainable of {params['total']:,} ({share:.2f}%)")
     if summary.get("skipped_steps"):
         lines.append(f"  skipped   {summary['skipped_steps']} step(s) with a non-finite loss")
     if summary.get("energy"):
@@ -79,4 +83,17 @@ def run_summary(
         "stopped_early": roles["stop"].stopped,
         "skipped_steps": roles["nonfinite"].skipped,
         "energy": roles["energy"].report if "energy" in roles else None,
+        "parameters": parameter_counts(trainer.lightning_module),
+    }
+
+
+def parameter_counts(module: Any) -> dict[str, int] | None:
+    """{trainable, total} parameters of the trained model (a shared tensor counts once; FSDP2 shards count with
+    their global size); None without a model."""
+    if module is None:
+        return None
+    params = list(module.parameters())
+    return {
+        "trainable": sum(p.numel() for p in params if p.requires_grad),
+        "total": sum(p.numel() for p in params),
     }
