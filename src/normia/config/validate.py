@@ -53,9 +53,7 @@ def validate(cfg: DictConfig) -> DictConfig:
             check_target(node, f"callbacks.{name}")
     check_agreement(typed)
     check_energy(typed.get("energy"))  # here, so a bad value is refused before a Slurm submission too
-    check_hf_config(
-        typed
-    )  # pretrained models: folder, weights, architecture, LoRA modules (normia.models.hf)
+    check_hf_config(typed)  # pretrained models (normia.models.hf): folder, weights, architecture, LoRA
     return typed
 
 
