@@ -54,3 +54,20 @@ def test_three_task_array_completes_a_study(workdir: Path, normia_cli) -> None:
     parent = next(r for r in runs if r.info.run_name == STUDY)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len([r for r in children if r.data.tags.get("search.state") in ("COMPLETE", "PRUNED")]) == N
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["launcher.partition=nope"], "nope"),
+        (["launcher.nodes=2"], "each search worker is one process"),
+    ],
+)
+def test_a_bad_array_request_is_refused_before_anything_is_written(
+    workdir: Path, normia_cli, extra: list[str], expected: str
+) -> None:
+    result = normia_cli("search", *ARGS, *extra, cwd=workdir)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+    assert sorted(p.name for p in workdir.iterdir()) == []

@@ -242,6 +242,7 @@ def run(prepared: Prepared) -> int:
     from normia.search.storage import open_storage
 
     plan, search = prepared.plan, prepared.search
+    fresh_dir = not Path(plan.search_dir).exists()
     Path(plan.search_dir).mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -281,10 +282,32 @@ def run(prepared: Prepared) -> int:
     )
     print(f"  folder  {plan.search_dir}\n  storage {_shown_storage(plan.storage)}", flush=True)
     if prepared.slurm is not None:
-        code = _run_array(prepared, plan_path)
+        try:
+            code = _run_array(prepared, plan_path)
+        except UserError:  # sbatch refused the array: a new search leaves nothing behind
+            if not prepared.resumed:
+                _undo_new_search(plan, fresh_dir)
+            raise
     else:
         code = _run_local(plan, plan_path, search.workers)
     return _finish(study, plan, code)
+
+
+def _undo_new_search(plan: Any, fresh_dir: bool) -> None:
+    """Remove what a new search wrote before its job array was refused: the study, the parent run, the folder."""
+    import shutil
+
+    import optuna
+
+    from normia.search.storage import open_storage
+
+    optuna.delete_study(study_name=plan.study_name, storage=open_storage(plan.storage))
+    if plan.parent_run_id and plan.tracking_uri:
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=plan.tracking_uri).delete_run(plan.parent_run_id)
+    if fresh_dir:
+        shutil.rmtree(plan.search_dir, ignore_errors=True)
 
 
 def _shown_storage(storage: str) -> str:
