@@ -201,6 +201,7 @@ def test_poc_co2_and_digits_resnet_predict_and_export_as_trained(workdir: Path) 
     assert forecast["date"].dt.strftime("%Y-%m-%d").tolist()[:2] == ["2002-01-01", "2002-02-01"]
     assert len(forecast) == 12 and forecast["co2"].between(360, 385).all()  # ppm, not standardised
     assert co2.metrics["val/mae_orig"] == pytest.approx(co2.metrics["val/mae"] * 12.95, rel=0.01)
+    assert co2.mlflow_run().data.tags["normia.data.units"] == "ppm"
 
     resnet = normia.train(["experiment=poc_digits_resnet", "trainer.limit_train_batches=5", *QUIET])
     assert main(["export", f"run={co2.run_id}"]) == 0

@@ -50,6 +50,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
                 "data.horizon=7",
                 "model.patch_len=7",
                 "model.season_length=7",
+                "data.units='µg/m3'",
                 *QUIET,
             ]
         )
@@ -94,6 +95,7 @@ def test_forecaster_writes_dated_forecasts_in_the_data_units_and_conventions(
     summary, pm10, folder = runs["series"], runs["pm10"], runs["folder"]
     assert summary.metrics["val/mae_orig"] > summary.metrics["val/mae"]  # µg/m3 vs standardised units
     assert "val/mae_snaive_orig" in summary.metrics and "val/rmse_orig" in summary.metrics
+    assert summary.mlflow_run().data.tags["normia.data.units"] == "µg/m3"  # MAE ... µg/m3
     out = folder / "preds.csv"
     code, _, err = cli(["predict", f"run={summary.run_id}", f"data.path={pm10}", f"output={out}"], capsys)
     assert code == 0, err

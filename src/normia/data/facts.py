@@ -45,9 +45,9 @@ def plain(values: Any) -> list[float]:
     return [float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
 
 
-PREDICT_ARTIFACT = (
-    "normia/predict_state.json"  # the run's copy of its prediction state (class names, statistics)
-)
+# the run's copy of its prediction state (class names, statistics), logged as an MLflow artifact
+PREDICT_ARTIFACT = "normia/predict_state.json"
+UNITS_TAG = "normia.data.units"  # the data's units, when the data config names them (data.units)
 
 
 class RecordsPredictState:
@@ -78,3 +78,5 @@ class RecordsPredictState:
         client, run_id = getattr(logger, "experiment", None), getattr(logger, "version", None)
         if run_id and callable(getattr(client, "log_dict", None)):
             client.log_dict(str(run_id), state, PREDICT_ARTIFACT)
+            if state.get("units"):  # the unit of the *_orig metrics, e.g. 'MAE 3.46 µg/m3'
+                client.set_tag(str(run_id), UNITS_TAG, str(state["units"]))

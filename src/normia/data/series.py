@@ -141,6 +141,7 @@ class SeriesDataModule(RecordsPredictState, ResumableDataModule):
         date_format: str | None = None,
         series_column: str | None = None,
         series: str | Sequence[str] | None = None,
+        units: str | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if bool(path) == bool(dataset):
@@ -167,6 +168,7 @@ class SeriesDataModule(RecordsPredictState, ResumableDataModule):
         self.date_format = date_format
         self.series_column = series_column
         self.series = list(series) if isinstance(series, Sequence) and not isinstance(series, str) else series
+        self.units = units  # the values' units (ppm, µg/m3): recorded with the run beside the *_orig metrics
         self.scaler: Standardizer | None = None
         self.dates: pd.DatetimeIndex | None = None
         self.raw: np.ndarray | None = None
@@ -328,6 +330,7 @@ class SeriesDataModule(RecordsPredictState, ResumableDataModule):
             "date_column": self.date_column,
             "input_len": self.input_len,
             "horizon": self.horizon,
+            "units": self.units,
         }
 
     def state_dict(self) -> dict[str, object]:
