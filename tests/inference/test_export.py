@@ -175,7 +175,7 @@ def test_refused_exports_write_nothing(workdir: Path, capsys: pytest.CaptureFixt
     cases = [
         (["export", f"run={summary.run_id}", "registered_name=a/b"], "registered_name='a/b'"),
         (["export", "ckpt=missing.ckpt"], "checkpoint missing.ckpt does not exist"),
-        (["export", f"run={summary.run_id}", "format=onnx"], "format=onnx is not available"),
+        (["export", f"run={summary.run_id}", "format=tflite"], "unknown format=tflite"),
         (["export", f"ckpt={summary.checkpoint}", "data.path=absent.csv"], "input not found: absent.csv"),
     ]
     for args, expected in cases:
@@ -213,3 +213,26 @@ def test_poc_co2_and_digits_resnet_predict_and_export_as_trained(workdir: Path) 
     local = normia.predict(resnet.checkpoint, pixels)
     assert served_digits["class"].tolist() == local["class"].tolist()
     np.testing.assert_allclose(served_digits["p_0"], local["p_0"], rtol=1e-6)
+
+
+def test_format_export_logs_a_checked_torch_export_program(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    summary = normia.train(["experiment=quickstart", "trainer.max_steps=3", *QUIET])
+    assert main(["export", f"run={summary.run_id}", "format=export", "registered_name=digits_pt2"]) == 0
+    client = MlflowClient(store(workdir))
+    export_id = client.get_model_version("digits_pt2", "1").run_id
+    run = client.get_run(export_id)
+    assert run.data.metrics["export/max_abs_error"] <= 1e-4
+    assert run.data.tags["normia.export.program"] == "export: program/model.pt2"
+    program = torch.export.load(
+        client.download_artifacts(export_id, "program/model.pt2", str(workdir))
+    ).module()
+    model, _ = normia.load_run(summary.checkpoint)
+    pixels = torch.rand(7, 64)
+    torch.testing.assert_close(program(pixels), model(pixels))
+    capsys.readouterr()
+    assert main(["export", f"run={summary.run_id}", "format=onnx"]) == 2
+    assert "format=onnx needs the onnx" in capsys.readouterr().err

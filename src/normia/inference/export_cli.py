@@ -1,5 +1,7 @@
-"""`normia export ckpt=PATH|run=ID [registered_name=NAME] [data.path=FILE]`: a trained run as a registered MLflow
-model (pyfunc flavour, with its signature and an input example), served by `mlflow models serve -m models:/NAME/1`.
+"""`normia export ckpt=PATH|run=ID [registered_name=NAME] [data.path=FILE] [format=export|torchscript]`: a trained
+run as a registered MLflow model (pyfunc flavour, with its signature and an input example), served by
+`mlflow models serve -m models:/NAME/1`. format=export (torch.export, .pt2) or torchscript (.pt) also logs the
+model in that form to the export run, after checking it against eager PyTorch on the input example.
 
 The store is $MLFLOW_TRACKING_URI, else ./mlflow.db. NAME defaults to the run's experiment name. data.path: a file
 for the input example, when the run's training data is not readable here. Bad input: one line, exit 2, no MLflow run
@@ -31,10 +33,16 @@ def main(argv: list[str]) -> int:
 
     pairs = parse_pairs(args.args, KEYS, "normia export")
     source = run_source(pairs, "normia export")
-    if pairs.get("format", "pyfunc") != "pyfunc":
+    fmt = pairs.get("format", "pyfunc")
+    from normia.inference.pyfunc import PROGRAM_FORMATS
+
+    if fmt == "onnx":
         raise UserError(
-            f"format={pairs['format']} is not available yet: normia export writes MLflow's pyfunc format only"
+            "format=onnx needs the onnx and onnxscript packages, which are not installed: use format=export "
+            "(torch.export) or format=torchscript"
         )
+    if fmt != "pyfunc" and fmt not in PROGRAM_FORMATS:
+        raise UserError(f"unknown format={fmt}: pyfunc (default), export (torch.export) or torchscript")
     from normia.api import project_scope
     from normia.inference.loading import load_run
     from normia.inference.pyfunc import example_input, export_run
@@ -46,7 +54,7 @@ def main(argv: list[str]) -> int:
         run = load_run(source, trust=args.trust, tracking_uri=uri)
         example = example_input(run, pairs.get("data.path"))
         name = pairs.get("registered_name") or str(run.cfg.get("name") or "normia-model")
-        exported = export_run(run, example, name, uri)
+        exported = export_run(run, example, name, uri, program_format=None if fmt == "pyfunc" else fmt)
     print(f"registered {exported.model_uri} (MLflow run {exported.export_run_id})")
     print(f"  from run {exported.source_run_id or '-'}, checkpoint {exported.checkpoint}")
     print(f"  serve:   mlflow models serve -m {exported.model_uri} --env-manager local -p 5001")

@@ -84,14 +84,75 @@ def slim_checkpoint(run: LoadedRun, target: Path) -> None:
     torch.save(keep, target)
 
 
+PROGRAM_FORMATS = (
+    "export",
+    "torchscript",
+)  # besides the pyfunc model: torch.export (.pt2) or TorchScript (.pt)
+TOLERANCE = 1e-4  # the largest |program - eager| accepted on the input example, in the model's output units
+
+
+def model_inputs(run: LoadedRun, example: pd.DataFrame) -> Any:
+    """The tensor predict_frame hands the model for `example` (captured by a forward pre-hook): the input of an
+    exported program, batch first. Raises UserError as predict_frame does."""
+    from normia.inference.predictors import predict_frame
+
+    captured: list[Any] = []
+    handle = run.model.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+    try:
+        predict_frame(run, example, source="the input example")
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+def build_program(run: LoadedRun, example: pd.DataFrame, fmt: str, folder: Path) -> tuple[Path, float]:
+    """Write the model as a torch.export program (`model.pt2`, dynamic batch size) or a TorchScript trace
+    (`model.pt`) and check it against eager PyTorch on the example's inputs (batch of at least 2).
+
+    Returns (the file, the largest absolute difference). Raises UserError when the export fails or differs by
+    more than TOLERANCE."""
+    import torch
+
+    inputs = model_inputs(run, example)
+    if inputs.shape[0] < 2:  # a batch of one would be specialised to 1
+        inputs = torch.cat([inputs, inputs])
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with torch.no_grad():
+            if fmt == "export":
+                batch = torch.export.Dim("batch", min=1, max=1 << 20)
+                program = torch.export.export(run.model, (inputs,), dynamic_shapes=({0: batch},))
+                target = folder / "model.pt2"
+                torch.export.save(program, target)
+                reloaded = torch.export.load(target).module()
+            else:
+                target = folder / "model.pt"
+                torch.jit.save(torch.jit.trace(run.model, inputs), str(target))
+                reloaded = torch.jit.load(str(target))
+            error = float((reloaded(inputs) - run.model(inputs)).abs().max())
+    except Exception as err:  # torch.export / jit raise many types; the user needs the first line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"format={fmt}: {type(run.model).__name__} could not be exported: {first}") from None
+    if not error <= TOLERANCE:
+        raise UserError(
+            f"format={fmt}: the exported model differs from eager PyTorch by {error:.3g} (> {TOLERANCE}) on the "
+            "input example; nothing was logged"
+        )
+    return target, error
+
+
 def export_run(
     run: LoadedRun,
     example: pd.DataFrame,
     registered_name: str,
     tracking_uri: str,
+    program_format: str | None = None,
 ) -> Exported:
     """Log `run` as an MLflow pyfunc model (signature and input example from `example`), register a version under
     `registered_name`, and tag the export run and the version with the source run and checkpoint.
+
+    program_format: 'export' (torch.export) or 'torchscript' also logs the model in that form to the export run
+    (artifact `program/`, metric `export/max_abs_error`: its check against eager PyTorch on the example).
 
     Everything that can fail on bad input (the example's predictions, the signature) is checked before an MLflow run
     is created; if logging fails after that, the export run is deleted. Raises UserError for a refused name."""
@@ -109,7 +170,6 @@ def export_run(
     output = json_safe(predict_frame(run, example, source="the input example"))
     signature = infer_signature(example, output)
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = _experiment(client, run)
     tags = {
         "normia.source_run_id": run.run_id or "",
         "normia.source_checkpoint": str(run.checkpoint),
@@ -118,6 +178,10 @@ def export_run(
     from omegaconf import OmegaConf
 
     with tempfile.TemporaryDirectory(prefix="normia-export-") as scratch:
+        program: tuple[Path, float] | None = None
+        if program_format is not None:  # checked before any MLflow run exists
+            program = build_program(run, example, program_format, Path(scratch) / "program")
+        experiment = _experiment(client, run)
         folder = Path(scratch) / ARTIFACT
         slim_checkpoint(run, folder / CHECKPOINT)
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(redact(run.cfg)), encoding="utf-8")
@@ -143,6 +207,12 @@ def export_run(
                     registered_model_name=registered_name,
                     await_registration_for=60,
                 )
+                if program is not None:
+                    client.log_artifact(export_id, str(program[0]), "program")
+                    client.log_metric(export_id, "export/max_abs_error", program[1])
+                    client.set_tag(
+                        export_id, "normia.export.program", f"{program_format}: program/{program[0].name}"
+                    )
         except BaseException:
             client.delete_run(export_id)
             raise
