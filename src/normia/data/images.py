@@ -298,6 +298,10 @@ class ArrayImageDataModule(_ImageDataModule):
         if not self._defer_setup:
             self.setup()  # load and check now: a bad input fails at construction, before any run is recorded
 
+    def predict_state(self) -> dict[str, object] | None:
+        """None: arrays of any scale have no file format to read new images from, so normia predict refuses them."""
+        return None
+
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         x, y = load_image_arrays(self.path)
         self.classes = [str(c) for c in sorted(set(y.tolist()))]
