@@ -18,7 +18,6 @@ CLASSIFIER = [
     "--config-dir",
     str(EXAMPLES),
     "experiment=hf_text_classifier",
-    "trainer.max_epochs=12",
     "data.batch_size=8",
     "trainer.log_every_n_steps=1",
     "optim.warmup_steps=0",
@@ -77,7 +76,15 @@ def test_sequence_classifier_fine_tunes_and_reloads_with_transformers(
     from transformers import AutoModelForSequenceClassification
 
     extra = [*(LORA if mode == "lora" else [f"model.finetune={mode}"]), LR[mode]]
-    result = normia_cli("train", *CLASSIFIER, f"model.path={bert_dir}", *extra, *fast_overrides, cwd=workdir)
+    result = normia_cli(
+        "train",
+        *CLASSIFIER,
+        "trainer.max_epochs=12",
+        f"model.path={bert_dir}",
+        *extra,
+        *fast_overrides,
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = done(workdir)
     losses = history(workdir, summary["mlflow_run_id"], "train/loss")  # 50 rows: too few to judge val/loss on
@@ -155,7 +162,7 @@ def test_token_classifier_learns_tags_and_reloads(
 @pytest.mark.slow
 def test_lora_under_ddp_saves_one_adapter(bert_dir: Path, workdir: Path, normia_cli, fast_overrides) -> None:
     result = normia_cli(
-        "train", *CLASSIFIER, f"model.path={bert_dir}", *LORA, LR["lora"], "trainer=ddp", "trainer.accelerator=cpu",
+        "train", *CLASSIFIER, "trainer.max_epochs=6", f"model.path={bert_dir}", *LORA, LR["lora"], "trainer=ddp", "trainer.accelerator=cpu",
         "trainer.devices=2", *fast_overrides, cwd=workdir,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -164,6 +171,29 @@ def test_lora_under_ddp_saves_one_adapter(bert_dir: Path, workdir: Path, normia_
     assert result.stdout.count("hugging face model:") == 1
     saved = Path(summary["output_dir"]) / "hf_model"
     assert (saved / "adapter_model.safetensors").is_file() and (saved / "tokenizer.json").is_file()
+
+
+@pytest.mark.slow
+def test_fsdp2_bf16_checkpointed_run_saves_the_gathered_weights(
+    bert_dir: Path, workdir: Path, normia_cli, fast_overrides: list[str]
+) -> None:
+    """FSDP2 shards the model over 2 processes: the saved folder must hold every full tensor, as trained."""
+    from safetensors.torch import load_file
+
+    result = normia_cli(
+        "train", *CLASSIFIER, f"model.path={bert_dir}", LR["full"], "trainer=fsdp", "trainer.accelerator=cpu",
+        "trainer.devices=2", "trainer.precision=bf16-mixed", "model.gradient_checkpointing=true",
+        "trainer.max_epochs=2", *fast_overrides, cwd=workdir,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = done(workdir)
+    saved = load_file(str(Path(summary["output_dir"]) / "hf_model" / "model.safetensors"))
+    ckpt = torch.load(Path(summary["output_dir"]) / "checkpoints" / "last.ckpt", weights_only=True)
+    trained = {k.removeprefix("model.net."): v for k, v in ckpt["state_dict"].items()}
+    assert set(saved) <= set(trained) and len(saved) >= len(trained) - 1  # position_ids: a buffer
+    for name, tensor in saved.items():
+        assert torch.equal(tensor, trained[name]), name
+    assert summary["parameters"]["trainable"] == summary["parameters"]["total"] > 40_000
 
 
 @pytest.mark.slow

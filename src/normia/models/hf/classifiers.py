@@ -53,7 +53,7 @@ class HFModel(nn.Module):
         self.path, self.finetune, self.save_hf = str(path), finetune, save_hf
         net = load_pretrained(self.task, self.path, **load_kwargs)
         if gradient_checkpointing:
-            net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _enable_checkpointing(net)
         if hasattr(net.config, "use_cache"):
             net.config.use_cache = False  # no KV cache while training
         self.net = apply_finetune(net, finetune, lora, self.task)
@@ -183,3 +183,14 @@ class HFCausalLM(HFModel):
     def logits(self, tokens: Tensor) -> Tensor:
         """(B, T) -> (B, T, vocab)."""
         return self(tokens)
+
+
+def _enable_checkpointing(net: nn.Module) -> None:
+    """Transformers' own activation checkpointing, non-reentrant (works with frozen inputs, LoRA and FSDP2);
+    `activation_checkpointing_enable` since transformers 5.x, `gradient_checkpointing_enable` before."""
+    kwargs = {"use_reentrant": False}
+    enable = getattr(net, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
