@@ -12,8 +12,8 @@ import lightning as L
 
 
 class TrialReporter(L.Callback):
-    """Reports `monitor` after each validation as step 1, 2, ... (the validation's index, so that trials with other
-    batch sizes compare at the same point); with prune=True, stops training when the trial should be pruned."""
+    """Reports `monitor` after each validation as step 0, 1, ... (the validation's index, so that trials with other
+    batch sizes compare at the same point; a pruner's n_warmup_steps=1 spares the first validation); with prune=True, stops training when the trial should be pruned."""
 
     def __init__(self, trial: Any, monitor: str, prune: bool = True):
         self.trial = trial
@@ -36,7 +36,7 @@ class TrialReporter(L.Callback):
         if not math.isfinite(number):
             return
         self.last_value = number
-        self.trial.report(number, self.validations)
+        self.trial.report(number, self.validations - 1)  # Optuna's steps count from 0
         if self.prune and self.trial.should_prune():
             self.pruned_at = self.validations
             print(
