@@ -117,3 +117,15 @@ def test_help_does_not_import_the_heavy_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert "search=SPACE n_trials=N" in out
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_dry_run_shows_the_search_and_writes_nothing(workdir: Path, spaces: Path) -> None:
+    code, out, err = normia_search(
+        "--dry-run", "experiment=quickstart", "search=good", "n_trials=7", "workers=3", "trainer.max_epochs=2"
+    )
+    assert code == 0, err
+    assert "would start study 'quickstart-good': 7 trials, 3 worker(s)" in out
+    assert "search    optim.lr: log-float 0.0001..0.01" in out
+    assert "each trial: experiment=quickstart trainer.max_epochs=2 + the sampled values" in out
+    assert out.strip().endswith("dry run: nothing written, nothing run")
+    assert sorted(p.name for p in workdir.iterdir()) == []

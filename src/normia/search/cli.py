@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="your own config folder, layered over normia's (as for normia train)",
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and show what would run; write and run nothing",
+    )
     parser.add_argument("args", nargs="*", help="search=SPACE n_trials=N ... and key=value overrides")
     return parser
 
@@ -117,7 +122,36 @@ def main(argv: list[str]) -> int:
     use_config_dir(args.config_dir)
     search = split_args(args.args)
     prepared = prepare(search, args.config_dir)
+    if args.dry_run:
+        return dry_run(prepared)
     return run(prepared)
+
+
+def dry_run(prepared: Prepared) -> int:
+    """What the search would do, from the checked plan; nothing is written or submitted."""
+    plan, search = prepared.plan, prepared.search
+    verb = "resume" if prepared.resumed else "start"
+    print(f"would {verb} study '{plan.study_name}': {plan.n_trials} trials, {search.workers} worker(s)")
+    print(f"  objective {plan.monitor} ({plan.direction}); pruner {plan.pruner}; sampler {plan.sampler}")
+    print(f"  folder    {plan.search_dir}\n  storage   {_shown_storage(plan.storage)}")
+    for key, spec in plan.params.items():
+        from normia.search.space import parse_param
+
+        print(f"  search    {key}: {parse_param(key, spec, '').describe()}")
+    from normia.config.masking import mask_text
+
+    print(f"  each trial: {mask_text(' '.join(plan.trial_overrides)) or '(defaults)'} + the sampled values")
+    if prepared.slurm is not None:
+        from normia.launch.sbatch import executor_params, python_command, render_script
+
+        spec, partition, place = prepared.slurm
+        params = executor_params(spec, partition, f"normia-search-{plan.study_name}", None, place)
+        folder = Path(plan.search_dir) / "slurm" / "%j"
+        print(mask_text(render_script(params, folder, python_command(spec), search.workers)))
+    else:
+        print(f"  workers: {search.workers} local process(es)")
+    print("dry run: nothing written, nothing run")
+    return 0
 
 
 @dataclass
