@@ -11,8 +11,10 @@ targets, so every run logs its own baseline next to its error: `mae` must fall b
 
 The data module standardises the series; once it has handed over the training period's per-channel std
 (`set_data_facts`, called by normia's series data module when Lightning sets it up), `loss` also reports the errors in
-the data's own units: `mae_orig`, `rmse_orig` (per batch, then averaged over batches by sample count) and
-`mae_snaive_orig` (ppm for CO2, µg/m3 for PM10), averaged over channels.
+the data's own units: `mae_orig`, `rmse_orig` and `mae_snaive_orig` (ppm for CO2, µg/m3 for PM10), over all
+horizon steps and channels. `rmse_orig` is the root of the batch's mean squared error; validation accumulates its
+square and takes the root after summing over batches and ranks (training/val_metrics.py), so `val/rmse_orig` is the
+exact RMSE over the validation windows, not a mean of per-batch RMSEs.
 """
 
 from __future__ import annotations
