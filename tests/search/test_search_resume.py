@@ -103,6 +103,10 @@ def test_killed_search_resumes_to_exactly_n_trials(workdir: Path, space_dir: Pat
     for number, retry in retries.items():
         assert retry.params == failed[number].params and retry.state.name == "COMPLETE"
 
+    fresh = [t.params["optim.lr"] for t in trials if "search.retry_of" not in t.user_attrs]
+    # the resumed workers did not draw the first run's points again
+    assert len(set(fresh)) == len(fresh), fresh
+
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")

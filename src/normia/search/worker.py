@@ -31,10 +31,14 @@ def work(plan: SearchPlan, index: int) -> int:
 
         activate(current_project())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(plan.storage)
+    # The sampler's seed: the config's seed and this worker's index, moved on by the trials the study already has,
+    # so that a resumed search does not draw its first points again (a fresh study: seed + index).
+    existing = len(optuna.load_study(study_name=plan.study_name, storage=storage).get_trials(deepcopy=False))
     study = optuna.load_study(
         study_name=plan.study_name,
-        storage=open_storage(plan.storage),
-        sampler=make_sampler(plan.sampler, plan.seed + index),
+        storage=storage,
+        sampler=make_sampler(plan.sampler, plan.seed + index + 1000 * existing),
         pruner=make_pruner(plan.pruner),
     )
     ran = 0
