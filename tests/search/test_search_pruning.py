@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import QUIET, states, study_trials
+from search_helpers import QUIET, states, study_trials
 
 EPOCHS = 3
 # Random draws with the quickstart's seed (42): lr 4.8e-5, 1.8e-2, 1.9e-3, 4.8e-4, 5.0e-6. The last learns nothing

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import QUIET, states, study_trials
+from search_helpers import QUIET, states, study_trials
 
 EPOCHS = ["trainer.max_epochs=2"]  # the same short budget for the default run and every trial
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import QUIET, states, study_trials
+from search_helpers import QUIET, states, study_trials
 
 N = 4
 STUDY = "quickstart-resume"
