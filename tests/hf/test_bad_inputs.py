@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 from tiny_models import vit_folder
 
-EXAMPLES = Path(__file__).parent / "configs"  # the example experiment (see its header)
-
-CLASSIFY = ["experiment=hf_text_classifier"]  # tests/hf/configs/experiment: see its header
+CLASSIFY = ["experiment=hf_text_classifier"]
 
 
 def refused(result, workdir: Path, *words: str) -> None:
@@ -26,9 +24,7 @@ def refused(result, workdir: Path, *words: str) -> None:
 
 
 def test_a_path_that_does_not_exist(workdir: Path, normia_cli) -> None:
-    result = normia_cli(
-        "train", "--config-dir", str(EXAMPLES), *CLASSIFY, "model.path=camembert-base", cwd=workdir
-    )
+    result = normia_cli("train", *CLASSIFY, "model.path=camembert-base", cwd=workdir)
     refused(result, workdir, "model.path=camembert-base: no such folder", "never the network", "hf download")
 
 
@@ -37,17 +33,13 @@ def test_a_folder_without_weights(workdir: Path, normia_cli, bert_dir: Path) -> 
     folder.mkdir()
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         shutil.copy(bert_dir / name, folder / name)
-    result = normia_cli(
-        "train", "--config-dir", str(EXAMPLES), *CLASSIFY, f"model.path={folder}", cwd=workdir
-    )
+    result = normia_cli("train", *CLASSIFY, f"model.path={folder}", cwd=workdir)
     refused(result, workdir, "holds no weights", "download is incomplete")
 
 
 def test_an_architecture_without_a_text_head(workdir: Path, normia_cli) -> None:
     folder = vit_folder(workdir.parent / "vit")
-    result = normia_cli(
-        "train", "--config-dir", str(EXAMPLES), *CLASSIFY, f"model.path={folder}", cwd=workdir
-    )
+    result = normia_cli("train", *CLASSIFY, f"model.path={folder}", cwd=workdir)
     refused(
         result, workdir, "a 'vit' model has no sequence classification head", "model=hf_sequence_classifier"
     )
@@ -58,7 +50,7 @@ def test_lora_target_modules_that_match_nothing(
     workdir: Path, normia_cli, bert_dir: Path, targets: str
 ) -> None:
     result = normia_cli(
-        "train", "--config-dir", str(EXAMPLES), *CLASSIFY, f"model.path={bert_dir}", "model.finetune=lora",
+        "train", *CLASSIFY, f"model.path={bert_dir}", "model.finetune=lora",
         f"model.lora.target_modules={targets}", cwd=workdir,
     )  # fmt: skip
     refused(result, workdir, f"target_modules={targets} matches no module", "query", "value")
@@ -72,7 +64,7 @@ def refused_by_compose(overrides: list[str], *words: str) -> None:
     from normia.errors import UserError
 
     with pytest.raises(UserError) as info:
-        normia.compose(overrides, config_dir=str(EXAMPLES))
+        normia.compose(overrides)
     message = str(info.value)
     assert "\n" not in message
     for word in words:

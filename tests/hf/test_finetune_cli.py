@@ -12,11 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-EXAMPLES = Path(__file__).parent / "configs"  # the example experiment (see its header)
-
 CLASSIFIER = [
-    "--config-dir",
-    str(EXAMPLES),
     "experiment=hf_text_classifier",
     "data.batch_size=8",
     "trainer.log_every_n_steps=1",

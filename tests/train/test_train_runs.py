@@ -11,7 +11,7 @@ import torch
 from mlflow import MlflowClient
 
 from normia.cli import main
-from normia.config.paths import group_options
+from normia.config.paths import configs_dir, group_options
 
 SHORT = [
     "logger.system_metrics=false",
@@ -32,6 +32,10 @@ def _run(workdir: Path) -> MlflowClient:
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", group_options("experiment"))
 def test_fast_dev_run_of_every_experiment(workdir: Path, experiment: str) -> None:
+    if "???" in (configs_dir() / "experiment" / f"{experiment}.yaml").read_text():
+        pytest.skip(
+            "needs a value of the user's (a pretrained model folder); tests/hf runs it with a tiny model"
+        )
     assert main(["train", f"experiment={experiment}", "debug=fast_dev_run"]) == 0
     assert not (workdir / "mlflow.db").exists(), "fast_dev_run logs nothing"
 
