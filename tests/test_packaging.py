@@ -28,6 +28,8 @@ def test_wheel_ships_kernels_configs_and_data(tmp_path: Path) -> None:
         "normia/configs/experiment/quickstart.yaml",
         "normia/configs/launcher/austral.yaml",
         "normia/data/corpora/coriolanus.txt",
+        "normia/data/corpora/avis_fr.csv",
+        "normia/project/templates/common/README.md.tmpl",
     ):
         assert needed in names, needed
     target = tmp_path / "site"
