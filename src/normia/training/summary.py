@@ -17,10 +17,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"== normia run '{summary['name']}' "
         + ("stopped (resumable)" if summary["stopped_early"] else "done")
     ]
+    units = summary.get("units")
     for key, value in sorted(summary["metrics"].items()):
         if key.startswith("lr-"):
             continue
-        lines.append(f"  {key:<24} {value:.4f}")
+        unit = f" {units}" if units and key.endswith("_orig") else ""  # `val/mae_orig 3.4612 µg/m3`
+        lines.append(f"  {key:<24} {value:.4f}{unit}")
     result = summary["result"]
     lines.append(f"  {'result (' + summary['monitor'] + ')':<24} {result:.4f}" if result is not None else "")
     lines.append(
@@ -84,7 +86,15 @@ def run_summary(
         "skipped_steps": roles["nonfinite"].skipped,
         "energy": roles["energy"].report if "energy" in roles else None,
         "parameters": parameter_counts(trainer.lightning_module),
+        "units": _data_units(cfg),
     }
+
+
+def _data_units(cfg: DictConfig) -> str | None:
+    """The data's units (`data.units`: ppm, µg/m3), shown beside the metrics in those units (*_orig)."""
+    data = cfg.get("data")
+    units = data.get("units") if isinstance(data, DictConfig) else None
+    return str(units) if units else None
 
 
 def parameter_counts(module: Any) -> dict[str, int] | None:
