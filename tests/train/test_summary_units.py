@@ -11,7 +11,7 @@ def _summary(units: str | None) -> dict:
     return {
         "name": "pm10", "stopped_early": False, "monitor": "val/mae", "result": 0.475,
         "metrics": {"val/mae": 0.475, "val/mae_orig": 3.4612}, "global_step": 10, "epochs": 1, "world_size": 1,
-        "throughput": {}, "wall_time_s": 1.0, "units": units,
+        "throughput": {}, "wall_time_s": 1.0, "units": units, "output_dir": "outputs/pm10", "mlflow_run_id": None,
     }  # fmt: skip
 
 
