@@ -147,6 +147,10 @@ def predict(
     data: str | os.PathLike[str] | pd.DataFrame,
     config_dir: str | os.PathLike[str] | None = None,
     trust: bool = False,
+    *,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    seed: int | None = None,
 ) -> pd.DataFrame:
     """Predictions of a trained run on new data, as `normia predict` writes them, with the run's training statistics.
 
@@ -155,19 +159,25 @@ def predict(
         (images: a file-name column and an `image` column of base64 file bytes).
     Returns a DataFrame: forecasters, one row per forecast date (the date column, then each target column in the
     data's units); classifiers, one row per input row (its identifying columns or file name, `class`, `p_<class>`
-    per class); regressors, the target column in its units.
+    per class); regressors, the target column in its units; byte-level language models (data: a `prompt` column),
+    one row per prompt: the input's columns, `continuation` (text), `mean_logprob` (nats per byte of the prompt) and
+    `bits_per_byte`.
+
+    max_new_tokens (default 100), temperature (default 0: greedy, deterministic) and seed (default 0, for
+    temperature > 0): a language model's generation options (see normia.inference.language); refused for others.
 
     Raises UserError (one line) for input that does not match the trained model (a missing column, another date
-    frequency, too short a history, another image size) and for what load_run refuses.
+    frequency, too short a history, another image size, no prompt) and for what load_run refuses.
     """
     from normia.inference.loading import load_run as load
     from normia.inference.predictors import predict_frame, read_input
 
+    options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     with project_scope(config_dir):
         run = load(run_id_or_ckpt, trust=trust)
         if isinstance(data, (str, os.PathLike)):
-            return predict_frame(run, read_input(run, data), source=os.fspath(data))
-        return predict_frame(run, data)
+            return predict_frame(run, read_input(run, data), source=os.fspath(data), options=options)
+        return predict_frame(run, data, options=options)
 
 
 def predict_to(
@@ -176,9 +186,11 @@ def predict_to(
     output: str | None,
     config_dir: str | os.PathLike[str] | None = None,
     trust: bool = False,
+    options: dict[str, str] | None = None,
 ) -> int:
     """`normia predict`: predict on `data_path` and write the table to `output` in the input's conventions (CSV
     separator, decimal mark, date format), or to stdout when output is None. Returns the number of rows written.
+    options: a language model's generation options as given on the command line (text values).
     Nothing is written when anything fails (UserError as for predict)."""
     import sys
 
@@ -188,7 +200,7 @@ def predict_to(
     with project_scope(config_dir):
         run = load(source, trust=trust)
         frame = read_input(run, data_path)
-        result = predict_frame(run, frame, source=data_path)
+        result = predict_frame(run, frame, source=data_path, options=options)
     style = conventions(frame)
     if output:
         write_table(result, output, style)

@@ -234,10 +234,28 @@ def test_bad_arguments_and_unknown_runs_are_one_line(
         normia.load_run("0" * 32)
 
 
-def test_language_models_are_refused_with_the_reason(workdir: Path) -> None:
+def test_generation_options_are_refused_for_other_models(runs: dict[str, object]) -> None:
+    from sklearn.datasets import load_digits
+
+    pixels = pd.DataFrame(load_digits().data[:2], columns=[f"pixel_{i}" for i in range(64)])
+    with pytest.raises(
+        UserError, match="temperature= applies to language models only; this run is a classify"
+    ):
+        normia.predict(runs["quickstart"].checkpoint, pixels, temperature=0.5)
+
+
+def test_language_models_on_token_shards_are_refused_with_the_reason(workdir: Path) -> None:
+    """Byte-level language models predict (test_predict_lm.py); a run on token shards cannot encode a prompt (the
+    shards' tokenizer is not recorded) and says so in one line."""
+    from normia.data.token_shards import write_token_shards
+
+    shards = write_token_shards([np.arange(4000) % 256], workdir / "shards", vocab_size=256)
+    (workdir / "prompts.csv").write_text("prompt\nhello\n", encoding="utf-8")
     summary = normia.train(
         [
             "experiment=poc_shakespeare_bytes",
+            "data.corpus=null",
+            f"data.shards={shards}",
             "trainer.max_steps=2",
             "trainer.val_check_interval=2",
             "trainer.limit_val_batches=1",
@@ -245,7 +263,7 @@ def test_language_models_are_refused_with_the_reason(workdir: Path) -> None:
             "trainer.enable_progress_bar=false",
         ]
     )
-    with pytest.raises(UserError, match="does not handle language models"):
+    with pytest.raises(UserError, match="cannot turn prompts into the token ids of the shards"):
         normia.predict(summary.checkpoint, workdir / "prompts.csv")
 
 

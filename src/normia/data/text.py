@@ -3,16 +3,22 @@
 Byte level needs no tokenizer (vocabulary 256, nothing downloaded) and works on any language. The last
 `val_fraction` of the token stream is the validation split: a contiguous tail, so no validation window overlaps a
 training one. Training order is deterministic, sharded across ranks, and resumable mid-epoch (ResumableDataModule).
+
+For `normia predict` the module records how text becomes token ids (`predict_state`, saved in every checkpoint and
+logged as normia/predict_state.json): byte level, UTF-8, and the training window. Token shards record nothing: their
+tokenizer is not known here, so a run trained on shards cannot turn a prompt into ids.
 """
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from normia.data.datamodule import ResumableDataModule
+from normia.data.facts import RecordsPredictState, with_predict_state
 from normia.data.splits import check_fraction
 from normia.data.token_shards import ArrayTokens, TokenShards, TokenWindows
 from normia.errors import UserError, did_you_mean
@@ -65,7 +71,20 @@ def read_text_bytes(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8)
 
 
-class TextDataModule(ResumableDataModule):
+def byte_predict_state(seq_len: int) -> dict[str, Any]:
+    """The prediction state of a byte-level language model trained on windows of `seq_len` bytes: prompts are
+    encoded as their UTF-8 bytes (ids 0..255) and continuations decoded from them."""
+    return {
+        "kind": "language_model",
+        "input": "text",
+        "tokenizer": "bytes",
+        "encoding": "utf-8",
+        "vocab_size": BYTE_VOCAB_SIZE,
+        "seq_len": int(seq_len),
+    }
+
+
+class TextDataModule(RecordsPredictState, ResumableDataModule):
     """Windows of `seq_len` next-token pairs from `path` (text file or folder), `corpus` (bundled) or `shards`."""
 
     def __init__(
@@ -123,3 +142,11 @@ class TextDataModule(ResumableDataModule):
                 "use a longer text or a smaller seq_len"
             )
         self.train_set, self.val_set = train, val
+
+    def predict_state(self) -> dict[str, Any] | None:
+        """What normia predict needs (see byte_predict_state) for text read as bytes; None for token shards."""
+        return None if self.shards else byte_predict_state(self.seq_len)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loader position (resume) and the prediction state, both saved in every checkpoint by Lightning."""
+        return with_predict_state(super().state_dict(), self.predict_state())

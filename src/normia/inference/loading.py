@@ -48,7 +48,7 @@ class LoadedRun:
 
     @property
     def kind(self) -> str:
-        """'forecast', 'classify' or 'regress'."""
+        """'forecast', 'classify', 'regress' or 'language_model'."""
         return str(self.state["kind"])
 
 
@@ -59,7 +59,8 @@ def load_run(
 
     trust=True skips the config checks (targets, resolvers) and says so on stderr, as `normia eval --trust` does.
     Raises UserError (one line) for a missing checkpoint or run, a run without a local folder, a refused config or
-    checkpoint, or a run whose task normia predict does not handle (language models).
+    checkpoint, or a run whose task normia predict does not handle (language models trained on token shards or
+    through Hugging Face tokenizers, synthetic data).
     """
     text = os.fspath(source)
     if RUN_ID.fullmatch(text) and not Path(text).exists():
@@ -170,12 +171,21 @@ def _predict_state(content: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
     if isinstance(saved, dict) and saved.get(PREDICT_KEY):
         return dict(saved[PREDICT_KEY])
     if (
-        class_name in ("TextDataModule", "SyntheticDataModule", "TokenShardsDataModule")
-        or "Text" in class_name
-    ):
+        class_name == "TextDataModule"
+    ):  # a checkpoint written before the module saved its state: from the config
+        if cfg.data.get("shards"):
+            raise UserError(
+                f"normia predict cannot turn prompts into the token ids of the shards {cfg.data.shards} (their "
+                "tokenizer is not recorded): it handles byte-level language models (data.path or data.corpus)"
+            )
+        from normia.data.text import byte_predict_state
+
+        return byte_predict_state(int(cfg.data.get("seq_len") or 256))
+    if class_name in ("SyntheticDataModule", "TokenShardsDataModule") or "Text" in class_name:
         raise UserError(
-            f"normia predict does not handle language models or synthetic data ({target}): it predicts for "
-            "forecasters (series) and classifiers/regressors (tables, images); use normia eval for their metrics"
+            f"normia predict does not handle this data module ({target}): it predicts for forecasters (series), "
+            "classifiers/regressors (tables, images) and byte-level language models (data=shakespeare_bytes); "
+            "use normia eval for its metrics"
         )
     from normia.training.build import instantiate_node
 

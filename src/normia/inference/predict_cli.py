@@ -1,5 +1,7 @@
 """`normia predict ckpt=PATH|run=MLFLOW_RUN_ID data.path=NEW_FILE [output=preds.csv]`: predictions as a table.
 
+A byte-level language model reads a CSV with a `prompt` column and takes `max_new_tokens=N` (default 100),
+`temperature=T` (default 0: greedy) and `seed=S` (default 0, for T > 0); other models refuse these options.
 Without output= the table goes to stdout (CSV). Bad input is one line on stderr, exit code 2, and nothing is written.
 """
 
@@ -10,7 +12,8 @@ import sys
 
 from normia.errors import UserError
 
-KEYS = ("ckpt", "run", "data.path", "output")
+GENERATION_KEYS = ("max_new_tokens", "temperature", "seed")
+KEYS = ("ckpt", "run", "data.path", "output", *GENERATION_KEYS)
 
 
 def parse_pairs(texts: list[str], allowed: tuple[str, ...], command: str) -> dict[str, str]:
@@ -53,10 +56,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="normia predict",
         description="Predictions of a trained run on new data, as a table in the input's conventions (forecasts in "
-        "the data's units with their dates; classes with per-class probabilities).",
+        "the data's units with their dates; classes with per-class probabilities; a language model's continuation "
+        "and score of each prompt).",
     )
     parser.add_argument(
-        "args", nargs="+", help="ckpt=PATH or run=MLFLOW_RUN_ID, data.path=FILE, [output=FILE]"
+        "args",
+        nargs="+",
+        help="ckpt=PATH or run=MLFLOW_RUN_ID, data.path=FILE, [output=FILE]; language models: "
+        "[max_new_tokens=N] [temperature=T] [seed=S]",
     )
     parser.add_argument("--config-dir", metavar="DIR", help="the project whose code the run's config names")
     parser.add_argument(
@@ -72,7 +79,8 @@ def main(argv: list[str]) -> int:
         raise UserError("normia predict needs data.path=FILE: the new data to predict on")
     from normia.api import predict_to
 
-    rows = predict_to(source, pairs["data.path"], pairs.get("output"), args.config_dir, args.trust)
+    options = {key: pairs[key] for key in GENERATION_KEYS if key in pairs}
+    rows = predict_to(source, pairs["data.path"], pairs.get("output"), args.config_dir, args.trust, options)
     if pairs.get("output"):
         print(f"wrote {rows} prediction row(s) to {pairs['output']}", file=sys.stderr)
     return 0

@@ -12,6 +12,8 @@ a file, `normia.predict`, the exported MLflow model over REST):
 - images: a `file` column (or the label table's file column) and an `image` column holding each file's bytes,
   base64-encoded (how an image travels in a table and over REST); the result is the file name, `class`, `p_<class>`.
 - digits (sklearn's 8x8): 64 numeric pixel columns in sklearn's 0..16 scale, or images as above (8x8, grey).
+- text (byte-level language models): a `prompt` column; the result keeps the input's columns and adds
+  `continuation`, `mean_logprob`, `bits_per_byte` (see language.py, which also takes the generation options).
 
 Input that does not match what the model was trained on (a missing column, another frequency, too short a history,
 another image size, a cell that is not a number) raises UserError with one line naming it and the fix.
@@ -40,7 +42,7 @@ DDMMYYYY = re.compile(r"\s*\d{1,2}/\d{1,2}/\d{4}\s*")
 
 
 def input_kind(run: LoadedRun) -> str:
-    """'series', 'table', 'images' or 'digits': the layout of the table predict_frame takes for this run."""
+    """'series', 'table', 'images', 'digits' or 'text': the layout of the table predict_frame takes for this run."""
     if run.kind == "forecast":
         return "series"
     return str(run.state.get("input", "table"))
@@ -65,6 +67,10 @@ def read_input(run: LoadedRun, path: str | os.PathLike[str]) -> pd.DataFrame:
     kind = input_kind(run)
     if not p.exists():
         raise UserError(f"input not found: {p} (fix data.path)")
+    if kind == "text":
+        from normia.inference.language import read_prompts
+
+        return read_prompts(run, p)
     options = _read_options(run)
     if kind in ("images", "digits") and (p.is_dir() or _is_image(p)):
         return image_frame(_image_files(p), file_column(run), root=p if p.is_dir() else p.parent)
@@ -129,13 +135,29 @@ def image_frame(files: list[Path], name_column: str = "file", root: Path | None 
 
 
 # ------------------------------------------------------------------------------------------------------- predicting
-def predict_frame(run: LoadedRun, frame: pd.DataFrame, source: str = "the input") -> pd.DataFrame:
+def predict_frame(
+    run: LoadedRun,
+    frame: pd.DataFrame,
+    source: str = "the input",
+    options: dict[str, Any] | None = None,
+) -> pd.DataFrame:
     """Predictions for `frame` (see the module docstring for its layout per task). source: how errors name it.
+    options: a language model's generation options (max_new_tokens, temperature, seed; see language.py).
 
-    Returns a new DataFrame; raises UserError for input that does not match the trained model."""
+    Returns a new DataFrame; raises UserError for input that does not match the trained model, and for options
+    given to a model that is not a language model."""
     import torch
 
     kind = input_kind(run)
+    if kind == "text":
+        from normia.inference.language import predict_text
+
+        return predict_text(run, frame, source, options)
+    given = sorted(k for k, v in (options or {}).items() if v is not None)
+    if given:
+        raise UserError(
+            f"{given[0]}= applies to language models only; this run is a {run.kind} model: drop it"
+        )
     with torch.no_grad():
         if kind == "series":
             return _forecast(run, frame, source)

@@ -4,6 +4,8 @@ MLflow's own format and registry rather than one of ours: `mlflow models serve`,
 registry's versions and stages, and every tool that reads MLmodel files work on it as they are (a well-kept library
 beats our code). The model's `predict` takes the same table as `normia predict` (predictors.py) and returns the same
 numbers; its artifacts are the run's config and a slimmed checkpoint (weights and prediction state, no optimizer).
+A language model's signature also declares its generation options as MLflow params (max_new_tokens, temperature,
+seed; REST: `{"dataframe_split": ..., "params": {"max_new_tokens": 50}}`), with normia predict's defaults.
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ class NormiaPyfuncModel(mlflow.pyfunc.PythonModel):
         self.run = load_checkpoint(folder / CHECKPOINT)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
-        """model_input: the table normia predict reads (see predictors.py); returns the predictions DataFrame."""
-        from normia.inference.predictors import predict_frame
+        """model_input: the table normia predict reads (see predictors.py); params: a language model's generation
+        options (MLflow fills in the signature's defaults). Returns the predictions DataFrame."""
+        from normia.inference.predictors import input_kind, predict_frame
 
-        return json_safe(predict_frame(self.run, model_input, source="the request"))
+        options = dict(params or {}) if input_kind(self.run) == "text" else None
+        return json_safe(predict_frame(self.run, model_input, source="the request", options=options))
 
 
 def json_safe(frame: pd.DataFrame) -> pd.DataFrame:
@@ -113,6 +117,13 @@ def build_program(run: LoadedRun, example: pd.DataFrame, fmt: str, folder: Path)
     more than TOLERANCE."""
     import torch
 
+    from normia.inference.predictors import input_kind
+
+    if input_kind(run) == "text":
+        raise UserError(
+            f"format={fmt} exports a fixed-shape program; a language model's generation loop is not one: export "
+            "it as pyfunc (the default), whose predict generates as normia predict does"
+        )
     inputs = model_inputs(run, example)
     if inputs.shape[0] < 2:  # a batch of one would be specialised to 1
         inputs = torch.cat([inputs, inputs])
@@ -167,8 +178,16 @@ def export_run(
 
     if not registered_name or any(ch in registered_name for ch in "/:%"):
         raise UserError(f"registered_name={registered_name!r}: use letters, digits, '.', '_' or '-'")
+    from normia.inference.predictors import input_kind
+
+    params = None
+    if input_kind(run) == "text":
+        from normia.inference.language import DEFAULTS
+
+        params = dict(DEFAULTS)
+        params["temperature"] = float(params["temperature"])  # a float param, not an int one
     output = json_safe(predict_frame(run, example, source="the input example"))
-    signature = infer_signature(example, output)
+    signature = infer_signature(example, output, params=params)
     client = MlflowClient(tracking_uri=tracking_uri)
     tags = {
         "normia.source_run_id": run.run_id or "",
@@ -258,6 +277,10 @@ def example_input(run: LoadedRun, data_path: str | os.PathLike[str] | None = Non
     data = run.cfg.data
     if data_path is not None:
         frame = read_input(run, data_path)
+    elif kind == "text":
+        from normia.inference.language import example_prompts
+
+        frame = example_prompts(run)
     elif kind == "series" and data.get("path"):
         frame = read_input(run, str(data.path))
     elif kind == "series":
