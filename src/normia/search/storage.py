@@ -67,3 +67,9 @@ def existing_study(location: str, study_name: str) -> Any | None:
         return optuna.load_study(study_name=study_name, storage=open_storage(location))
     except KeyError:
         return None
+
+
+def shown_storage(storage: str) -> str:
+    from normia.config.masking import mask_uri
+
+    return mask_uri(storage)
