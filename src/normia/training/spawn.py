@@ -98,7 +98,8 @@ class _Forwarder:
             proc.send_signal(signum)  # a no-op for a rank that has already exited
 
 
-DIVERGED = 3  # normia.training.health.TrainingDiverged.exit_code (not imported: that module imports Lightning)
+# normia.training.health.TrainingDiverged.exit_code (not imported: that module imports Lightning)
+DIVERGED = 3
 
 
 def _wait(procs: list[subprocess.Popen], forwarder: _Forwarder) -> int:
