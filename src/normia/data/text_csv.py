@@ -12,6 +12,9 @@ separators, a UTF-8 byte-order mark and decimal commas are read as they come; th
 
 Each batch is padded to its longest row (at most `max_length` tokens). The split is a seeded shuffle of rows
 (data.seed). The tokenizer is read from a local folder only (offline), normally the model's: `tokenizer: ${model.path}`.
+
+Every checkpoint holds the prediction state `normia predict` needs (data/facts.py): the class names in index order,
+the text column, max_length and the tokenizer folder as recorded; the run logs it as `normia/predict_state.json`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from normia.data.datamodule import ResumableDataModule
+from normia.data.facts import RecordsPredictState, with_predict_state
 from normia.data.splits import check_fraction, shuffled_split
 from normia.data.table_reader import read_table, require_columns
 from normia.errors import UserError, did_you_mean
@@ -76,7 +80,7 @@ class PaddedRows(Dataset):
         return ids, mask, labels
 
 
-class TextCSVDataModule(ResumableDataModule):
+class TextCSVDataModule(RecordsPredictState, ResumableDataModule):
     """A text column and a label column of a CSV/Parquet table, tokenised with `tokenizer` (a local model folder).
 
     Raises UserError (at construction, before any run is recorded) for a missing file or column, an empty text
@@ -127,6 +131,26 @@ class TextCSVDataModule(ResumableDataModule):
     @property
     def num_labels(self) -> int:
         return len(self.classes)
+
+    def predict_state(self) -> dict[str, object] | None:
+        """What normia predict needs: the class names in index order, the text column (and the label column, left
+        out of the output), max_length, the tokenizer folder as recorded, the task. None before setup."""
+        if not self.classes:
+            return None
+        return {
+            "kind": "classify",
+            "input": "text_table",
+            "task": self.task,
+            "text": self.text,
+            "label": self.label,
+            "classes": list(self.classes),
+            "max_length": self.max_length,
+            "tokenizer": str(self.tokenizer_path),
+        }
+
+    def state_dict(self) -> dict[str, object]:
+        """The loader position (resume) and the prediction state, both saved in every checkpoint by Lightning."""
+        return with_predict_state(super().state_dict(), self.predict_state())
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -168,6 +168,8 @@ def _predict_state(content: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
     target = str(cfg.data.get("_target_", ""))
     class_name = target.rsplit(".", 1)[-1]
     saved = content.get(class_name)
+    if class_name == "TextCSVDataModule":  # checked before the model (its pretrained folder) is built
+        return _text_table_state(saved, cfg)
     if isinstance(saved, dict) and saved.get(PREDICT_KEY):
         return dict(saved[PREDICT_KEY])
     if (
@@ -184,7 +186,8 @@ def _predict_state(content: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
     if class_name in ("SyntheticDataModule", "TokenShardsDataModule") or "Text" in class_name:
         raise UserError(
             f"normia predict does not handle this data module ({target}): it predicts for forecasters (series), "
-            "classifiers/regressors (tables, images) and byte-level language models (data=shakespeare_bytes); "
+            "classifiers/regressors (tables, images), text classifiers (data=text_csv) and byte-level language "
+            "models (data=shakespeare_bytes); "
             "use normia eval for its metrics"
         )
     from normia.training.build import instantiate_node
@@ -197,3 +200,36 @@ def _predict_state(content: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
             f"normia predict does not handle the data module {target}: it has no prediction state"
         )
     return dict(state)
+
+
+def _text_table_state(saved: Any, cfg: DictConfig) -> dict[str, Any]:
+    """The prediction state of a text classifier (data=text_csv), checked before its model is built.
+
+    Raises UserError for a token classifier (data.task=tokens), a checkpoint written before TextCSVDataModule saved
+    its state, and a model or tokenizer folder that is not on this machine any more."""
+    task = str(cfg.data.get("task") or "classification")
+    if task == "tokens":
+        raise UserError(
+            "normia predict does not handle token classifiers (data.task=tokens) yet: it predicts one class per "
+            "text (data.task=classification); use normia eval for this run's metrics"
+        )
+    if not (isinstance(saved, dict) and saved.get(PREDICT_KEY)):
+        raise UserError(
+            "this checkpoint of a text classifier was written before normia saved the prediction state of "
+            "data=text_csv (class names, text column, tokenizer): retrain it with this version of normia"
+        )
+    state = dict(saved[PREDICT_KEY])
+    folders = [("data.tokenizer", str(state.get("tokenizer") or ""))]
+    try:
+        model_path = cfg.model.get("path")
+    except Exception:  # an interpolation this machine cannot resolve: the tokenizer folder is checked anyway
+        model_path = None
+    if model_path and str(model_path) != folders[0][1]:
+        folders.append(("model.path", str(model_path)))
+    for key, folder in folders:
+        if not folder or not Path(folder).expanduser().is_dir():
+            raise UserError(
+                f"the pretrained model folder {folder or '(none)'} of this run ({key}) is not on this machine: "
+                "the run's model.path must exist here (copy or download the model to that path, or link it there)"
+            )
+    return state

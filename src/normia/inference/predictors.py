@@ -12,6 +12,9 @@ a file, `normia.predict`, the exported MLflow model over REST):
 - images: a `file` column (or the label table's file column) and an `image` column holding each file's bytes,
   base64-encoded (how an image travels in a table and over REST); the result is the file name, `class`, `p_<class>`.
 - digits (sklearn's 8x8): 64 numeric pixel columns in sklearn's 0..16 scale, or images as above (8x8, grey).
+- text_table (Hugging Face sequence classifiers, data=text_csv): the training text column; the result keeps the
+  input's other columns (identifiers; the label column, if present, is left out), then `class` and `p_<class>`.
+  The texts are tokenised with the run's tokenizer folder (its model.path) and max_length.
 - text (byte-level language models): a `prompt` column; the result keeps the input's columns and adds
   `continuation`, `mean_logprob`, `bits_per_byte` (see language.py, which also takes the generation options).
 
@@ -42,7 +45,8 @@ DDMMYYYY = re.compile(r"\s*\d{1,2}/\d{1,2}/\d{4}\s*")
 
 
 def input_kind(run: LoadedRun) -> str:
-    """'series', 'table', 'images', 'digits' or 'text': the layout of the table predict_frame takes for this run."""
+    """'series', 'table', 'images', 'digits', 'text_table' or 'text': the layout of the table predict_frame takes for
+    this run."""
     if run.kind == "forecast":
         return "series"
     return str(run.state.get("input", "table"))
@@ -167,6 +171,8 @@ def predict_frame(
             return _digits_table(run, frame, source)
         if kind == "table":
             return _table(run, frame, source)
+        if kind == "text_table":
+            return _text_table(run, frame, source)
     raise UserError(f"normia predict does not handle this run's input layout '{kind}'")
 
 
@@ -265,6 +271,52 @@ def _table(run: LoadedRun, frame: pd.DataFrame, source: str) -> pd.DataFrame:
         kept[str(state["target"])] = values
         return kept
     return _with_classes(kept, out, list(state["classes"]))
+
+
+TEXT_BATCH = 32  # texts per forward pass
+
+
+def _text_table(run: LoadedRun, frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A sequence classifier's classes for the text column of `frame` (tokenised as in training, batches padded)."""
+    import torch
+
+    from normia.data.table_reader import require_columns
+    from normia.models.hf.loading import load_tokenizer
+
+    state = run.state
+    text, label = str(state["text"]), str(state.get("label") or "")
+    require_columns(frame, [text], source, "text")
+    if len(frame) == 0:
+        raise UserError(f"{source} has no rows to predict")
+    cells = frame[text]
+    empty = cells.isna() | (cells.astype(str).str.strip() == "")
+    if empty.any():
+        row = int(np.flatnonzero(empty.to_numpy())[0])
+        raise UserError(
+            f"empty cell in column '{text}' of {source} at data row {row + 1}: fill it or drop the row"
+        )
+    if "tokenizer" not in run.extra:
+        tokenizer = load_tokenizer(str(state["tokenizer"]))
+        tokenizer.padding_side = "right"  # as TextCSVDataModule pads
+        if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token  # what TextCSVDataModule pads with then
+        run.extra["tokenizer"] = tokenizer
+    tokenizer = run.extra["tokenizer"]
+    texts = [str(v).strip() for v in cells]
+    logits = []
+    for start in range(0, len(texts), TEXT_BATCH):
+        batch = tokenizer(
+            texts[start : start + TEXT_BATCH],
+            truncation=True,
+            max_length=int(state["max_length"]),
+            padding=True,
+            return_tensors="pt",
+        )
+        ids = batch["input_ids"].to(torch.int64)
+        mask = batch["attention_mask"].to(torch.int64)
+        logits.append(run.model(ids, mask).float().numpy().astype(np.float64))
+    kept = frame[[c for c in frame.columns if str(c) not in (text, label)]].reset_index(drop=True)
+    return _with_classes(kept, np.concatenate(logits), list(state["classes"]))
 
 
 def _with_classes(result: pd.DataFrame, logits: np.ndarray, classes: list[str]) -> pd.DataFrame:

@@ -119,6 +119,11 @@ def build_program(run: LoadedRun, example: pd.DataFrame, fmt: str, folder: Path)
 
     from normia.inference.predictors import input_kind
 
+    if input_kind(run) == "text_table":
+        raise UserError(
+            f"format={fmt} is not available for a text classifier (its inputs are token ids and a mask made by its "
+            "tokenizer): export it as pyfunc (the default), whose predict tokenises as normia predict does"
+        )
     if input_kind(run) == "text":
         raise UserError(
             f"format={fmt} exports a fixed-shape program; a language model's generation loop is not one: export "
@@ -281,6 +286,10 @@ def example_input(run: LoadedRun, data_path: str | os.PathLike[str] | None = Non
         from normia.inference.language import example_prompts
 
         frame = example_prompts(run)
+    elif kind == "text_table" and not data.get("path") and data.get("corpus"):
+        from normia.data.text_csv import bundled_tables
+
+        frame = read_input(run, bundled_tables()[str(data.corpus)])
     elif kind == "series" and data.get("path"):
         frame = read_input(run, str(data.path))
     elif kind == "series":
@@ -306,6 +315,8 @@ def example_input(run: LoadedRun, data_path: str | os.PathLike[str] | None = Non
         frame = image_frame(_image_files(root)[:3], "file", root=root)
     else:
         frame = read_input(run, str(data.path))
+    if kind == "text_table":  # the label is no input: the signature asks for the text and identifiers only
+        frame = frame.drop(columns=[str(run.state.get("label"))], errors="ignore")
     if kind != "series":
         return frame.head(5).reset_index(drop=True)
     rows = int(run.state["input_len"])
