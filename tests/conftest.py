@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,22 +22,23 @@ os.environ.setdefault("NORMIA_TRUSTED_TARGETS", "faults.,probes.,stop_at_step.")
 @pytest.fixture(autouse=True)
 def _project_state_restored() -> Iterator[None]:
     """A test that composes inside a project activates it in this process (normia.project.activate: sys.path,
-    PYTHONPATH, NORMIA_CONFIG_PATH): put all three back, and forget the project modules it imported, so that the
-    next test (and the processes it starts) sees no project it did not make."""
+    PYTHONPATH, NORMIA_CONFIG_PATH): put all three back, and forget the modules imported from the folders it added to
+    sys.path, so that the next test (and the processes it starts) sees no project it did not make."""
     saved_path = list(sys.path)
     saved_env = {k: os.environ.get(k) for k in ("PYTHONPATH", "NORMIA_CONFIG_PATH")}
     saved_modules = set(sys.modules)
     yield
+    added = [p for p in sys.path if p and p not in saved_path]  # a project's src/ put first by activate()
     sys.path[:] = saved_path
     for key, value in saved_env.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    # Only the project's own modules: a library's C extension (torch, triton) cannot be imported a second time.
     for name in set(sys.modules) - saved_modules:
-        module = sys.modules.get(name)
-        origin = str(getattr(module, "__file__", "") or "")
-        if origin.startswith(tempfile.gettempdir()):  # a project written under tmp_path by the test
+        origin = str(getattr(sys.modules.get(name), "__file__", "") or "")
+        if any(origin.startswith(folder.rstrip(os.sep) + os.sep) for folder in added):
             del sys.modules[name]
 
 
