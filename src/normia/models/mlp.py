@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from normia.models.baseline import MajorityBaseline
 
-class MLPClassifier(nn.Module):
+
+class MLPClassifier(MajorityBaseline):
     """Flat features -> hidden layers (GELU, dropout) -> class logits; loss is cross-entropy, metric accuracy."""
 
     def __init__(
@@ -17,8 +19,7 @@ class MLPClassifier(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        # the training split's most frequent class (set_data_facts); -1 until known. Not saved in checkpoints.
-        self.register_buffer("majority_class", torch.tensor(-1, dtype=torch.int64), persistent=False)
+        self.init_majority()  # acc_majority in validation, once the data module names the majority class
         if in_features <= 0 or num_classes <= 1:
             raise ValueError(
                 f"MLPClassifier needs in_features > 0 and num_classes > 1, got {in_features}, {num_classes}"
@@ -39,17 +40,7 @@ class MLPClassifier(nn.Module):
         logits = self(inputs)
         loss = nn.functional.cross_entropy(logits, targets)
         acc = (logits.argmax(dim=-1) == targets).float().mean()
-        metrics = {"acc": acc}
-        if not self.training and int(self.majority_class) >= 0:  # the baseline: always the majority class
-            metrics["acc_majority"] = (targets == self.majority_class).float().mean()
-        return loss, metrics
-
-    def set_data_facts(self, majority_class: int | None = None, **_: object) -> None:
-        """majority_class: the index of the most frequent class of the training split, handed over by normia's
-        classification data modules; validation then logs `acc_majority`, the accuracy of always predicting it
-        (the baseline to beat). Other facts are ignored."""
-        if majority_class is not None:
-            self.majority_class.fill_(int(majority_class))
+        return loss, self.with_majority({"acc": acc}, targets)
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from normia.models.baseline import MajorityBaseline
+
 
 class ResidualBlock(nn.Module):
     """conv-BN-ReLU-conv-BN plus the input (projected by a 1x1 conv when the shape changes), then ReLU."""
@@ -35,7 +37,7 @@ class ResidualBlock(nn.Module):
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
-class ResNetClassifier(nn.Module):
+class ResNetClassifier(MajorityBaseline):
     """Images (B, C, H, W) -> class logits; loss is cross-entropy (optionally label-smoothed), metric accuracy."""
 
     def __init__(
@@ -70,8 +72,7 @@ class ResNetClassifier(nn.Module):
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)
         )
         self.label_smoothing = label_smoothing
-        # the training split's most frequent class (set_data_facts); -1 until known. Not saved in checkpoints.
-        self.register_buffer("majority_class", torch.tensor(-1, dtype=torch.int64), persistent=False)
+        self.init_majority()  # acc_majority in validation, once the data module names the majority class
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.stages(self.stem(images)))
@@ -81,17 +82,7 @@ class ResNetClassifier(nn.Module):
         logits = self(images)
         loss = nn.functional.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         acc = (logits.argmax(dim=-1) == labels).float().mean()
-        metrics = {"acc": acc}
-        if not self.training and int(self.majority_class) >= 0:  # the baseline: always the majority class
-            metrics["acc_majority"] = (labels == self.majority_class).float().mean()
-        return loss, metrics
-
-    def set_data_facts(self, majority_class: int | None = None, **_: object) -> None:
-        """majority_class: the index of the most frequent class of the training split, handed over by normia's
-        classification data modules; validation then logs `acc_majority`, the accuracy of always predicting it
-        (the baseline to beat). Other facts are ignored."""
-        if majority_class is not None:
-            self.majority_class.fill_(int(majority_class))
+        return loss, self.with_majority({"acc": acc}, labels)
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:

@@ -94,14 +94,8 @@ class HFModel(nn.Module):
         self.net.save_pretrained(folder, safe_serialization=True, **kwargs)
 
 
-class HFSequenceClassifier(HFModel):
-    """One label per text: `AutoModelForSequenceClassification` with `num_labels` outputs.
-
-    num_labels: the number of classes; null keeps the checkpoint's (a checkpoint already fine-tuned for the task).
-    Metrics: acc.
-    """
-
-    task = "sequence_classification"
+class _HFLabelled(HFModel):
+    """A Transformers model with a classification head of `num_labels` outputs (null: the checkpoint's own)."""
 
     def __init__(
         self,
@@ -115,6 +109,16 @@ class HFSequenceClassifier(HFModel):
         extra = {"num_labels": int(num_labels)} if num_labels else {}
         super().__init__(path, finetune, lora, gradient_checkpointing, save_hf, **extra)
         self.num_labels = int(self.net.config.num_labels)
+
+
+class HFSequenceClassifier(_HFLabelled):
+    """One label per text: `AutoModelForSequenceClassification` with `num_labels` outputs.
+
+    num_labels: the number of classes; null keeps the checkpoint's (a checkpoint already fine-tuned for the task).
+    Metrics: acc.
+    """
+
+    task = "sequence_classification"
 
     def loss(self, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         input_ids, attention_mask, labels = batch
@@ -124,7 +128,7 @@ class HFSequenceClassifier(HFModel):
         return loss, {"acc": acc.detach()}
 
 
-class HFTokenClassifier(HFModel):
+class HFTokenClassifier(_HFLabelled):
     """One label per word (named entities, part of speech): `AutoModelForTokenClassification`.
 
     The label of a word goes to its first sub-word token; the others (and padding, special tokens) are -100, not
@@ -132,19 +136,6 @@ class HFTokenClassifier(HFModel):
     """
 
     task = "token_classification"
-
-    def __init__(
-        self,
-        path: str,
-        num_labels: int | None = None,
-        finetune: str = "full",
-        lora: Mapping[str, Any] | None = None,
-        gradient_checkpointing: bool = False,
-        save_hf: bool = True,
-    ) -> None:
-        extra = {"num_labels": int(num_labels)} if num_labels else {}
-        super().__init__(path, finetune, lora, gradient_checkpointing, save_hf, **extra)
-        self.num_labels = int(self.net.config.num_labels)
 
     def loss(self, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         input_ids, attention_mask, labels = batch
