@@ -621,13 +621,13 @@ def main(argv: list[str]) -> int:
         print(
             f"note: today's configs compose differently for {len(changed)} key(s) ({shown}); using the recorded values"
         )
+    if was_inputs and not found:  # the digests that prove it, whatever else differs
+        print("same data as recorded: " + ", ".join(f"{r.key} {r.label()}" for r in now_inputs))
     if not differences:
         compared = (
             "same data, code and environment as recorded" if was_inputs else "same code and environment"
         )
         print(f"{compared} (data digests, commits, package versions, world size, device)")
-    elif was_inputs and not found:
-        print("same data as recorded: " + ", ".join(f"{r.key} {r.label()}" for r in now_inputs))
     print(f"reproducing run {args.run_id}: normia train {' '.join(overrides) or '(defaults)'}")
     print(f"  output {cfg.paths.output_dir}")
 
