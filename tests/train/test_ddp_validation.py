@@ -85,7 +85,7 @@ def test_issue_example_two_ranks_log_the_metrics_of_one_process(workdir: Path) -
     two = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=32", "name=ddp"]
     assert main(["train", *common, *two]) == 0
     single, ddp = _logged(_metrics(workdir, "single")), _logged(_metrics(workdir, "ddp"))
-    assert set(single) == set(ddp) == {"val/loss", "val/acc", "train/loss", "train/acc"}
+    assert set(single) == set(ddp) == {"val/loss", "val/acc", "val/acc_majority", "train/loss", "train/acc"}
     for name in single:
         assert ddp[name] == pytest.approx(single[name], rel=1e-5), name
 
@@ -110,7 +110,7 @@ def test_three_sharded_ranks_with_an_uneven_remainder_validate_like_one_process(
     three = _val(_metrics(workdir, "three"))
     [ckpt] = (workdir / "outputs" / "three").rglob("last.ckpt")
     one = evaluate(ckpt, [])
-    assert set(one) == set(three) == {"val/loss", "val/acc"}
+    assert set(one) == set(three) == {"val/loss", "val/acc", "val/acc_majority"}
     assert 0.05 < one["val/acc"] < 0.95
     for name in one:
         assert three[name] == pytest.approx(one[name], rel=1e-6), name
