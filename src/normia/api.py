@@ -35,8 +35,6 @@ __all__ = [
 ]
 
 STOPPED = 130  # run_job's code for a run stopped by Ctrl-C / SIGINT (the CLI's exit status)
-# normia.training.health.TrainingDiverged.exit_code: how a local multi-process run reports a diverged loss
-DIVERGED = 3
 
 
 class RunFailed(RuntimeError):
@@ -281,6 +279,8 @@ def _refuse_other_runs(cfg: DictConfig) -> None:
 
 def _summary(code: int, output_dir: Path) -> RunSummary:
     """The RunSummary of a run that returned `code`, or the exception that says why there is none."""
+    from normia.training.spawn import DIVERGED  # how a local multi-process run reports a diverged loss
+
     if code == STOPPED:
         raise RunStopped(output_dir)
     if code == DIVERGED:
