@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _deferred
+
 REDUCTIONS = ("none", "sum", "mean")
 INDEX_DTYPES = (torch.int64, torch.int32)
 
@@ -79,20 +81,28 @@ def eps(fn: str, value: float) -> None:
 
 def targets(
     fn: str, logits_name: str, lead_shape: torch.Size, target: torch.Tensor, vocab: int, ignore_index: int
-):
-    """target must match the leading shape and hold classes in [0, vocab) or ignore_index (checked on device)."""
+) -> torch.Tensor:
+    """target must match the leading shape and hold classes in [0, vocab) or ignore_index.
+
+    Returns the target to compute with. Checked at the call (one host sync) for CPU tensors or with
+    NORMIA_CHECK_TARGETS=sync; otherwise deferred (see _deferred.py): the first bad target is recorded on the device
+    for `raise_deferred_errors()`, and the returned copy holds ignore_index in its place, so no kernel (nor torch's
+    reference, whose CUDA kernel would assert) indexes outside the logits. Under torch.compile it is always deferred:
+    the record is a few device ops in the graph, where a host read would break it.
+    """
     if target.shape != lead_shape:
         lead = "(" + ", ".join(str(s) for s in lead_shape) + ("," if len(lead_shape) == 1 else "") + ")"
         raise ValueError(
             f"{fn}: target shape {shape(target)} must equal {logits_name}'s shape without its last dim, {lead}"
         )
-    if torch.compiler.is_compiling() or not target.numel():
-        return  # under torch.compile the host sync below would split the graph; eager calls still check
+    if not target.numel():
+        return target
     bad = ((target < 0) | (target >= vocab)) & (target != ignore_index)
+    if torch.compiler.is_compiling() or _deferred.defers(target.device):
+        _deferred.record(fn, target, bad, vocab, ignore_index)
+        return torch.where(bad, ignore_index, target)
     if bool(bad.any()):
         flat = bad.reshape(-1).nonzero()[0, 0]
         value = int(target.reshape(-1)[flat])
-        raise ValueError(
-            f"{fn}: target holds {value} at flat index {int(flat)}; classes must be in [0, {vocab}) "
-            f"or equal ignore_index={ignore_index}"
-        )
+        raise ValueError(_deferred.message(fn, value, int(flat), vocab, ignore_index))
+    return target

@@ -123,11 +123,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 def _check_ce(
     fn: str, name: str, rows: torch.Tensor, vocab: int, target: torch.Tensor, ignore_index: int
-) -> None:
-    """target: integer, on rows' device, shaped rows.shape[:-1], classes in [0, vocab) or ignore_index."""
+) -> torch.Tensor:
+    """target: integer, on rows' device, shaped rows.shape[:-1], classes in [0, vocab) or ignore_index.
+
+    Returns the target to compute with (bad entries replaced by ignore_index when the check is deferred).
+    """
     v.integer(fn, "target", target)
     v.same_device(fn, **{name: rows, "target": target})
-    v.targets(fn, name, rows.shape[:-1], target, vocab, ignore_index)
+    return v.targets(fn, name, rows.shape[:-1], target, vocab, ignore_index)
 
 
 def cross_entropy(
@@ -148,7 +151,7 @@ def cross_entropy(
     v.reduction(fn, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    _check_ce(fn, "logits", logits, logits.shape[-1], target, ignore_index)
+    target = _check_ce(fn, "logits", logits, logits.shape[-1], target, ignore_index)
     if use_triton(fn, logits):
         with _device_of(logits):
             return cross_entropy_triton(logits, target, ignore_index, reduction, label_smoothing)
@@ -186,7 +189,7 @@ def fused_linear_cross_entropy(
             )
     v.reduction(fn, reduction)
     v.same_device(fn, hidden=hidden, weight=weight, bias=bias)
-    _check_ce(fn, "hidden", hidden, weight.shape[0], target, ignore_index)
+    target = _check_ce(fn, "hidden", hidden, weight.shape[0], target, ignore_index)
     triton_path = use_triton(fn, hidden)
     with _device_of(hidden) if triton_path else contextlib.nullcontext():
         return fused_linear_cross_entropy_chunked(
