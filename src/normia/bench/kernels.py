@@ -239,12 +239,25 @@ def plot(rows: list[dict], out_dir: Path, prefix: str = "kernels") -> list[Path]
             subset,
             out_dir / f"{prefix}_{kernel}.png",
             x="shape",
-            panels=[("median_ms", "time (ms, median)"), ("pct_of_limit", "% of measured limit")],
+            panels=[
+                ("median_ms", "time (ms, median)"),
+                ("pct_of_limit", "% of limit (copy or matmul,\nmeasured in the run)"),
+            ],
             line="provider",
+            series_label=_provider_label,
+            legend_title="implementation",
+            x_label=f"shape ({' x '.join(KERNELS[kernel].dims)})",
             facet="pass",
-            title=f"{kernel} ({subset[0]['dtype']}, shape = {' x '.join(KERNELS[kernel].dims)})",
+            facet_order=PASSES,
+            title=f"{kernel} ({subset[0]['dtype']}), by pass",
             log_y=("median_ms",),
         )
         if path is not None:
             paths.append(path)
     return paths
+
+
+def _provider_label(provider: object) -> str:
+    """Legend words for a provider name."""
+    return {"triton": "normia Triton", "eager": "PyTorch eager", "compile": "torch.compile",
+            "reference": "normia reference (PyTorch)", "liger": "Liger-Kernel"}.get(str(provider), str(provider))  # fmt: skip

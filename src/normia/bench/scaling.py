@@ -271,8 +271,13 @@ def plot(rows: list[dict], out_dir: Path, prefix: str = "scaling") -> list[Path]
         [r for r in rows if r.get("status") == "ok"],
         out_dir / f"{prefix}.png",
         x="ranks",
-        panels=[("tokens_per_s", "tokens/s (all ranks)"), ("efficiency", "scaling efficiency")],
+        panels=[
+            ("tokens_per_s", "throughput (tokens/s, all ranks)"),
+            ("efficiency", "scaling efficiency (fraction of N x 1 rank)"),
+        ],
         line="backend",
+        x_label="ranks (processes)",
+        series_label=lambda b: f"{b} (torch.distributed backend)",
         title="weak scaling: throughput(N) / (N x throughput(1))",
     )
     return [path] if path else []

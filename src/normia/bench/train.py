@@ -23,7 +23,7 @@ from normia.bench.energy import EnergyMeter, j_per_unit, open_meter, tokens_per_
 from normia.bench.limits import bf16_peak_flops, measure_limits, mfu
 from normia.bench.memory import is_out_of_memory, peak_bytes
 from normia.bench.model_sizes import SIZES, build_llama
-from normia.bench.plots import line_plot
+from normia.bench.plots import figure, save
 from normia.bench.providers import ops_backend
 from normia.bench.results import ResultsWriter
 from normia.bench.timing import Timing
@@ -244,14 +244,27 @@ def _peak_memory(step: TrainStep, batch: tuple, device: torch.device) -> int | N
 
 
 def plot(rows: list[dict], out_dir: Path, prefix: str = "train") -> list[Path]:
-    path = line_plot(
-        [r for r in rows if r.get("status") == "ok"],
-        out_dir / f"{prefix}.png",
-        x="model",
-        panels=[("tokens_per_s", "tokens/s"), ("step_ms", "step time (ms)"), ("pct_of_matmul", "% of matmul rate"),
-                ("mfu", "MFU (bf16 peak)")],
-        line="compile",
-        title="training throughput by model size (line: torch.compile on/off)",
-        log_y=("tokens_per_s", "step_ms"),
-    )  # fmt: skip
+    """One PNG, `<prefix>.png`: see train_figure."""
+    path = save(train_figure(rows), out_dir / f"{prefix}.png")
     return [path] if path else []
+
+
+def train_figure(rows: list[dict]) -> object | None:
+    """tokens/s, step time, % of the matmul rate, MFU, peak memory and energy per model size, one bar per mode
+    (eager / torch.compile); metrics nobody measured (MFU on a CPU) are left out. None without data."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if not ok:
+        return None
+    dtype_note = f", {ok[0].get('dtype')}" if ok[0].get("dtype") else ""
+    return figure(
+        [{**r, "mfu_pct": None if r.get("mfu") is None else 100 * r["mfu"]} for r in ok],
+        x="model",
+        x_label="model size (normia.bench.model_sizes)",
+        panels=[("tokens_per_s", "throughput (tokens/s)"), ("step_ms", "step time (ms, median)"),
+                ("pct_of_matmul", "model FLOP/s (% of matmul rate)"), ("mfu_pct", "MFU (% of bf16 peak)"),
+                ("peak_mem_gb", "peak memory (GB)"), ("wh_per_mtok", "energy (Wh per million tokens)")],
+        line="compile",
+        series_label=lambda c: "torch.compile" if c else "eager",
+        legend_title="model's loss run",
+        title=f"training step by model size (plain PyTorch loop{dtype_note})",
+    )  # fmt: skip
