@@ -23,6 +23,9 @@ PRECISIONS = (
     "16-true",
     "64-true",
     "transformer-engine",
+    # normia's own: bf16-mixed plus torchao's float8 linear layers (training/float8.py); needs compute capability
+    # 8.9+ (H100/H200/L40S), refused before the run elsewhere (training/preflight.py).
+    "float8",
 )
 KERNEL_BACKENDS = ("auto", "triton", "torch")
 LOGGERS = ("mlflow", "none")

@@ -123,6 +123,23 @@ def gpu_model_reason(gpu: str, where: str) -> str | None:
     return f"{NEEDS}; {where} {name} GPUs (compute capability {kind[0]}.{kind[1]})"
 
 
+def partition_reason(partition: str, launcher: str, gpus: dict[str, str | None]) -> str | None:
+    """Why a Slurm `partition` cannot train in float8, from a preset's GPU model per partition (`gpus`: name ->
+    model or None when unknown); None when it can or its model is unknown. The fix names the preset's partitions
+    whose GPUs can."""
+    gpu = gpus.get(partition)
+    reason = gpu_model_reason(gpu, f"partition '{partition}' of launcher={launcher} has") if gpu else None
+    if reason is None:
+        return None
+    able = sorted(
+        name
+        for name, model in gpus.items()
+        if model and model.strip().lower() in GPU_MODELS and gpu_model_reason(model, "") is None
+    )
+    where = f"a partition with float8 GPUs ({', '.join(able)}), or " if able else ""
+    return f"{reason}: use {where}trainer.precision=bf16-mixed"
+
+
 def torchao_missing_reason() -> str | None:
     """Why torchao cannot be used here (not installed, or older than TORCHAO_MIN_VERSION); None when it can. Looks
     at the installed package without importing it (an import costs ~1.5 s and loads its CUDA extensions)."""

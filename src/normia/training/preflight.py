@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig
 
 from normia.errors import UserError
 from normia.tracking.tags import check_user_tags
 from normia.tracking.uri import check_reachable, resolve_tracking_uri
 from normia.training.outputs import check_writable
+
+if TYPE_CHECKING:
+    from normia.launch.spec import SlurmLauncherCfg
 
 
 def preflight_local(cfg: DictConfig) -> None:
@@ -27,3 +33,49 @@ def preflight_local(cfg: DictConfig) -> None:
             )
     if cfg.trainer.strategy == "fsdp" and int(cfg.trainer.devices) * int(cfg.trainer.num_nodes) < 2:
         raise UserError("trainer.strategy=fsdp needs at least 2 processes; set trainer.devices=2 or more")
+    if cfg.trainer.precision == "float8":
+        check_float8_here(accelerator, int(cfg.trainer.devices))
+
+
+def check_float8_here(accelerator: str, devices: int) -> None:
+    """trainer.precision=float8 on this machine: every GPU the run uses must have float8 GEMMs (compute capability
+    8.9+, or an AMD MI300/MI350) and torchao must be installed. Raises UserError (one line, the fix) otherwise."""
+    from normia.training.float8 import float8_unsupported_reason, torchao_missing_reason
+
+    off_gpu = accelerator if accelerator in ("cpu", "mps") else None
+    if off_gpu is None:
+        import torch
+
+        # accelerator=auto on a machine without a GPU: Lightning would pick the CPU
+        off_gpu = None if torch.cuda.is_available() else "cpu"
+    if off_gpu is not None:
+        raise UserError(str(float8_unsupported_reason(off_gpu)))
+    count = torch.cuda.device_count()
+    for index in range(count if devices < 1 else min(devices, count)):  # devices=-1: all of them
+        reason = float8_unsupported_reason(index)
+        if reason:
+            raise UserError(reason)
+    reason = torchao_missing_reason()
+    if reason:
+        raise UserError(reason)
+
+
+def check_float8_partition(cfg: DictConfig, spec: SlurmLauncherCfg, partition: str | None) -> None:
+    """trainer.precision=float8 submitted to Slurm (launcher=slurm|austral, dry runs too): refused when the preset
+    says the partition's GPUs (launcher.partitions.<name>.gpu) have no float8, or when the ranks run this Python
+    and it lacks torchao. A partition of unknown GPU model passes: the job checks its own GPU on the node."""
+    if cfg.trainer.precision != "float8":
+        return
+    from normia.training.float8 import partition_reason, torchao_missing_reason
+
+    name = partition or spec.partition
+    gpus = {key: getattr(limits, "gpu", None) for key, limits in spec.partitions.items()}
+    reason = partition_reason(name, spec.name, gpus) if name else None
+    if reason:
+        raise UserError(reason)
+    from normia.launch.python_env import runs_this_python
+
+    if runs_this_python(spec):
+        reason = torchao_missing_reason()
+        if reason:
+            raise UserError(f"{reason} (the ranks run {sys.executable})")
