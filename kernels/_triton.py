@@ -45,11 +45,13 @@ __all__ = [
     "HAS_TRITON",
     "LIMITS",
     "interpreting",
+    "max_warps",
     "next_pow2",
     "num_programs",
     "row_settings",
     "tl",
     "triton",
+    "warps",
 ]
 
 
@@ -77,6 +79,19 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
+def max_warps() -> int:
+    """The most warps a program may have: 1024 threads, i.e. 32 warps of 32 (NVIDIA) or 16 wavefronts of 64 (AMD).
+
+    Read from the torch build (torch.version.hip), which touches no device: a ROCm build runs on AMD GPUs only.
+    """
+    return 16 if getattr(torch.version, "hip", None) else 32
+
+
+def warps(n: int) -> int:
+    """num_warps n, clamped so a program never exceeds 1024 threads on this build's GPUs (64-wide on AMD)."""
+    return min(n, max_warps())
+
+
 def row_settings(n_cols: int) -> tuple[int, bool, int]:
     """(BLOCK, SINGLE_BLOCK, num_warps) for a kernel that walks one row of `n_cols` elements."""
     if n_cols <= LIMITS.max_fused_row:
@@ -84,7 +99,7 @@ def row_settings(n_cols: int) -> tuple[int, bool, int]:
     else:
         block, single = LIMITS.loop_block, False
     num_warps = 4 if block <= 1024 else 8 if block <= 4096 else 16
-    return block, single, num_warps
+    return block, single, warps(num_warps)
 
 
 @functools.lru_cache(maxsize=16)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ._rows import as_rows
-from ._triton import LIMITS, next_pow2, tl, triton
+from ._triton import LIMITS, next_pow2, tl, triton, warps
 
 
 def cross_entropy_reference(
@@ -141,7 +141,7 @@ def cross_entropy_rows(
         logits.stride(0), grad.stride(0) if write_grad else 0, n_cols, ignore_index, float(label_smoothing),
         HAS_STATS=stats_known, WRITE_LOSS=write_loss, WRITE_GRAD=write_grad,
         SCALE_PER_ROW=scale is not None and scale.numel() > 1,
-        HAS_SMOOTHING=label_smoothing > 0.0, BLOCK=block, num_warps=8 if block >= 2048 else 4,
+        HAS_SMOOTHING=label_smoothing > 0.0, BLOCK=block, num_warps=warps(8 if block >= 2048 else 4),
     )  # fmt: skip
 
 

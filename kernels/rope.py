@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import next_pow2, tl, triton
+from ._triton import next_pow2, tl, triton, warps
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,7 @@ def _rope_launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward
             x, cos, sin, y,
             x.stride(0), x.stride(1), x.stride(2), y.stride(0), y.stride(1), y.stride(2), cos.stride(0),
             n_heads, seq_len, half,
-            BACKWARD=backward, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4,
+            BACKWARD=backward, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=warps(4),
         )  # fmt: skip
     return y
 

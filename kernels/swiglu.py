@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._triton import LIMITS, tl, triton
+from ._triton import LIMITS, tl, triton, warps
 
 
 def swiglu_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,7 @@ class SwiGLUFunction(torch.autograd.Function):
         y = torch.empty(g.shape, dtype=gate.dtype, device=gate.device)
         n = g.numel()
         if n > 0:
-            _swiglu_fwd_kernel[_grid(n)](g, u, y, n, BLOCK=LIMITS.elementwise_block, num_warps=4)
+            _swiglu_fwd_kernel[_grid(n)](g, u, y, n, BLOCK=LIMITS.elementwise_block, num_warps=warps(4))
         ctx.save_for_backward(g, u)
         return y
 
@@ -64,7 +64,9 @@ class SwiGLUFunction(torch.autograd.Function):
         dg, du = torch.empty_like(g), torch.empty_like(u)
         n = g.numel()
         if n > 0:
-            _swiglu_bwd_kernel[_grid(n)](dy, g, u, dg, du, n, BLOCK=LIMITS.elementwise_block, num_warps=4)
+            _swiglu_bwd_kernel[_grid(n)](
+                dy, g, u, dg, du, n, BLOCK=LIMITS.elementwise_block, num_warps=warps(4)
+            )
         return dg, du
 
 
