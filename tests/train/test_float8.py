@@ -39,7 +39,7 @@ AUSTRAL_GPUS = {
     "hpda_mig": "a100",
     "ar_a100": "a100",
     "ar_h200": "h200",
-    "ar_mig": "a100",
+    "ar_mig": None,
     "ar_mi210": "mi210",
     "court": None,
 }
@@ -198,7 +198,10 @@ def test_austral_dry_run_accepts_float8_on_the_h200_partition() -> None:
 def test_austral_dry_run_refuses_float8_when_the_ranks_python_lacks_torchao() -> None:
     code, text = train(*AUSTRAL, "trainer.precision=float8", "launcher.partition=gpu_h200", "--dry-run")
     assert_refused(
-        code, text, "needs torchao, which is not installed: pip install 'normia[float8]' (the ranks run"
+        code,
+        text,
+        f"needs torchao, which is not installed in {sys.executable}, the Python the ranks run: "
+        "pip install 'normia[float8]'",
     )
 
 

@@ -140,11 +140,12 @@ def partition_reason(partition: str, launcher: str, gpus: dict[str, str | None])
     return f"{reason}: use {where}trainer.precision=bf16-mixed"
 
 
-def torchao_missing_reason() -> str | None:
-    """Why torchao cannot be used here (not installed, or older than TORCHAO_MIN_VERSION); None when it can. Looks
-    at the installed package without importing it (an import costs ~1.5 s and loads its CUDA extensions)."""
+def torchao_missing_reason(where: str = "") -> str | None:
+    """Why torchao cannot be used here (not installed, or older than TORCHAO_MIN_VERSION); None when it can.
+    `where` is said after "not installed" (e.g. " in /path/python, the Python the ranks run"). Looks at the
+    installed package without importing it (an import costs ~1.5 s and loads its CUDA extensions)."""
     if importlib.util.find_spec("torchao") is None:
-        return f"trainer.precision=float8 needs torchao, which is not installed: {INSTALL_HINT}"
+        return f"trainer.precision=float8 needs torchao, which is not installed{where}: {INSTALL_HINT}"
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -157,7 +158,7 @@ def torchao_missing_reason() -> str | None:
         parts.append(int(digits) if digits else 0)
     if tuple(parts) < TORCHAO_MIN_VERSION:
         wanted = ".".join(str(p) for p in TORCHAO_MIN_VERSION)
-        return f"trainer.precision=float8 needs torchao >= {wanted}, found {installed}: {INSTALL_HINT}"
+        return f"trainer.precision=float8 needs torchao >= {wanted}, found {installed}{where}: {INSTALL_HINT}"
     return None
 
 

@@ -76,6 +76,6 @@ def check_float8_partition(cfg: DictConfig, spec: SlurmLauncherCfg, partition: s
     from normia.launch.python_env import runs_this_python
 
     if runs_this_python(spec):
-        reason = torchao_missing_reason()
+        reason = torchao_missing_reason(f" in {sys.executable}, the Python the ranks run")
         if reason:
-            raise UserError(f"{reason} (the ranks run {sys.executable})")
+            raise UserError(reason)
