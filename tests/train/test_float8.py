@@ -265,3 +265,46 @@ def test_conversion_of_normia_llama_keeps_its_lm_head() -> None:
     loss, _ = model.loss((tokens[:, :-1], tokens[:, 1:]))
     loss.backward()
     assert torch.isfinite(loss)
+
+
+FLOAT8_GPU = torch.cuda.is_available() and float8_unsupported_reason() is None and HAS_TORCHAO
+needs_float8_gpu = pytest.mark.skipif(
+    not FLOAT8_GPU, reason="needs a GPU with float8 (compute capability 8.9+) and torchao"
+)
+
+
+@pytest.mark.gpu
+@needs_float8_gpu
+def test_float8_step_on_the_gpu_compiled_under_bf16_autocast() -> None:
+    """The recipe as the trainer runs it: convert, then torch.compile, under bf16 autocast (Lightning's bf16-mixed)."""
+    from torchao.float8.float8_linear import Float8Linear
+
+    from normia.models.llama import Llama
+    from normia.training.float8 import prepare_float8
+
+    torch.manual_seed(0)
+    model = Llama(vocab_size=256, dim=256, n_layers=2, n_heads=4, max_seq_len=128).cuda()
+    assert prepare_float8(model) == 2 * 7
+    assert sum(isinstance(m, Float8Linear) for m in model.modules()) == 14
+    model.compile()
+    tokens = torch.randint(0, 256, (4, 129), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss, _ = model.loss((tokens[:, :-1], tokens[:, 1:]))
+    loss.backward()
+    assert torch.isfinite(loss) and 4.0 < float(loss) < 7.0  # ~ln(256) = 5.5 at initialisation
+
+
+@pytest.mark.gpu
+@needs_float8_gpu
+def test_normia_train_runs_float8_on_the_gpu() -> None:
+    code, text = train(
+        "experiment=poc_shakespeare_bytes",
+        "trainer=gpu",
+        "trainer.precision=float8",
+        "trainer.max_steps=20",
+        "trainer.val_check_interval=10",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    )
+    assert code == 0, text
+    assert "steps 20" in text
