@@ -1,4 +1,7 @@
-"""Checks that cost seconds now and save a failed run later: output folder, MLflow store, requested devices."""
+"""Checks that cost seconds now and save a failed run later: output folder, MLflow store, requested devices.
+
+Imports stay inside the functions: launch/slurm.py imports this module for every submission and dry run, and
+training/outputs.py brings Lightning (seconds)."""
 
 from __future__ import annotations
 
@@ -8,15 +11,16 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from normia.errors import UserError
-from normia.tracking.tags import check_user_tags
-from normia.tracking.uri import check_reachable, resolve_tracking_uri
-from normia.training.outputs import check_writable
 
 if TYPE_CHECKING:
     from normia.launch.spec import SlurmLauncherCfg
 
 
 def preflight_local(cfg: DictConfig) -> None:
+    from normia.tracking.tags import check_user_tags
+    from normia.tracking.uri import check_reachable, resolve_tracking_uri
+    from normia.training.outputs import check_writable
+
     check_writable(cfg.paths.output_dir)
     if cfg.logger.name == "mlflow" and not cfg.trainer.fast_dev_run:
         check_reachable(resolve_tracking_uri(cfg.logger.tracking_uri))
