@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .rms_norm import rms_norm_backward, rms_norm_forward, rms_norm_reference
+from ._ops import on_device, op, rows_of
+from .rms_norm import rms_norm_bwd, rms_norm_forward, rms_norm_reference
 
 
 def add_rms_norm_reference(
@@ -20,32 +21,47 @@ def add_rms_norm_reference(
     return rms_norm_reference(s, weight, eps), s
 
 
-class AddRMSNormFunction(torch.autograd.Function):
-    """Triton forward (writes s and y) and Triton backward (dx = d(residual) = ds + d(norm)/ds, dw)."""
+def _fwd_fake(x, residual, weight, eps):
+    dtype = torch.promote_types(x.dtype, residual.dtype)
+    y = torch.empty(x.shape, dtype=dtype, device=x.device)
+    return y, torch.empty_like(y), x.new_empty(rows_of(x), dtype=torch.float32)
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float):
+
+@op("add_rms_norm_fwd", fake=_fwd_fake)
+def add_rms_norm_fwd(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, s, rstd): s = x + residual and y = rms_norm(s), contiguous in x's shape and the promoted dtype."""
+    with on_device(x):
         y, s, rstd = rms_norm_forward(x, weight, eps, residual=residual)
-        ctx.save_for_backward(s, weight, rstd)
-        ctx.x_shape = x.shape
-        ctx.dtypes = (x.dtype, residual.dtype)
-        return y.view(x.shape), s.view(x.shape)
+    return y, s, rstd
 
-    @staticmethod
-    def backward(ctx, dy: torch.Tensor | None, ds: torch.Tensor | None):
-        s2, weight, rstd = ctx.saved_tensors
-        if dy is None:
-            dy = torch.zeros_like(s2)
-        dx, dw = rms_norm_backward(dy, s2, weight, rstd, ds=ds)
-        dx = dx.view(ctx.x_shape)  # d(sum)/dx = d(sum)/d(residual): one gradient, in each input's dtype
-        x_dtype, r_dtype = ctx.dtypes
-        return dx.to(x_dtype), dx.to(r_dtype), dw, None
+
+def _setup(ctx, inputs, output) -> None:
+    x, residual, weight, _ = inputs
+    ctx.save_for_backward(output[1], weight, output[2])
+    ctx.dtypes = (x.dtype, residual.dtype)
+
+
+def _backward(ctx, dy, ds, _drstd):
+    """dx = d(residual) = ds + d(norm)/ds (one gradient, in each input's dtype), dw."""
+    s, weight, rstd = ctx.saved_tensors
+    if dy is None:
+        dy = torch.zeros_like(s)
+    dx, dw = rms_norm_bwd(dy, s, weight, rstd, ds)
+    x_dtype, r_dtype = ctx.dtypes
+    return dx.to(x_dtype), dx.to(r_dtype), dw, None
+
+
+add_rms_norm_fwd.register_autograd(_backward, setup_context=_setup)
 
 
 def add_rms_norm_triton(
     x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return AddRMSNormFunction.apply(x, residual, weight, eps)
+    """Triton (rms_norm(x + residual), x + residual) through torch.ops.normia.add_rms_norm_fwd."""
+    y, s, _ = add_rms_norm_fwd(x, residual, weight, eps)
+    return y, s
 
 
-__all__ = ["AddRMSNormFunction", "add_rms_norm_reference", "add_rms_norm_triton"]
+__all__ = ["add_rms_norm_fwd", "add_rms_norm_reference", "add_rms_norm_triton"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._ops import launch, on_device, op, rows_of
 from ._rows import as_rows
 from ._triton import LIMITS, next_pow2, tl, triton, warps
 
@@ -134,7 +135,7 @@ def cross_entropy_rows(
     write_loss = loss is not None
     write_grad = grad is not None
     dummy = logits
-    _cross_entropy_kernel[(n_rows,)](
+    launch(_cross_entropy_kernel)[(n_rows,)](
         logits, target,
         loss if write_loss else dummy, stats if stats is not None else dummy,
         grad if write_grad else dummy, scale if scale is not None else dummy,
@@ -169,35 +170,64 @@ def row_grad_scale(
     return (grad_out.to(dtype) / n_valid).reshape(1)
 
 
-class CrossEntropyFunction(torch.autograd.Function):
-    """Triton forward (loss, row stats) and Triton backward (dlogits) for any reduction."""
+def _fwd_fake(logits, target, ignore_index, label_smoothing):
+    rows = rows_of(logits)
+    return logits.new_empty(rows, dtype=torch.float32), logits.new_empty((rows, 2), dtype=torch.float32)
 
-    @staticmethod
-    def forward(ctx, logits, target, ignore_index: int, reduction: str, label_smoothing: float):
-        l2 = as_rows(logits)
-        t1 = target.reshape(-1).contiguous()
-        n_rows = l2.shape[0]
-        loss_rows = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
-        stats = torch.empty((n_rows, 2), dtype=torch.float32, device=logits.device)
+
+@op("cross_entropy_fwd", fake=_fwd_fake)
+def cross_entropy_fwd(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, label_smoothing: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss per row, stats): (rows,) fp32 losses (0 for ignored rows) and the (rows, 2) fp32 stats of the backward."""
+    l2 = as_rows(logits)
+    t1 = target.reshape(-1).contiguous()
+    n_rows = l2.shape[0]
+    loss_rows = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
+    stats = torch.empty((n_rows, 2), dtype=torch.float32, device=logits.device)
+    with on_device(logits):
         cross_entropy_rows(l2, t1, ignore_index, label_smoothing, loss=loss_rows, stats=stats)
-        n_valid = (t1 != ignore_index).sum()
-        ctx.save_for_backward(l2, t1, stats, n_valid)
-        ctx.args = (ignore_index, reduction, label_smoothing, logits.shape)
-        out = reduce_rows(loss_rows, n_valid, reduction)
-        if reduction == "none":
-            out = out.view(target.shape)
-        return out.to(logits.dtype)
+    return loss_rows, stats
 
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        l2, t1, stats, n_valid = ctx.saved_tensors
-        ignore_index, reduction, label_smoothing, shape = ctx.args
-        scale = row_grad_scale(grad_out, n_valid, reduction, l2.shape[0])
-        grad = torch.empty(l2.shape, dtype=l2.dtype, device=l2.device)
+
+def _bwd_fake(grad_rows, logits, target, stats, ignore_index, label_smoothing):
+    return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+
+
+@op("cross_entropy_bwd", fake=_bwd_fake)
+def cross_entropy_bwd(
+    grad_rows: torch.Tensor,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    stats: torch.Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+) -> torch.Tensor:
+    """dlogits (contiguous, logits' shape and dtype) = (softmax - smoothed onehot) * grad_rows, per row."""
+    l2 = as_rows(logits)
+    t1 = target.reshape(-1).contiguous()
+    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    scale = grad_rows.reshape(-1).to(torch.float32).contiguous()
+    with on_device(logits):
         cross_entropy_rows(
-            l2, t1, ignore_index, label_smoothing, stats=stats, grad=grad, scale=scale, stats_known=True
-        )
-        return grad.view(shape), None, None, None, None
+            l2, t1, ignore_index, label_smoothing, stats=stats, grad=grad.view(l2.shape), scale=scale,
+            stats_known=True,
+        )  # fmt: skip
+    return grad
+
+
+def _setup(ctx, inputs, output) -> None:
+    logits, target, ignore_index, label_smoothing = inputs
+    ctx.save_for_backward(logits, target, output[1])
+    ctx.args = (ignore_index, label_smoothing)
+
+
+def _backward(ctx, grad_rows, _dstats):
+    logits, target, stats = ctx.saved_tensors
+    return cross_entropy_bwd(grad_rows, logits, target, stats, *ctx.args), None, None, None
+
+
+cross_entropy_fwd.register_autograd(_backward, setup_context=_setup)
 
 
 def cross_entropy_triton(
@@ -207,4 +237,13 @@ def cross_entropy_triton(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    return CrossEntropyFunction.apply(logits, target, ignore_index, reduction, label_smoothing)
+    """Triton cross-entropy: per-row losses from torch.ops.normia.cross_entropy_fwd, reduced here in fp32.
+
+    The reduction's own gradient (1 or 1/n_valid per row) reaches the backward kernel as a per-row scale.
+    """
+    loss_rows, _ = cross_entropy_fwd(logits, target, ignore_index, float(label_smoothing))
+    n_valid = (target != ignore_index).sum()
+    out = reduce_rows(loss_rows, n_valid, reduction)
+    if reduction == "none":
+        out = out.view(target.shape)
+    return out.to(logits.dtype)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._ops import on_device, op
 from ._triton import LIMITS, next_pow2, triton
 from .cross_entropy import cross_entropy_reference, cross_entropy_rows, reduce_rows, row_grad_scale
 
@@ -85,15 +86,31 @@ def _chunk_ce_torch(
         logits.copy_(grad)
 
 
+def _chunk_fake(logits, target, loss, scale, ignore_index) -> None:
+    return None
+
+
+@op("fused_linear_cross_entropy_chunk", fake=_chunk_fake, mutates_args=("logits", "loss"))
+def chunk_ce_(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    loss: torch.Tensor | None,
+    scale: torch.Tensor | None,
+    ignore_index: int,
+) -> None:
+    """One chunk through the Triton kernel: write its per-row losses into `loss` (when given) and, when `scale` is
+    given, overwrite `logits` with their gradient (times scale, one value or one per row)."""
+    stats = (
+        torch.empty((loss.shape[0], 2), dtype=torch.float32, device=loss.device) if loss is not None else None
+    )
+    grad = logits if scale is not None else None
+    with on_device(logits):
+        cross_entropy_rows(logits, target, ignore_index, loss=loss, stats=stats, grad=grad, scale=scale)
+
+
 def _chunk_ce(logits, target, ignore_index, loss, scale, use_triton: bool) -> None:
     if use_triton:
-        stats = (
-            torch.empty((loss.shape[0], 2), dtype=torch.float32, device=loss.device)
-            if loss is not None
-            else None
-        )
-        grad = logits if scale is not None else None
-        cross_entropy_rows(logits, target, ignore_index, loss=loss, stats=stats, grad=grad, scale=scale)
+        chunk_ce_(logits, target, loss, scale, ignore_index)
     else:
         _chunk_ce_torch(logits, target, ignore_index, loss, scale)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ._ops import launch, on_device, op, rows_of
 from ._rows import as_rows
 from ._triton import num_programs, row_settings, tl, triton
 from .rms_norm import row_scale
@@ -149,53 +150,87 @@ def _layer_norm_bwd_kernel(
                     tl.store(DB_PART + c, part_b + dy, mask=mask)
 
 
-class LayerNormFunction(torch.autograd.Function):
-    """Triton LayerNorm with a Triton backward (dx, dw, db)."""
+def _fwd_fake(x, weight, bias, eps):
+    rows = rows_of(x)
+    stats = (x.new_empty(rows, dtype=torch.float32), x.new_empty(rows, dtype=torch.float32))
+    return (torch.empty(x.shape, dtype=x.dtype, device=x.device), *stats)
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float):
-        x2 = as_rows(x)
-        n_rows, n_cols = x2.shape
-        y = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
-        mean = torch.empty(n_rows, dtype=torch.float32, device=x.device)
-        rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
-        block, single, num_warps = row_settings(n_cols)
-        if n_rows > 0:
-            _layer_norm_fwd_kernel[(n_rows,)](
-                x2, weight, bias if bias is not None else weight, y, mean, rstd,
-                x2.stride(0), y.stride(0), n_cols, eps,
+
+@op("layer_norm_fwd", fake=_fwd_fake)
+def layer_norm_fwd(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, mean, rstd): y contiguous in x's shape and dtype, mean and rstd (rows,) fp32 for the backward."""
+    x2 = as_rows(x)
+    n_rows, n_cols = x2.shape
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    y2 = y.view(n_rows, n_cols)
+    mean = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+    rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+    block, single, num_warps = row_settings(n_cols)
+    if n_rows > 0:
+        with on_device(x):
+            launch(_layer_norm_fwd_kernel)[(n_rows,)](
+                x2, weight, bias if bias is not None else weight, y2, mean, rstd,
+                x2.stride(0), y2.stride(0), n_cols, eps,
                 HAS_BIAS=bias is not None, BLOCK=block, SINGLE_BLOCK=single, num_warps=num_warps,
             )  # fmt: skip
-        ctx.save_for_backward(x2, weight, mean, rstd)
-        ctx.has_bias = bias is not None
-        ctx.bias_dtype = bias.dtype if bias is not None else None
-        ctx.x_shape = x.shape
-        return y.view(x.shape)
+    return y, mean, rstd
 
-    @staticmethod
-    def backward(ctx, dy: torch.Tensor):
-        x2, weight, mean, rstd = ctx.saved_tensors
-        dy2 = as_rows(dy)
-        n_rows, n_cols = x2.shape
-        dx = torch.empty((n_rows, n_cols), dtype=x2.dtype, device=x2.device)
-        n_prog = num_programs(x2.device, n_rows, n_cols)
-        dw_part = torch.zeros((n_prog, n_cols), dtype=torch.float32, device=x2.device)
-        db_part = (
-            torch.zeros((n_prog, n_cols), dtype=torch.float32, device=x2.device) if ctx.has_bias else dw_part
-        )
-        block, single, num_warps = row_settings(n_cols)
-        if n_rows > 0:
-            _layer_norm_bwd_kernel[(n_prog,)](
-                dy2, x2, weight, mean, rstd, dx, dw_part, db_part,
-                dy2.stride(0), x2.stride(0), dx.stride(0), n_rows, n_cols,
-                HAS_BIAS=ctx.has_bias, BLOCK=block, SINGLE_BLOCK=single, num_warps=num_warps,
+
+def _bwd_fake(dy, x, weight, bias, mean, rstd):
+    db = torch.empty_like(bias) if bias is not None else weight.new_empty(0)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device), torch.empty_like(weight), db
+
+
+@op("layer_norm_bwd", fake=_bwd_fake)
+def layer_norm_bwd(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dw, db); db is empty (0,) without a bias (bias is passed only for its presence and dtype)."""
+    x2 = as_rows(x)
+    dy2 = as_rows(dy)
+    n_rows, n_cols = x2.shape
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    dx2 = dx.view(n_rows, n_cols)
+    has_bias = bias is not None
+    n_prog = num_programs(x2.device, n_rows, n_cols)
+    dw_part = torch.zeros((n_prog, n_cols), dtype=torch.float32, device=x2.device)
+    db_part = torch.zeros((n_prog, n_cols), dtype=torch.float32, device=x2.device) if has_bias else dw_part
+    block, single, num_warps = row_settings(n_cols)
+    if n_rows > 0:
+        with on_device(x):
+            launch(_layer_norm_bwd_kernel)[(n_prog,)](
+                dy2, x2, weight, mean, rstd, dx2, dw_part, db_part,
+                dy2.stride(0), x2.stride(0), dx2.stride(0), n_rows, n_cols,
+                HAS_BIAS=has_bias, BLOCK=block, SINGLE_BLOCK=single, num_warps=num_warps,
             )  # fmt: skip
-        dw = dw_part.sum(0).to(weight.dtype)
-        db = db_part.sum(0).to(ctx.bias_dtype) if ctx.has_bias else None
-        return dx.view(ctx.x_shape), dw, db, None
+    dw = dw_part.sum(0).to(weight.dtype)
+    db = db_part.sum(0).to(bias.dtype) if has_bias else weight.new_empty(0)
+    return dx, dw, db
+
+
+def _setup(ctx, inputs, output) -> None:
+    x, weight, bias, _ = inputs
+    ctx.save_for_backward(x, weight, bias, output[1], output[2])
+
+
+def _backward(ctx, dy, _dmean, _drstd):
+    x, weight, bias, mean, rstd = ctx.saved_tensors
+    dx, dw, db = layer_norm_bwd(dy, x, weight, bias, mean, rstd)
+    return dx, dw, db if bias is not None else None, None
+
+
+layer_norm_fwd.register_autograd(_backward, setup_context=_setup)
 
 
 def layer_norm_triton(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, eps: float = 1e-5
 ) -> torch.Tensor:
-    return LayerNormFunction.apply(x, weight, bias, eps)
+    """Triton LayerNorm (torch.ops.normia.layer_norm_fwd, Triton backward for dx, dw, db)."""
+    return layer_norm_fwd(x, weight, bias, eps)[0]

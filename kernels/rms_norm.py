@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ._ops import launch, on_device, op, rows_of
 from ._rows import as_rows
 from ._triton import num_programs, row_settings, tl, triton
 
@@ -160,7 +161,7 @@ def _rms_norm_bwd_kernel(
 def rms_norm_forward(
     x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Launch the forward on (rows, N) views. Returns (y, s or None, rstd).
+    """Launch the forward. Returns (y, s or None, rstd): y and s contiguous in x's shape, rstd (rows,) fp32.
 
     With a residual, s = x + residual and y take torch's promoted dtype of the two (a bf16 block output added to
     an fp32 residual stream under autocast gives fp32, as `x + residual` does); the kernel reads each input in its
@@ -169,17 +170,19 @@ def rms_norm_forward(
     x2 = as_rows(x)
     n_rows, n_cols = x2.shape
     out_dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
-    y = torch.empty((n_rows, n_cols), dtype=out_dtype, device=x.device)
+    y = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    y2 = y.view(n_rows, n_cols)
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
-    r2 = s = None
+    r2 = s = s2 = None
     if residual is not None:
         r2 = as_rows(residual)
-        s = torch.empty((n_rows, n_cols), dtype=out_dtype, device=x.device)
+        s = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+        s2 = s.view(n_rows, n_cols)
     block, single, num_warps = row_settings(n_cols)
     if n_rows > 0:
-        _rms_norm_fwd_kernel[(n_rows,)](
-            x2, r2 if r2 is not None else x2, weight, y, s if s is not None else y, rstd,
-            x2.stride(0), r2.stride(0) if r2 is not None else 0, y.stride(0), s.stride(0) if s is not None else 0,
+        launch(_rms_norm_fwd_kernel)[(n_rows,)](
+            x2, r2 if r2 is not None else x2, weight, y2, s2 if s2 is not None else y2, rstd,
+            x2.stride(0), r2.stride(0) if r2 is not None else 0, y2.stride(0), s2.stride(0) if s2 is not None else 0,
             n_cols, eps,
             HAS_RESIDUAL=residual is not None, BLOCK=block, SINGLE_BLOCK=single, num_warps=num_warps,
         )  # fmt: skip
@@ -188,47 +191,71 @@ def rms_norm_forward(
 
 def rms_norm_backward(
     dy: torch.Tensor,
-    x2: torch.Tensor,
+    x: torch.Tensor,
     weight: torch.Tensor,
     rstd: torch.Tensor,
     ds: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """dx (x2's dtype, (rows, N)) and dw (weight's dtype) from the saved rows x2 and rstd."""
+    """dx (contiguous, x's shape and dtype) and dw (weight's dtype) from the saved input x and rstd."""
+    x2 = as_rows(x)
     dy2 = as_rows(dy)
     ds2 = as_rows(ds) if ds is not None else None
     n_rows, n_cols = x2.shape
-    dx = torch.empty((n_rows, n_cols), dtype=x2.dtype, device=x2.device)
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    dx2 = dx.view(n_rows, n_cols)
+    if n_rows == 0:
+        return dx, torch.zeros_like(weight)
     n_prog = num_programs(x2.device, n_rows, n_cols)
     dw_part = torch.zeros((n_prog, n_cols), dtype=torch.float32, device=x2.device)
     block, single, num_warps = row_settings(n_cols)
-    if n_rows == 0:
-        return dx, torch.zeros_like(weight)
-    _rms_norm_bwd_kernel[(n_prog,)](
-        dy2, x2, weight, rstd, ds2 if ds2 is not None else dy2, dx, dw_part,
-        dy2.stride(0), x2.stride(0), ds2.stride(0) if ds2 is not None else 0, dx.stride(0),
+    launch(_rms_norm_bwd_kernel)[(n_prog,)](
+        dy2, x2, weight, rstd, ds2 if ds2 is not None else dy2, dx2, dw_part,
+        dy2.stride(0), x2.stride(0), ds2.stride(0) if ds2 is not None else 0, dx2.stride(0),
         n_rows, n_cols,
         HAS_DS=ds is not None, BLOCK=block, SINGLE_BLOCK=single, num_warps=num_warps,
     )  # fmt: skip
     return dx, dw_part.sum(0).to(weight.dtype)
 
 
-class RMSNormFunction(torch.autograd.Function):
-    """Triton RMSNorm with a Triton backward (dx and dw)."""
+def _fwd_fake(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device), x.new_empty(rows_of(x), dtype=torch.float32)
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+
+@op("rms_norm_fwd", fake=_fwd_fake)
+def rms_norm_fwd(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, rstd): y = rms_norm(x) contiguous in x's shape and dtype, rstd (rows,) fp32 for the backward."""
+    with on_device(x):
         y, _, rstd = rms_norm_forward(x, weight, eps)
-        x2 = as_rows(x)
-        ctx.save_for_backward(x2, weight, rstd)
-        ctx.x_shape = x.shape
-        return y.view(x.shape)
+    return y, rstd
 
-    @staticmethod
-    def backward(ctx, dy: torch.Tensor):
-        x2, weight, rstd = ctx.saved_tensors
-        dx, dw = rms_norm_backward(dy, x2, weight, rstd)
-        return dx.view(ctx.x_shape), dw, None
+
+def _bwd_fake(dy, x, weight, rstd, ds):
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device), torch.empty_like(weight)
+
+
+@op("rms_norm_bwd", fake=_bwd_fake)
+def rms_norm_bwd(
+    dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor, ds: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, dw) of rms_norm at x; ds, the gradient arriving on add_rms_norm's sum, is added to dx."""
+    with on_device(x):
+        return rms_norm_backward(dy, x, weight, rstd, ds)
+
+
+def _setup(ctx, inputs, output) -> None:
+    x, weight, _ = inputs
+    ctx.save_for_backward(x, weight, output[1])
+
+
+def _backward(ctx, dy, _drstd):
+    x, weight, rstd = ctx.saved_tensors
+    dx, dw = rms_norm_bwd(dy, x, weight, rstd, None)
+    return dx, dw, None
+
+
+rms_norm_fwd.register_autograd(_backward, setup_context=_setup)
 
 
 def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return RMSNormFunction.apply(x, weight, eps)
+    """Triton RMSNorm (torch.ops.normia.rms_norm_fwd, Triton backward for dx and dw)."""
+    return rms_norm_fwd(x, weight, eps)[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ._ops import launch, on_device, op
 from ._triton import next_pow2, tl, triton, warps
 
 
@@ -56,9 +57,16 @@ def _rope_kernel(
     tl.store(Y + y_off + half, y2.to(Y.dtype.element_ty), mask=mask)
 
 
-def _rope_launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool) -> torch.Tensor:
+def _rope_fake(x, cos, sin, backward):
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+@op("rope", fake=_rope_fake)
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool) -> torch.Tensor:
+    """x (B, H, T, D) rotated by the (T, D) tables (their transpose when backward), contiguous in x's dtype."""
     if x.stride(-1) != 1:
         x = x.contiguous()
+    cos, sin = cos.contiguous(), sin.contiguous()
     bsz, n_heads, seq_len, dim = x.shape
     y = torch.empty((bsz, n_heads, seq_len, dim), dtype=x.dtype, device=x.device)
     half = dim // 2
@@ -66,27 +74,30 @@ def _rope_launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward
     block_t = max(1, min(next_pow2(seq_len), 2048 // block_d))
     grid = (bsz * n_heads, triton.cdiv(seq_len, block_t))
     if y.numel() > 0:
-        _rope_kernel[grid](
-            x, cos, sin, y,
-            x.stride(0), x.stride(1), x.stride(2), y.stride(0), y.stride(1), y.stride(2), cos.stride(0),
-            n_heads, seq_len, half,
-            BACKWARD=backward, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=warps(4),
-        )  # fmt: skip
+        with on_device(x):
+            launch(_rope_kernel)[grid](
+                x, cos, sin, y,
+                x.stride(0), x.stride(1), x.stride(2), y.stride(0), y.stride(1), y.stride(2), cos.stride(0),
+                n_heads, seq_len, half,
+                BACKWARD=backward, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=warps(4),
+            )  # fmt: skip
     return y
 
 
-class RoPEFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        cos, sin = cos.contiguous(), sin.contiguous()
-        ctx.save_for_backward(cos, sin)
-        return _rope_launch(x, cos, sin, backward=False)
+def _setup(ctx, inputs, output) -> None:
+    _, cos, sin, backward = inputs
+    ctx.save_for_backward(cos, sin)
+    ctx.backward = backward
 
-    @staticmethod
-    def backward(ctx, dy: torch.Tensor):
-        cos, sin = ctx.saved_tensors
-        return _rope_launch(dy, cos, sin, backward=True), None, None
+
+def _backward(ctx, dy):
+    cos, sin = ctx.saved_tensors
+    return rope(dy, cos, sin, not ctx.backward), None, None, None
+
+
+rope.register_autograd(_backward, setup_context=_setup)
 
 
 def apply_rope_triton(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return RoPEFunction.apply(x, cos, sin)
+    """Triton rotate-half RoPE (torch.ops.normia.rope); cos/sin are constant tables (no gradient)."""
+    return rope(x, cos, sin, False)

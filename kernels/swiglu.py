@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._ops import launch, on_device, op
 from ._triton import LIMITS, tl, triton, warps
 
 
@@ -46,29 +47,58 @@ def _grid(n: int) -> tuple[int]:
     return (triton.cdiv(n, LIMITS.elementwise_block),)
 
 
-class SwiGLUFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        g, u = gate.contiguous(), up.contiguous()
-        y = torch.empty(g.shape, dtype=gate.dtype, device=gate.device)
-        n = g.numel()
-        if n > 0:
-            _swiglu_fwd_kernel[_grid(n)](g, u, y, n, BLOCK=LIMITS.elementwise_block, num_warps=warps(4))
-        ctx.save_for_backward(g, u)
-        return y
+def _fwd_fake(gate, up):
+    return torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
 
-    @staticmethod
-    def backward(ctx, dy: torch.Tensor):
-        g, u = ctx.saved_tensors
-        dy = dy.contiguous()
-        dg, du = torch.empty_like(g), torch.empty_like(u)
-        n = g.numel()
-        if n > 0:
-            _swiglu_bwd_kernel[_grid(n)](
+
+@op("swiglu_fwd", fake=_fwd_fake)
+def swiglu_fwd(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up, contiguous in gate's shape and dtype."""
+    g, u = gate.contiguous(), up.contiguous()
+    y = torch.empty(g.shape, dtype=gate.dtype, device=gate.device)
+    n = g.numel()
+    if n > 0:
+        with on_device(gate):
+            launch(_swiglu_fwd_kernel)[_grid(n)](
+                g, u, y, n, BLOCK=LIMITS.elementwise_block, num_warps=warps(4)
+            )
+    return y
+
+
+def _bwd_fake(dy, gate, up):
+    return (
+        torch.empty(gate.shape, dtype=gate.dtype, device=gate.device),
+        torch.empty(up.shape, dtype=up.dtype, device=up.device),
+    )
+
+
+@op("swiglu_bwd", fake=_bwd_fake)
+def swiglu_bwd(dy: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d gate, d up), contiguous; silu is recomputed from the inputs rather than saved."""
+    g, u, dy = gate.contiguous(), up.contiguous(), dy.contiguous()
+    dg = torch.empty(g.shape, dtype=g.dtype, device=g.device)
+    du = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+    n = g.numel()
+    if n > 0:
+        with on_device(gate):
+            launch(_swiglu_bwd_kernel)[_grid(n)](
                 dy, g, u, dg, du, n, BLOCK=LIMITS.elementwise_block, num_warps=warps(4)
             )
-        return dg, du
+    return dg, du
+
+
+def _setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, dy):
+    gate, up = ctx.saved_tensors
+    return swiglu_bwd(dy, gate, up)
+
+
+swiglu_fwd.register_autograd(_backward, setup_context=_setup)
 
 
 def swiglu_triton(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    return SwiGLUFunction.apply(gate, up)
+    """Triton silu(gate) * up (torch.ops.normia.swiglu_fwd, Triton backward)."""
+    return swiglu_fwd(gate, up)

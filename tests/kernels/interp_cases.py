@@ -332,7 +332,7 @@ class TestModules:
             ops.set_backend(backend)
             parts.zero_grad()
             h, s = parts["norm"](x, x * 0.5)
-            assert ("AddRMSNormFunction" in type(h.grad_fn).__name__) == (backend == "triton")
+            assert ("normia_add_rms_norm_fwd" in type(h.grad_fn).__name__) == (backend == "triton")
             q = rot(h.view(2, seq, heads, dim // heads).transpose(1, 2), offset=3)
             h = parts["ln"](q.transpose(1, 2).reshape(2, seq, dim) + s)
             loss = parts["head"](parts["mlp"](h), t)
@@ -375,3 +375,70 @@ class TestScaleSafeNorms:
             seed,
             "ln huge",
         )
+
+
+def _op_samples() -> dict[str, list[tuple]]:
+    """Small fp32 arguments for every torch.ops.normia op (forward ops with inputs that require grad)."""
+
+    def leaf(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape).requires_grad_()
+
+    x, w, dy = torch.randn(3, 40), torch.randn(40), torch.randn(3, 40)
+    rstd = torch.ops.normia.rms_norm_fwd(x, w, 1e-6)[1]
+    _, mean, rstd_ln = torch.ops.normia.layer_norm_fwd(x, w, w, 1e-5)
+    logits, target = torch.randn(4, 30), torch.tensor([1, -100, 29, 0])
+    stats = torch.ops.normia.cross_entropy_fwd(logits, target, -100, 0.1)[1]
+    return {
+        "rms_norm_fwd": [(leaf(3, 40), leaf(40), 1e-6)],
+        "rms_norm_bwd": [(dy, x, w, rstd, None), (dy, x, w, rstd, torch.randn(3, 40))],
+        "add_rms_norm_fwd": [(leaf(2, 3, 40), leaf(2, 3, 40), leaf(40), 1e-6)],
+        "layer_norm_fwd": [(leaf(3, 40), leaf(40), leaf(40), 1e-5), (leaf(3, 40), leaf(40), None, 1e-5)],
+        "layer_norm_bwd": [(dy, x, w, w, mean, rstd_ln), (dy, x, w, None, mean, rstd_ln)],
+        "swiglu_fwd": [(leaf(5, 24), leaf(5, 24))],
+        "swiglu_bwd": [(torch.randn(5, 24), torch.randn(5, 24), torch.randn(5, 24))],
+        "rope": [(leaf(1, 2, 5, 16), torch.randn(5, 16), torch.randn(5, 16), False)],
+        "cross_entropy_fwd": [(leaf(4, 30), target, -100, 0.0), (leaf(4, 30), target, -100, 0.1)],
+        "cross_entropy_bwd": [(torch.randn(4), logits, target, stats, -100, 0.1)],
+        "fused_linear_cross_entropy_chunk": [
+            (torch.randn(4, 30), target, torch.empty(4), None, -100),
+            (torch.randn(4, 30), target, torch.empty(4), torch.randn(4), -100),
+            (torch.randn(4, 30), target, None, torch.randn(1), -100),
+        ],
+    }
+
+
+OP_NAMES = [
+    "add_rms_norm_fwd", "cross_entropy_bwd", "cross_entropy_fwd", "fused_linear_cross_entropy_chunk",
+    "layer_norm_bwd", "layer_norm_fwd", "rms_norm_bwd", "rms_norm_fwd", "rope", "swiglu_bwd", "swiglu_fwd",
+]  # fmt: skip
+
+
+class TestCustomOps:
+    """The torch.library registration of the Triton paths, with the real kernels (here: the interpreter)."""
+
+    @pytest.mark.parametrize("name", OP_NAMES)
+    def test_opcheck(self, name):
+        """Schema, fake impl against the real outputs, autograd registration and AOT dispatch (torch's checks)."""
+        fresh_seed()
+        for args in _op_samples()[name]:
+            torch.library.opcheck(getattr(torch.ops.normia, name).default, args)
+
+    def test_llama_on_triton_ops_compiles_fullgraph_and_matches_eager(self):
+        from normia.models.llama import Llama
+
+        torch.manual_seed(0)
+        model = Llama(vocab_size=64, dim=32, n_layers=1, n_heads=2, n_kv_heads=1, max_seq_len=16)
+        tokens = torch.randint(0, 64, (2, 8))
+        targets = torch.randint(0, 64, (2, 8))
+        eager_loss, _ = model.loss((tokens, targets))
+        eager_loss.backward()
+        eager = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad(set_to_none=True)
+        torch._dynamo.reset()
+        compiled = torch.compile(model.loss, fullgraph=True, backend="aot_eager")
+        loss, _ = compiled((tokens, targets))
+        loss.backward()
+        torch._dynamo.reset()
+        assert rel_err(loss, eager_loss) <= 1e-6
+        for name, p in model.named_parameters():
+            assert rel_err(p.grad, eager[name]) <= 1e-5, name

@@ -1,8 +1,10 @@
-"""The functional kernel API: validate, then run the Triton kernel or the PyTorch reference (see _backend)."""
+"""The functional kernel API: validate, then run the Triton kernel or the PyTorch reference (see _backend).
+
+The Triton paths are torch.library custom ops (torch.ops.normia.*, kernels/_ops.py), so torch.compile sees one node
+per kernel and compiles a model on them with fullgraph=True; each op sets the CUDA device of its inputs itself.
+"""
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 
@@ -18,11 +20,6 @@ from . import _validate as v
 from ._backend import use_triton
 
 
-def _device_of(t: torch.Tensor):
-    """Triton launches on the *current* CUDA device: make it the tensor's (cuda:1 tensors from a cuda:0 context)."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """x * rsqrt(mean(x^2, -1) + eps) * weight, computed in fp32, returned in x.dtype."""
     fn = "rms_norm"
@@ -33,8 +30,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.
     v.same_device(fn, x=x, weight=weight)
     v.eps(fn, eps)
     if use_triton(fn, x):
-        with _device_of(x):
-            return rms_norm_triton(x, weight, eps)
+        return rms_norm_triton(x, weight, eps)
     return rms_norm_reference(x, weight, eps)
 
 
@@ -56,8 +52,7 @@ def add_rms_norm(
     v.same_device(fn, x=x, residual=residual, weight=weight)
     v.eps(fn, eps)
     if use_triton(fn, x) and use_triton(fn, residual):
-        with _device_of(x):
-            return add_rms_norm_triton(x, residual, weight, eps)
+        return add_rms_norm_triton(x, residual, weight, eps)
     return add_rms_norm_reference(x, residual, weight, eps)
 
 
@@ -76,8 +71,7 @@ def layer_norm(
     v.same_device(fn, x=x, weight=weight, bias=bias)
     v.eps(fn, eps)
     if use_triton(fn, x):
-        with _device_of(x):
-            return layer_norm_triton(x, weight, bias, eps)
+        return layer_norm_triton(x, weight, bias, eps)
     return layer_norm_reference(x, weight, bias, eps)
 
 
@@ -90,8 +84,7 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     v.same_dtype(fn, "gate", gate, "up", up)
     v.same_device(fn, gate=gate, up=up)
     if use_triton(fn, gate):
-        with _device_of(gate):
-            return swiglu_triton(gate, up)
+        return swiglu_triton(gate, up)
     return swiglu_reference(gate, up)
 
 
@@ -116,8 +109,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     if use_triton(fn, x):
         if cos.requires_grad or sin.requires_grad:
             raise ValueError(f"{fn}: the Triton kernel treats cos/sin as constant tables; pass them detached")
-        with _device_of(x):
-            return apply_rope_triton(x, cos, sin)
+        return apply_rope_triton(x, cos, sin)
     return apply_rope_reference(x, cos, sin)
 
 
@@ -153,8 +145,7 @@ def cross_entropy(
         raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
     target = _check_ce(fn, "logits", logits, logits.shape[-1], target, ignore_index)
     if use_triton(fn, logits):
-        with _device_of(logits):
-            return cross_entropy_triton(logits, target, ignore_index, reduction, label_smoothing)
+        return cross_entropy_triton(logits, target, ignore_index, reduction, label_smoothing)
     return cross_entropy_reference(logits, target, ignore_index, reduction, label_smoothing)
 
 
@@ -190,8 +181,6 @@ def fused_linear_cross_entropy(
     v.reduction(fn, reduction)
     v.same_device(fn, hidden=hidden, weight=weight, bias=bias)
     target = _check_ce(fn, "hidden", hidden, weight.shape[0], target, ignore_index)
-    triton_path = use_triton(fn, hidden)
-    with _device_of(hidden) if triton_path else contextlib.nullcontext():
-        return fused_linear_cross_entropy_chunked(
-            hidden, weight, target, bias, ignore_index, reduction, use_triton=triton_path
-        )
+    return fused_linear_cross_entropy_chunked(
+        hidden, weight, target, bias, ignore_index, reduction, use_triton=use_triton(fn, hidden)
+    )
