@@ -37,6 +37,7 @@ from normia.launch.sbatch import (
 from normia.launch.spec import SlurmLauncherCfg, parse_launcher
 from normia.launch.timelimit import format_seconds
 from normia.launch.trainer_fit import fit_trainer_to_spec
+from normia.training.preflight import check_float8_partition
 
 DONE = "done.json"
 
@@ -65,6 +66,8 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> 
         pin_paths(cfg, place)
     live = live_partitions() if spec.query_cluster else None
     partition = check_request(spec, live)
+    for cfg in jobs:  # before check_gpu_python: a partition without float8 is the first thing to change
+        check_float8_partition(cfg, spec, partition)
     check_gpu_python(spec)
     pending = []
     for cfg in jobs:

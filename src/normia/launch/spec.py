@@ -27,6 +27,9 @@ class PartitionLimits:
     max_gpus_per_node: int | None = None
     max_time: str | None = None
     cpus_per_task: int | None = None  # the preset's default for jobs on this partition
+    # The nodes' GPU model (a100, h200, mi210: training/float8.py GPU_MODELS); None: unknown. float8 is refused
+    # before submission where it has no float8 GEMMs.
+    gpu: str | None = None
     note: str = ""
 
 
