@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from normia.config.flatten import flatten
@@ -102,7 +102,8 @@ def build_callbacks(
         "state": NormiaState(tracker, OmegaConf.to_yaml(redact(cfg))),
         "stop": GracefulStop(checkpoint_path=str(ckpt_dir / LAST), tracker=tracker),
         "throughput": Throughput(),
-        "nonfinite": NonFiniteLoss(nonfinite_mode(cfg)),
+        # Checked every log_every_n_steps in one read (no host read per step), as the logged values are.
+        "nonfinite": NonFiniteLoss(nonfinite_mode(cfg), every=int(cfg.trainer.log_every_n_steps or 1)),
         "monitor": MonitorCheck(cfg.monitor),
     }
     energy = energy_callback(cfg.get("energy"), tracker)  # None for energy=off
@@ -119,6 +120,9 @@ def build_callbacks(
         user.append(instantiate_node(node, f"callbacks.{name}"))
     # Callbacks registered for this process by training.callbacks.extra_callbacks (normia search's pruning).
     user.extend(added_callbacks(cfg, tracker))
+    if cfg.trainer.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in user):
+        # Lightning's default bar (tqdm) redraws every batch, which costs more than a small model's step.
+        user.append(TQDMProgressBar(refresh_rate=10))
     return [*user, *roles.values()], roles
 
 

@@ -233,7 +233,11 @@ def flush_step_metrics(trainer: L.Trainer) -> None:
         connector.on_batch_end()
         connector.update_train_step_metrics()
     for logger in trainer.loggers:
-        logger.save()
+        flush = getattr(logger, "flush", None)  # normia's tracker buffers in save(); flush() sends now
+        if callable(flush):
+            flush()
+        else:
+            logger.save()
 
 
 class Throughput(L.Callback):

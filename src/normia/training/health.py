@@ -22,31 +22,74 @@ class TrainingDiverged(UserError):
 
 
 class NonFiniteLoss(L.Callback):
-    """Checks every micro-batch's loss before backward. mode='stop': every rank raises TrainingDiverged at the same
-    step, before the bad gradients reach the weights (so the last checkpoint stays sound). mode='skip': the
-    optimizer step of a batch with a non-finite loss is dropped on every rank, and the count is logged."""
+    """Watches every micro-batch's loss. mode='stop': the run fails (TrainingDiverged on every rank) naming the first
+    step whose loss was non-finite; mode='skip': the optimizer step of a batch with a non-finite loss is dropped on
+    every rank, and the count is logged.
 
-    def __init__(self, mode: str = "stop"):
+    'stop' reads no value per step (issue 15: on a GPU each read is a host-device sync): the losses of the last
+    `every` batches are kept as device tensors and checked in one read every `every` batches (the logging interval),
+    before any validation and before any checkpoint is written. A diverged run therefore fails at most `every - 1`
+    steps after the bad one, with the weights of those steps never validated nor saved, so the last checkpoint stays
+    sound. 'skip' must decide before each optimizer step, so it reads the loss every step."""
+
+    def __init__(self, mode: str = "stop", every: int = 1):
         if mode not in NONFINITE_CHOICES:
             raise UserError(
                 f"trainer.on_nonfinite_loss={mode!r} is not one of {', '.join(NONFINITE_CHOICES)}"
             )
         self.mode = mode
+        self.every = max(1, int(every))
         self.skipped = 0
         self._bad_value: float | None = None
+        self._window: list[
+            tuple[int, int, torch.Tensor]
+        ] = []  # (step, epoch, detached loss) since the last check
 
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
     ) -> None:
+        if self.mode == "stop":
+            self._window.append((trainer.global_step, trainer.current_epoch, loss.detach()))
+            return
         value = float(loss.detach().float().sum()) if not bool(torch.isfinite(loss.detach()).all()) else None
         if value is not None and self._bad_value is None:
             self._bad_value = value
-        if self.mode == "stop" and max_over_ranks(int(value is not None), pl_module.device):
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if len(self._window) >= self.every:
+            self.check(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.check(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """One read for the losses kept since the last check; every rank calls it at the same points (a fixed
+        batch count, validation start, checkpoint save, training end) and they agree in one small all-reduce."""
+        if self.mode != "stop":
+            return
+        window, self._window = self._window, []
+        first: tuple[int, int, float] | None = None
+        if window:
+            losses = torch.stack([loss.float().sum() for _, _, loss in window])
+            finite = torch.isfinite(losses)
+            if not bool(finite.all()):
+                index = int((~finite).nonzero()[0, 0])
+                first = (window[index][0], window[index][1], float(losses[index]))
+        if max_over_ranks(int(first is not None), pl_module.device):
             if trainer.global_rank != 0:
                 raise SystemExit(TrainingDiverged.exit_code)  # every rank stops here; rank 0 says why, once
-            shown = f"{value}" if value is not None else "non-finite on another rank"
+            if first is not None:
+                where = f"{first[2]} at step {first[0]} (epoch {first[1]})"
+            else:
+                where = f"non-finite on another rank (checked at step {trainer.global_step})"
             raise TrainingDiverged(
-                f"training diverged: loss is {shown} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+                f"training diverged: loss is {where}; "
                 "lower optim.lr or set trainer.gradient_clip_val, or trainer.on_nonfinite_loss=skip to skip such steps"
             )
 

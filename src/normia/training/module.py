@@ -58,7 +58,9 @@ class TaskModule(L.LightningModule):
         # sync_dist: the mean over the ranks' equal-sized batches is the global batch's, not rank 0's share of it
         # (the same step on every rank decides, so the ranks all join the all-reduce).
         if (self.trainer.fit_loop.epoch_loop._batches_that_stepped + 1) % self.trainer.log_every_n_steps == 0:
-            self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+            # Not on the progress bar: Lightning converts every bar value to a Python number at every batch end,
+            # a host read per step (a device sync on a GPU, issue 15); the bar shows val/loss and val/acc.
+            self.log("train/loss", loss, sync_dist=True)
             for name, value in metrics.items():
                 self.log(f"train/{name}", value, sync_dist=True)
         return loss
