@@ -121,3 +121,16 @@ def test_flops_per_token_matches_torch_flop_counter(tie: bool) -> None:
     counted = counter.get_total_flops() / (batch * seq)
     # The formula also counts the RMSNorm scales as matmul parameters (2 * n_layers + 1) * dim: < 0.5% here.
     assert model.flops_per_token(seq) == pytest.approx(counted, rel=0.01)
+
+
+def test_train_float8_row_refused_on_cpu_with_one_line_and_syncs_not_measured(tmp_path: Path) -> None:
+    """--float8 both on a CPU: the bf16 row is measured, the float8 row says why not (no float8 GEMMs here) and
+    nothing runs for it; syncs per step exist only on CUDA (torch.cuda.set_sync_debug_mode), so None here."""
+    args = ["train", "--sizes", "tiny", "--steps", "2", "--warmup", "1", "--threads", "1", "--no-plots"]
+    assert main([*args, "--float8", "both", "--out", str(tmp_path)]) == 0
+    doc = load_run(tmp_path, "train")
+    bf16, f8 = doc["rows"]
+    assert (bf16["float8"], bf16["status"], bf16["syncs_per_step"]) == (False, "ok", None)
+    assert (f8["float8"], f8["status"]) == (True, "not measured")
+    assert "compute capability 8.9" in f8["reason"] and "\n" not in f8["reason"]
+    assert f8.get("step_ms") is None

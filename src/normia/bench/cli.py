@@ -92,8 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default per size)")
     t.add_argument("--steps", type=int, default=10, help="timed steps per size")
     t.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
-    t.add_argument("--compile", default="off", choices=("off", "on", "both"),
-                   help="torch.compile the model's loss: off, on, or both (one row each)")  # fmt: skip
+    t.add_argument("--compile", default="off", choices=("off", "on", "both", "blocks"),
+                   help="torch.compile the model's loss: off, on, or both (one row each); blocks: compile each "
+                   "transformer block instead (one compilation shared by all the layers: fast to compile)")  # fmt: skip
+    t.add_argument("--float8", default="off", choices=("off", "on", "both"),
+                   help="train the Linear layers in float8 through torchao (Hopper/Ada GPUs): off, on, or both "
+                   "(a bf16 and a float8 row); refused with the reason elsewhere")  # fmt: skip
     t.add_argument("--kernels-backend", default="auto", choices=("auto", "torch", "triton"),
                    help="force normia.ops' backend in the model")  # fmt: skip
     t.add_argument(
@@ -214,7 +218,8 @@ def _train(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -
         seq_len=args.seq_len,
         steps=args.steps,
         warmup=max(0, args.warmup),
-        compile={"off": (False,), "on": (True,), "both": (False, True)}[args.compile],
+        compile={"off": (False,), "on": (True,), "both": (False, True), "blocks": ("blocks",)}[args.compile],
+        float8={"off": (False,), "on": (True,), "both": (False, True)}[args.float8],
         kernels_backend=args.kernels_backend,
         activation_checkpointing=args.activation_checkpointing,
         dtype=dtype,

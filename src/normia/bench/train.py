@@ -30,9 +30,9 @@ from normia.bench.timing import Timing
 from normia.errors import UserError
 
 COLUMNS = (
-    "model", "params", "batch", "seq_len", "dtype", "compile", "kernels", "status", "step_ms", "step_p20_ms",
-    "step_p80_ms", "tokens_per_s", "j_per_token", "tokens_per_kwh", "model_tflops", "mfu", "pct_of_matmul",
-    "peak_mem_gb", "wh_per_mtok", "reason",
+    "model", "params", "batch", "seq_len", "dtype", "compile", "float8", "kernels", "status", "step_ms",
+    "step_p20_ms", "step_p80_ms", "tokens_per_s", "j_per_token", "tokens_per_kwh", "model_tflops", "mfu", "pct_of_matmul",
+    "peak_mem_gb", "syncs_per_step", "wh_per_mtok", "reason",
 )  # fmt: skip
 
 
@@ -43,7 +43,7 @@ class TrainBenchConfig:
     seq_len: int | None
     steps: int
     warmup: int
-    compile: Sequence[bool]  # one row per size and mode: (False,), (True,) or (False, True)
+    compile: Sequence[bool | str]  # one row per size and mode: False, True (the whole loss) or "blocks"
     kernels_backend: str  # auto, torch or triton
     activation_checkpointing: bool
     dtype: torch.dtype
@@ -52,17 +52,26 @@ class TrainBenchConfig:
     time_budget_s: float | None = None
     plots: bool = True
     name: str = "train"  # results file base name: <out_dir>/<name>.json, .csv, .md
+    float8: Sequence[bool] = (False,)  # one row per mode: bf16 only, float8 only (torchao) or both
+    sync_steps: int = 3  # steady-state steps over which host-device syncs are counted (CUDA only)
 
 
 class TrainStep:
     """One optimizer step of `model.loss` on a batch: forward under autocast, backward, AdamW, zero_grad."""
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype, device: torch.device, compile: bool) -> None:
+    def __init__(
+        self, model: nn.Module, dtype: torch.dtype, device: torch.device, compile: bool | str
+    ) -> None:
+        """compile: False, True (torch.compile of the whole loss) or "blocks" (each of model.layers compiled in
+        place: the repeated blocks share one compiled graph, so compiling a 16-layer model costs about one layer)."""
         self.model = model
         self.device = device
         fused = device.type == "cuda"
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
-        self.loss_fn: Callable = torch.compile(model.loss) if compile else model.loss
+        if compile == "blocks":
+            for layer in getattr(model, "layers", ()):
+                layer.compile()
+        self.loss_fn: Callable = torch.compile(model.loss) if compile is True else model.loss
         self.autocast = dtype != torch.float32
         self.dtype = dtype
 
@@ -120,6 +129,40 @@ def time_steps(
     return Timing.from_samples(samples, "wall clock per step, synchronised"), float(loss), joules
 
 
+SYNC_WARNING = (
+    "synchronizing CUDA operation"  # what torch.cuda.set_sync_debug_mode("warn") says, once per sync
+)
+
+
+def count_syncs(step: TrainStep, batches: list, steps: int, device: torch.device) -> float | None:
+    """Host-device synchronisations per training step, counted over `steps` steady-state steps (run after the
+    warm-up) with torch.cuda.set_sync_debug_mode("warn"): every implicit sync (.item(), a data-dependent shape,
+    a copy to the host) warns once. No explicit synchronize runs between the counted steps. None off CUDA, where
+    the mode does not exist."""
+    if device.type != "cuda" or steps <= 0:
+        return None
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for i in range(steps):
+                step(batches[i % len(batches)])
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize(device)
+    return sum(SYNC_WARNING in str(w.message) for w in caught) / steps
+
+
+def float8_refusal(device: torch.device) -> str | None:
+    """Why a float8 row cannot run here (one line: no float8 GEMMs, or torchao missing); None when it can."""
+    from normia.training.float8 import float8_unsupported_reason, torchao_missing_reason
+
+    reason = float8_unsupported_reason(device) or torchao_missing_reason()
+    return reason.replace("use trainer.precision=bf16-mixed", "measure bf16 only") if reason else None
+
+
 def devinfo_sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -141,16 +184,24 @@ def run(cfg: TrainBenchConfig) -> ResultsWriter:
             "energy": energy_note,
         })  # fmt: skip
         started = time.monotonic()
-        for size, compiled in [(size, c) for size in cfg.sizes for c in cfg.compile]:
+        runs = [(size, c, f8) for size in cfg.sizes for c in cfg.compile for f8 in cfg.float8]
+        for size, compiled, float8 in runs:
             base = {"model": size, "dtype": str(cfg.dtype).removeprefix("torch."), "compile": compiled,
-                    "kernels": cfg.kernels_backend}  # fmt: skip
+                    "float8": float8, "kernels": cfg.kernels_backend}  # fmt: skip
+            refused = float8_refusal(cfg.device) if float8 else None
+            if refused:
+                writer.add({**base, "status": "not measured", "reason": refused})
+                continue
             if cfg.time_budget_s is not None and time.monotonic() - started > cfg.time_budget_s:
                 writer.add(
                     {**base, "status": "skipped", "reason": f"time budget of {cfg.time_budget_s:g} s spent"}
                 )
                 continue
             writer.add(
-                {**base, **_bench_size(size, compiled, cfg, info.name, limits.matmul_flops_per_s, meter)}
+                {
+                    **base,
+                    **_bench_size(size, compiled, float8, cfg, info.name, limits.matmul_flops_per_s, meter),
+                }
             )
         status = "complete"
     except KeyboardInterrupt:
@@ -162,7 +213,13 @@ def run(cfg: TrainBenchConfig) -> ResultsWriter:
 
 
 def _bench_size(
-    size: str, compiled: bool, cfg: TrainBenchConfig, device_name: str, matmul_flops: float, meter
+    size: str,
+    compiled: bool | str,
+    float8: bool,
+    cfg: TrainBenchConfig,
+    device_name: str,
+    matmul_flops: float,
+    meter,
 ) -> dict:  # type: ignore[no-untyped-def]
     s = SIZES[size]
     batch, seq_len = cfg.batch_size or s.batch_size, cfg.seq_len or s.seq_len
@@ -175,6 +232,10 @@ def _bench_size(
         )
         row["params"] = int(model.num_params())
         flops_per_token = float(model.flops_per_token(seq_len))
+        if float8:  # before torch.compile, as torchao and torchtitan do
+            from normia.training.float8 import convert_to_float8
+
+            row["float8_layers"] = convert_to_float8(model)
         step = TrainStep(model, cfg.dtype, cfg.device, compiled)
         batches = random_batches(2, batch, seq_len, s.vocab_size, cfg.device)
         backend = None if cfg.kernels_backend == "auto" else cfg.kernels_backend
@@ -182,6 +243,7 @@ def _bench_size(
             if cfg.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(cfg.device)
             timing, loss, joules = time_steps(step, batches, cfg.warmup, cfg.steps, cfg.device, meter)
+            syncs = count_syncs(step, batches, cfg.sync_steps, cfg.device)
             # On a CPU the memory tracker (a dispatch mode) would run compiled code eagerly: no figure then.
             peak = (
                 None if compiled and cfg.device.type == "cpu" else _peak_memory(step, batches[0], cfg.device)
@@ -216,6 +278,7 @@ def _bench_size(
         "step_p20_ms": timing.p20_ms,
         "step_p80_ms": timing.p80_ms,
         "tokens_per_s": tokens_per_s,
+        "syncs_per_step": syncs,
         "j_per_token": j_per_unit(joules, timed_tokens) if measured else None,
         "tokens_per_kwh": tokens_per_kwh(joules, timed_tokens) if measured else None,
         "flops_per_token": flops_per_token,
@@ -249,6 +312,9 @@ def plot(rows: list[dict], out_dir: Path, prefix: str = "train") -> list[Path]:
     return [path] if path else []
 
 
+COMPILE_LABELS = {False: "eager", True: "torch.compile", "blocks": "torch.compile per block"}
+
+
 def train_figure(rows: list[dict]) -> object | None:
     """tokens/s, step time, % of the matmul rate, MFU, peak memory and energy per model size, one bar per mode
     (eager / torch.compile); metrics nobody measured (MFU on a CPU) are left out. None without data."""
@@ -257,14 +323,15 @@ def train_figure(rows: list[dict]) -> object | None:
         return None
     dtype_note = f", {ok[0].get('dtype')}" if ok[0].get("dtype") else ""
     return figure(
-        [{**r, "mfu_pct": None if r.get("mfu") is None else 100 * r["mfu"]} for r in ok],
+        [{**r, "mfu_pct": None if r.get("mfu") is None else 100 * r["mfu"],
+          "mode": COMPILE_LABELS.get(r.get("compile"), str(r.get("compile"))) + (" + float8" if r.get("float8") else "")}
+         for r in ok],
         x="model",
         x_label="model size (normia.bench.model_sizes)",
         panels=[("tokens_per_s", "throughput (tokens/s)"), ("step_ms", "step time (ms, median)"),
                 ("pct_of_matmul", "model FLOP/s (% of matmul rate)"), ("mfu_pct", "MFU (% of bf16 peak)"),
                 ("peak_mem_gb", "peak memory (GB)"), ("wh_per_mtok", "energy (Wh per million tokens)")],
-        line="compile",
-        series_label=lambda c: "torch.compile" if c else "eager",
+        line="mode",
         legend_title="model's loss run",
         title=f"training step by model size (plain PyTorch loop{dtype_note})",
     )  # fmt: skip
