@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,3 +119,20 @@ def test_loss_gap_compares_the_steps_both_runs_recorded() -> None:
     assert abs(normia_train.max_loss_gap(a, b) - 0.05) < 1e-12
     assert normia_train.max_loss_gap(a, b, from_step=3) is None
     assert normia_train.max_loss_gap(a, {}) is None
+
+
+@pytest.mark.slow
+def test_run_all_in_cpu_mode_ends_with_the_targets_screen(tmp_path: Path) -> None:
+    """benchmarks/gpu/run_all.sh on this CPU machine (tiny sizes), one step only to stay cheap (~20 s): the step
+    runs under its limit, summary.md is written, and the last screen is the targets table."""
+    env = {**os.environ, "STEPS": "float8", "PYTHON": sys.executable, "NORMIA_SITE": str(tmp_path / "site")}
+    out = subprocess.run(["bash", str(ROOT / "benchmarks/gpu/run_all.sh"), str(tmp_path / "r")], env=env,
+                         capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    lines = out.stdout.strip().splitlines()
+    assert "== float8: exit 0" in out.stdout
+    assert lines[-1].endswith("NOT MEASURED") and len([x for x in lines if x.startswith("| ")]) == 2 + len(
+        summarize.TARGETS
+    )
+    assert "| target | figure | verdict |" in (tmp_path / "r" / "summary.md").read_text()
+    rows = json.loads((tmp_path / "r" / "train_float8.json").read_text())["rows"]
+    assert [(r["float8"], r["status"]) for r in rows] == [(False, "ok"), (True, "not measured")]
