@@ -211,7 +211,11 @@ def check_training(root: Path) -> dict[str, tuple[str, str]]:
         out["syncs"] = (PASS if worst <= TARGETS["syncs"].threshold else MISS,
                         ", ".join(f"{n}: {_f(v, 2)}" for n, v in syncs[:4]))  # fmt: skip
     else:
-        out["syncs"] = (NOT_MEASURED, "set_sync_debug_mode needs CUDA")
+        counted = any("syncs_per_step" in r for r in ok)  # the column exists: it was a CPU (no such mode)
+        out["syncs"] = (
+            NOT_MEASURED,
+            "set_sync_debug_mode needs CUDA" if counted else "not counted in this run",
+        )
     energy = [r for r in ok if r.get("wh_per_mtok") is not None and not r.get("float8")]
     if energy:
         out["energy"] = (PASS, ", ".join(f"{r['model']} {_f(r['wh_per_mtok'])}" for r in energy) + " Wh/Mtok")
