@@ -19,7 +19,13 @@ from normia.tracking.mlflow_logger import MlflowTracker
 from normia.tracking.run_tags import run_tags
 from normia.tracking.tags import check_user_tags, dataset_input, default_run_name, system_tags
 from normia.tracking.uri import resolve_tracking_uri
-from normia.training.callbacks import GracefulStop, NormiaState, Throughput, added_callbacks
+from normia.training.callbacks import (
+    CallbackGroup,
+    GracefulStop,
+    NormiaState,
+    Throughput,
+    added_callbacks,
+)
 from normia.training.checkpoint import LAST, AtomicCheckpointIO
 from normia.training.health import MonitorCheck, NonFiniteLoss, nonfinite_mode
 from normia.training.resume_check import CHANGES_TAG
@@ -123,7 +129,11 @@ def build_callbacks(
     if cfg.trainer.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in user):
         # Lightning's default bar (tqdm) redraws every batch, which costs more than a small model's step.
         user.append(TQDMProgressBar(refresh_rate=10))
-    return [*user, *roles.values()], roles
+    # The stateless ones as one callback: Lightning's per-callback cost is paid at every hook of every step.
+    grouped = [roles[name] for name in ("stop", "throughput", "nonfinite", "monitor")]
+    own = [c for c in roles.values() if not any(c is g for g in grouped)]
+    own.insert(own.index(roles["state"]) + 1, CallbackGroup(grouped))
+    return [*user, *own], roles
 
 
 def _rich_ok(cfg: DictConfig) -> bool:

@@ -43,6 +43,46 @@ def added_callbacks(cfg: Any, tracker: Any) -> list[L.Callback]:
     return [callback for callback in made if callback is not None]
 
 
+class CallbackGroup(L.Callback):
+    """Stateless callbacks run as one. Lightning calls every hook of every callback at every step, each inside a
+    profiler context named after the callback's state key, whether or not the callback defines the hook: with
+    a dozen hooks a step, each callback costs ~30 us a step (issue 15). Grouped, Lightning dispatches once and
+    the group calls only the members that define the hook, in the members' order. Members must keep no state in
+    checkpoints (state_dict), since the group saves none."""
+
+    def __init__(self, members: list[L.Callback]):
+        for member in members:
+            if type(member).state_dict is not L.Callback.state_dict:
+                raise ValueError(f"{type(member).__name__} saves state: it cannot be grouped")
+        self.members = list(members)
+        for hook in GROUPED_HOOKS:  # instance attributes: what Lightning's getattr(callback, hook) finds
+            calls = [
+                getattr(m, hook)
+                for m in self.members
+                if getattr(type(m), hook) is not getattr(L.Callback, hook)
+            ]
+            if len(calls) == 1:
+                setattr(self, hook, calls[0])
+            elif calls:
+                setattr(self, hook, _calling_all(calls))
+
+
+def _calling_all(calls: list[Callable[..., Any]]) -> Callable[..., None]:
+    def call_all(*args: Any, **kwargs: Any) -> None:
+        for call in calls:
+            call(*args, **kwargs)
+
+    return call_all
+
+
+# Every hook Lightning calls on a callback, except its checkpoint state (state_dict/load_state_dict).
+GROUPED_HOOKS = tuple(
+    name
+    for name in vars(L.Callback)
+    if callable(getattr(L.Callback, name)) and (name.startswith("on_") or name in ("setup", "teardown"))
+)
+
+
 class NormiaState(L.Callback):
     """Saves what Lightning does not: RNG states of every library and the MLflow run id, so a resumed run continues
     the same random stream and appends to the same MLflow run."""
