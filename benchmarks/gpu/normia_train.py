@@ -33,15 +33,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROBE = HERE / "train_probe.py"
-# bf16 mixed precision: the two kernel paths round differently; on random tokens the loss stays near ln(vocab),
-# so an absolute bound on the loss (nats) is the right measure. 0.02 nats is ~0.2% of ln(32000).
-LOSS_TOLERANCE = 0.02
+# bf16 mixed precision: the two kernel paths round differently (and a bf16 loss near 8 has a spacing of 0.03 nats),
+# so the curves are compared relatively: |a - b| <= 1% of the loss at every step (bf16 operands give relative errors
+# of 1e-3 to 1e-2). The loss falls by ~5 nats over the run, so a wrong kernel shows far above that.
+LOSS_TOLERANCE = 0.01
 
 
 def base_overrides(tiny: bool, steps: int) -> list[str]:
     common = ["experiment=gpu_llama_125m", f"trainer.max_steps={steps}"]
     if tiny:
-        return [*common, "model=llama_tiny", "data.vocab_size=256", "data.input_shape=[64]",
+        return [*common, "model=llama_tiny", "data.vocab_size=16", "data.input_shape=[64]",
                 "model.max_seq_len=64", "trainer.precision=bf16-mixed", "energy=off"]  # fmt: skip
     return common
 
@@ -52,8 +53,10 @@ def runs(tiny: bool) -> list[tuple[str, list[str]]]:
         "torch" if tiny else "triton"
     )  # Triton's GPU path has no CPU driver: the CPU check runs the reference
     single = ["trainer=cpu"] if tiny else []  # the experiment's trainer is gpu (one GPU, bf16-mixed)
-    fsdp = ["trainer=fsdp", "trainer.devices=1", "trainer.precision=bf16-mixed"]
-    fsdp += ["trainer.accelerator=cpu"] if tiny else ["trainer.accelerator=gpu"]
+    fsdp = ["trainer=fsdp", "trainer.devices=1"]  # the fsdp group is CPU-based (32-true): bf16 as on one GPU
+    fsdp += (
+        ["trainer.accelerator=cpu"] if tiny else ["trainer.accelerator=gpu", "trainer.precision=bf16-mixed"]
+    )
     return [
         ("triton", [f"kernels={fast}", *single]),
         ("torch", ["kernels=torch", *single]),
@@ -133,13 +136,16 @@ def row_of(name: str, extra: list[str], record: dict, done: dict) -> dict:
     }
 
 
-def max_loss_gap(a: dict, b: dict, from_step: int = 0) -> float | None:
-    """Largest |loss_a - loss_b| over the steps both recorded (global step > from_step); None if none."""
+def max_loss_gap(a: dict, b: dict, from_step: int = 0, relative: bool = False) -> float | None:
+    """Largest |loss_a - loss_b| (or, relative, that over max(|loss_a|, |loss_b|)) over the steps both recorded
+    (global step > from_step); None if none."""
     la = dict(zip(a.get("loss_steps") or [], a.get("losses") or []))
     lb = dict(zip(b.get("loss_steps") or [], b.get("losses") or []))
     common = [s for s in la if s in lb and s > from_step]
     if not common:
         return None
+    if relative:
+        return max(abs(la[s] - lb[s]) / max(abs(la[s]), abs(lb[s]), 1e-12) for s in common)
     return max(abs(la[s] - lb[s]) for s in common)
 
 
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict = {"device": "cpu (tiny check)" if a.tiny else _gpu_name(), "date": _now(),
                  "model": "llama_tiny" if a.tiny else "llama_125m (configs/model/llama_125m.yaml)", "steps": steps,
                  "tokens_per_s_source": "done.json throughput (normia's Throughput callback: training batches, host clock)",
-                 "loss_tolerance_nats": LOSS_TOLERANCE, "rows": [], "checks": {}}  # fmt: skip
+                 "loss_tolerance_relative": LOSS_TOLERANCE, "rows": [], "checks": {}}  # fmt: skip
     by_name: dict[str, dict] = {}
     for name, extra in runs(a.tiny):
         left = a.budget - (time.monotonic() - started)
@@ -220,11 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         doc["rows"].append(row)
         if name == "torch" and "triton" in by_name:
             gap = max_loss_gap(by_name["triton"], row)
-            ok = gap is not None and gap <= LOSS_TOLERANCE
+            rel = max_loss_gap(by_name["triton"], row, relative=True)
+            ok = rel is not None and rel <= LOSS_TOLERANCE
             doc["checks"]["loss_curves"] = {
                 "max_gap_nats": gap,
+                "max_relative_gap": rel,
                 "ok": ok,
-                "what": "kernels=triton vs kernels=torch",
+                "what": "kernels=triton vs kernels=torch, every step",
             }
         if name == "resume":
             gap = max_loss_gap(by_name.get("triton", {}), row, from_step=stop_at)

@@ -69,6 +69,14 @@ def test_targets_screen_has_one_line_per_target_with_the_verdict_its_threshold_g
     _write(tmp_path, "train_float8", [_train("1b", 0.4, 6.0e4), _train("1b", None, 7.2e4, float8=True, syncs=2.0)],
            {"energy": "nvml"})  # fmt: skip
     lines = summarize.targets(tmp_path)
+    assert lines[-1] == "6 PASS, 2 MISS, 3 NOT MEASURED"
+    normia_rows = [{"run": "triton", "exit_code": 0, "tokens_per_s": 3e5, "peak_mem_gb": 9.0, "syncs_per_step": 0.0},
+                   {"run": "fsdp", "exit_code": 2, "error": "error: trainer.strategy=fsdp needs at least 2 processes"}]  # fmt: skip
+    checks = {"loss_curves": {"max_gap_nats": 0.01, "max_relative_gap": 0.002, "ok": True}, "fsdp": {"ok": False},
+              "ctrl_c": "SIGINT at step 15", "resume": {"ok": True, "final_step": 30}}  # fmt: skip
+    (tmp_path / "normia_train.json").write_text(json.dumps({"rows": normia_rows, "checks": checks,
+                                                            "loss_tolerance_relative": 0.01}))  # fmt: skip
+    lines = summarize.targets(tmp_path)
     rows = [line for line in lines if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == len(summarize.TARGETS)
     verdict = {key: row.rsplit("**", 2)[-2] for key, row in zip(summarize.TARGETS, rows)}
@@ -79,8 +87,11 @@ def test_targets_screen_has_one_line_per_target_with_the_verdict_its_threshold_g
     assert verdict["float8"] == "PASS" and "1.20x" in rows[5]
     assert verdict["syncs"] == "MISS"  # one row saw 2 syncs per step
     assert verdict["energy"] == "PASS"
-    assert verdict["normia_loss"] == "NOT MEASURED"  # no normia_train.json
-    assert lines[-1] == "6 PASS, 2 MISS, 3 NOT MEASURED"
+    assert "normia train triton: 0" in rows[6]  # the normia loop's syncs beside the bench loop's
+    assert verdict["normia_loss"] == "PASS" and "0.2% (<= 1%)" in rows[8]
+    assert verdict["normia_fsdp"] == "MISS" and "needs at least 2 processes" in rows[9]
+    assert verdict["normia_resume"] == "PASS"
+    assert lines[-1] == "8 PASS, 3 MISS, 0 NOT MEASURED"
 
 
 def test_targets_on_a_cpu_folder_are_not_measured_with_the_reason(tmp_path: Path) -> None:
@@ -117,6 +128,7 @@ def test_loss_gap_compares_the_steps_both_runs_recorded() -> None:
     a = {"loss_steps": [1, 2, 3, 4], "losses": [10.0, 9.0, 8.0, 7.0]}
     b = {"loss_steps": [1, 2, 3], "losses": [10.0, 9.01, 8.05]}
     assert abs(normia_train.max_loss_gap(a, b) - 0.05) < 1e-12
+    assert abs(normia_train.max_loss_gap(a, b, relative=True) - 0.05 / 8.05) < 1e-12
     assert normia_train.max_loss_gap(a, b, from_step=3) is None
     assert normia_train.max_loss_gap(a, {}) is None
 
