@@ -34,13 +34,13 @@ if ls .whl/*.whl >/dev/null 2>&1; then  # the device README's line; a failure he
         export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" || echo "warning: installing .whl/ failed" >&2
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-SLUG=$($PY -c "from normia.bench.device import describe, resolve_device; print(describe(resolve_device('auto')).slug)")
+read -r SLUG GPUS < <($PY -c "import torch; from normia.bench.device import describe, resolve_device
+print(describe(resolve_device('auto')).slug, torch.cuda.device_count())")
 RESULTS=${1:-benchmarks/results/$SLUG-$(date -u +%F)}
 mkdir -p "$RESULTS"
 LOG="$RESULTS/run_all.log"
 : >>"$LOG"
 START=$(date +%s)
-GPUS=$($PY -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
 
 if [ "$SLUG" = cpu ]; then
     BUDGET_S=${BUDGET_S:-1200}  # a 2-core CPU compiles slowly; nothing is timed against a target here
