@@ -35,8 +35,6 @@ def preflight_local(cfg: DictConfig) -> None:
                 f"trainer.accelerator={accelerator} with trainer.devices={cfg.trainer.devices}, but this machine has "
                 f"{available} CUDA GPU(s); use trainer=cpu here, or launcher=slurm to run on GPU nodes"
             )
-    if cfg.trainer.strategy == "fsdp" and int(cfg.trainer.devices) * int(cfg.trainer.num_nodes) < 2:
-        raise UserError("trainer.strategy=fsdp needs at least 2 processes; set trainer.devices=2 or more")
     if cfg.trainer.precision == "float8":
         check_float8_here(accelerator, int(cfg.trainer.devices))
 
