@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import gc
 import json
 import os
 import socket
@@ -139,6 +140,11 @@ def _spawned(rank: int, world: int, port: int, cfg: ScalingConfig, result_path: 
     dist.init_process_group(cfg.backend, rank=rank, world_size=world, timeout=_dt.timedelta(minutes=5))
     try:
         result = _measure(rank, world, rank, cfg)
+        # DDP's C++ reducer holds the gloo group and sits in reference cycles (module hooks): freed only by a later
+        # GC, possibly after destroy_process_group or during interpreter exit, where the group's worker threads are
+        # torn down from a destructor ("terminate called without an active exception", SIGABRT once in CI). Free
+        # it now, while the group is alive and both ranks are still here.
+        gc.collect()
         if rank == 0:
             Path(result_path).write_text(json.dumps(result))
         # Leave together: a rank that tears the group down while its peer is still in gloo's last exchange makes
