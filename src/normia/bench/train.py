@@ -332,6 +332,6 @@ def train_figure(rows: list[dict]) -> object | None:
                 ("pct_of_matmul", "model FLOP/s (% of matmul rate)"), ("mfu_pct", "MFU (% of bf16 peak)"),
                 ("peak_mem_gb", "peak memory (GB)"), ("wh_per_mtok", "energy (Wh per million tokens)")],
         line="mode",
-        legend_title="model's loss run",
+        legend_title="how the step ran",
         title=f"training step by model size (plain PyTorch loop{dtype_note})",
     )  # fmt: skip
