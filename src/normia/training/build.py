@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from normia.config.flatten import flatten
@@ -26,7 +26,7 @@ from normia.training.callbacks import (
     Throughput,
     added_callbacks,
 )
-from normia.training.checkpoint import LAST, AtomicCheckpointIO
+from normia.training.checkpoint import LAST, AtomicCheckpointIO, ModelCheckpoint
 from normia.training.health import MonitorCheck, NonFiniteLoss, nonfinite_mode
 from normia.training.resume_check import CHANGES_TAG
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from normia.errors import UserError
@@ -33,6 +34,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
     ) -> Any:
         return load_checkpoint_file(path, map_location)
+
+
+class ModelCheckpoint(_LightningModelCheckpoint):
+    """Lightning's ModelCheckpoint with its state key computed once. Lightning reads a callback's state key at every
+    hook of every step (to name a profiler section), and ModelCheckpoint builds it from the repr of its settings
+    each time (~2 us a read, a dozen reads a step per checkpoint callback; issue 15). The key is the same string
+    (this class keeps Lightning's class name, which the key includes), so checkpoints stay interchangeable."""
+
+    @property
+    def state_key(self) -> str:
+        key = self.__dict__.get("_normia_state_key")
+        if key is None:
+            key = self.__dict__["_normia_state_key"] = super().state_key
+        return key
 
 
 def _remove_stale_temporaries(target: Path) -> None:
