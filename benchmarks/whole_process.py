@@ -39,7 +39,7 @@ def _normia_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "normia.cli"]
 
 
-def variants() -> dict[str, tuple[list[str], str]]:
+def variants(baseline: str | None = None) -> dict[str, tuple[list[str], str]]:
     """name -> (command, state of the folder and cache: 'new' folder, 'db' (an mlflow.db from an earlier run) or
     'cold' (a new folder and no store template in normia's cache: a first run on a machine))."""
     normia = [*_normia_command(), "train", "experiment=quickstart"]
@@ -49,6 +49,7 @@ def variants() -> dict[str, tuple[list[str], str]]:
         "normia train, mlflow.db exists": (normia, "db"),
         "normia train, first on this machine (no store template)": (normia, "cold"),
         "normia train, logger=none": ([*normia, "logger=none"], "new"),
+        **({f"normia train at {baseline}": (normia, "old")} if baseline else {}),
     }
 
 
@@ -71,6 +72,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="runs of each variant, alternating")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of every process")
     parser.add_argument("--name", default="whole_process", help="results file stem")
+    parser.add_argument(
+        "--baseline", default=None, metavar="COMMIT",
+        help="also time normia train as of this commit (its src/ from git archive, first in PYTHONPATH)",
+    )  # fmt: skip
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/cpu-<date>)")
     args = parser.parse_args()
     import torch
@@ -83,26 +88,34 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "NORMIA_OUTPUT_ROOT")}
     env.update({"OMP_NUM_THREADS": str(args.threads), "PYTHONDONTWRITEBYTECODE": "1"})
     meta = {**provenance(describe(torch.device("cpu"))), "threads": args.threads, "repeats": args.repeats,
-            "commands": {name: " ".join(cmd) for name, (cmd, _) in variants().items()},
+            "commands": {name: " ".join(cmd) for name, (cmd, _) in variants(args.baseline).items()},
             "plain script": "benchmarks/plain_quickstart.py: training, per-epoch validation, metrics.csv, "
                             "last.pt/best.pt, metrics.json; no MLflow"}  # fmt: skip
     writer = ResultsWriter(out, args.name, meta, ("variant", "repeat", "wall_s", "cpu_s"))
-    times: dict[str, list[float]] = {name: [] for name in variants()}
-    cpus: dict[str, list[float]] = {name: [] for name in variants()}
+    runs = variants(args.baseline)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    cpus: dict[str, list[float]] = {name: [] for name in runs}
     status = "failed"
     with tempfile.TemporaryDirectory() as tmp:
         seeded = Path(tmp) / "seeded"  # a folder whose mlflow.db an earlier normia run made
         seeded.mkdir()
         subprocess.run([*_normia_command(), "train", "experiment=quickstart", "trainer.max_steps=1"],
                        cwd=seeded, env=env, capture_output=True, check=True)  # fmt: skip
+        old_env = dict(env)
+        if args.baseline:  # that commit's normia, first on the path (its configs and kernels come with src/)
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline], capture_output=True,
+                                     check=True).stdout  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+            old_env["PYTHONPATH"] = str(Path(tmp) / "src")
         try:
             for repeat in range(args.repeats):
-                for name, (command, state) in variants().items():
+                for name, (command, state) in runs.items():
                     folder = Path(tmp) / f"{repeat}-{len(times[name])}-{abs(hash(name))}"
                     folder.mkdir()
                     if state == "db":
                         shutil.copy(seeded / "mlflow.db", folder / "mlflow.db")
                     run_env = {**env, "NORMIA_CACHE_DIR": str(folder / "cache")} if state == "cold" else env
+                    run_env = old_env if state == "old" else run_env
                     wall, cpu = time_process(command, folder, run_env)
                     times[name].append(wall)
                     cpus[name].append(cpu)
