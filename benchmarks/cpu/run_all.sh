@@ -14,7 +14,7 @@ $PY -m normia.cli bench kernels --providers reference eager compile --threads 1 
 $PY -m normia.cli bench train --sizes tiny small --compile both --steps 10 --warmup 3 --threads 1 --out "$R"
 $PY -m normia.cli bench scaling --size small --ranks 1 2 --steps 10 --warmup 3 --out "$R"
 $PY benchmarks/train_overhead.py --out "$R"
-$PY benchmarks/train_overhead.py --epochs 4 --overrides 'model.hidden=[1024,1024]' data.batch_size=128 \
+$PY benchmarks/train_overhead.py --epochs 6 --repeats 4 --overrides 'model.hidden=[1536,1536]' data.batch_size=128 \
     --name train_overhead_step30ms --out "$R"
 $PY benchmarks/whole_process.py --out "$R"
 $PY benchmarks/startup.py --out "$R"
