@@ -248,3 +248,17 @@ def test_a_diverged_sweep_job_is_reported_and_the_other_jobs_still_run(workdir: 
     assert err.count("training diverged") == 1
     assert "diverged" in out.split("== sweep of 2 job(s)")[1]
     assert len(list(workdir.rglob("done.json"))) == 1  # the lr=1e-2 job finished
+
+
+def test_a_stop_after_an_unchecked_divergence_fails_the_run(workdir: Path, capsys, monkeypatch) -> None:
+    """The loss is checked every log_every_n_steps (no host read per step) and before any checkpoint: a Ctrl-C
+    between a divergence and its check saves nothing diverged and ends the run FAILED (exit 3), not KILLED."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    stopper = ["+callbacks.ctrl_c._target_=stop_at_step.CtrlCAtStep", "+callbacks.ctrl_c.step=6"]
+    args = ["train", *DIVERGES, "trainer.max_steps=30", "trainer.log_every_n_steps=20", *stopper]
+    assert main(args) == 3
+    (line,) = _error_lines(capsys)
+    assert "training diverged: loss is nan at step" in line
+    (run,) = _runs(workdir)
+    assert run.info.status == "FAILED"
+    assert not list(workdir.rglob("*.ckpt")), "no checkpoint of diverged weights"

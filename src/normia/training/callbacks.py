@@ -243,12 +243,13 @@ class GracefulStop(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if max_over_ranks(int(self.requested), pl_module.device):
             self.stopped = True
-            if self.tracker is not None:
-                self.tracker.final_status = "KILLED"  # resumable, not failed
             flush_step_metrics(trainer)
-            # Every rank is here (the flag was agreed on), so a collective save is safe.
+            # Every rank is here (the flag was agreed on), so a collective save is safe. The save comes first: a
+            # loss found non-finite there (NonFiniteLoss checks before any save) fails the run instead.
             if self.checkpoint_path:
                 trainer.save_checkpoint(self.checkpoint_path)
+            if self.tracker is not None:
+                self.tracker.final_status = "KILLED"  # resumable, not failed
             # Not trainer.should_stop: Lightning would then validate, close the epoch and save again, and the
             # resumed run would skip the rest of this epoch's data.
             raise StopRequested(trainer.global_step)
