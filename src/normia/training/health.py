@@ -4,6 +4,7 @@ refused after the sanity check, before the first training step and before any ML
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import lightning as L
@@ -19,6 +20,27 @@ class TrainingDiverged(UserError):
     """The training loss became NaN or infinite: the run is marked FAILED and the command exits 3."""
 
     exit_code = 3
+
+
+class BadTargets(UserError):
+    """A cross-entropy target outside [0, vocab) was recorded on the device (normia.ops defers that check on GPUs,
+    issue 15) and found at a check: the run is marked FAILED and the command exits 2 (the data is wrong)."""
+
+    exit_code = 2
+
+
+def deferred_target_error() -> ValueError | None:
+    """The error normia.ops recorded since the last look, if any (one host read per device that has a record).
+    Nothing to read, and no import, when no normia op ever ran in this process."""
+    if "normia.ops._deferred" not in sys.modules:
+        return None
+    from normia.ops import raise_deferred_errors
+
+    try:
+        raise_deferred_errors()
+    except ValueError as err:
+        return err
+    return None
 
 
 class NonFiniteLoss(L.Callback):
@@ -41,6 +63,7 @@ class NonFiniteLoss(L.Callback):
         self.every = max(1, int(every))
         self.skipped = 0
         self._bad_value: float | None = None
+        self._batches = 0  # since the last check
         self._window: list[
             tuple[int, int, torch.Tensor]
         ] = []  # (step, epoch, detached loss) since the last check
@@ -56,7 +79,8 @@ class NonFiniteLoss(L.Callback):
             self._bad_value = value
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if len(self._window) >= self.every:
+        self._batches += 1
+        if self._batches >= self.every:
             self.check(trainer, pl_module)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -70,7 +94,14 @@ class NonFiniteLoss(L.Callback):
 
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """One read for the losses kept since the last check; every rank calls it at the same points (a fixed
-        batch count, validation start, checkpoint save, training end) and they agree in one small all-reduce."""
+        batch count, validation start, checkpoint save, training end) and they agree in one small all-reduce.
+        Also where normia.ops' deferred target checks are read, in both modes: the host waits here anyway."""
+        self._batches = 0
+        bad_targets = deferred_target_error()
+        if max_over_ranks(int(bad_targets is not None), pl_module.device):
+            if bad_targets is None:
+                raise SystemExit(BadTargets.exit_code)  # another rank says why
+            raise BadTargets(f"{bad_targets}; check the data's labels against the model's number of classes")
         if self.mode != "stop":
             return
         window, self._window = self._window, []
