@@ -27,6 +27,7 @@ from normia.training.callbacks import (
     added_callbacks,
 )
 from normia.training.checkpoint import LAST, AtomicCheckpointIO, ModelCheckpoint
+from normia.training.float8 import lightning_precision
 from normia.training.health import MonitorCheck, NonFiniteLoss, nonfinite_mode
 from normia.training.resume_check import CHANGES_TAG
 
@@ -178,7 +179,7 @@ def build_trainer(cfg: DictConfig, tracker: MlflowTracker | None, callbacks: lis
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=build_strategy(cfg),
-        precision=t.precision,
+        precision=lightning_precision(t.precision),  # float8: bf16-mixed around torchao's float8 layers
         max_steps=t.max_steps,
         max_epochs=t.max_epochs,
         val_check_interval=t.val_check_interval,

@@ -40,6 +40,12 @@ def run_training(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # Model and data first: a bad input (missing file, wrong column) is refused before anything is written.
     model = instantiate_node(cfg.model, "model")
+    if cfg.trainer.precision == "float8":
+        from normia.training.float8 import prepare_float8
+
+        # Before TaskModule: FSDP2 (configure_model) and torch.compile (setup) must see the float8 layers. This
+        # node's GPU is checked again (a Slurm partition's preset may not say its GPU model).
+        prepare_float8(model)
     datamodule = instantiate_node(cfg.data, "data")
 
     ckpt_path = _checkpoint_to_resume(cfg, output_dir)
