@@ -36,6 +36,14 @@ def test_fast_dev_run_of_every_experiment(workdir: Path, experiment: str) -> Non
         pytest.skip(
             "needs a value of the user's (a pretrained model folder); tests/hf runs it with a tiny model"
         )
+    if "override /trainer: gpu" in (configs_dir() / "experiment" / f"{experiment}.yaml").read_text():
+        import torch
+
+        # a GPU experiment on a CPU machine: refused in one line, nothing written
+        if not torch.cuda.is_available():
+            assert main(["train", f"experiment={experiment}", "debug=fast_dev_run"]) == 2
+            assert not (workdir / "outputs").exists() and not (workdir / "mlflow.db").exists()
+            return
     assert main(["train", f"experiment={experiment}", "debug=fast_dev_run"]) == 0
     assert not (workdir / "mlflow.db").exists(), "fast_dev_run logs nothing"
 
