@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,6 +41,21 @@ def _env(space_dir: Path) -> dict[str, str]:
     return env
 
 
+def _worker_pids(log: Path) -> list[int]:
+    """The workers' pids, from the search's own lines ("worker 0: pid 6148, log ...")."""
+    return [int(m) for m in re.findall(r"worker \d+: pid (\d+)", log.read_text())]
+
+
+def _wait_until_gone(pids: list[int], timeout_s: float = 30.0) -> None:
+    """Until each process has exited (a zombie counts as gone: it runs no more code)."""
+    from normia.search.claim import _process_alive
+
+    deadline = time.monotonic() + timeout_s
+    while any(_process_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"workers {pids} still alive {timeout_s:g} s after SIGKILL"
+        time.sleep(0.05)
+
+
 def _kill_mid_trial(workdir: Path, space_dir: Path) -> list[int]:
     """Start the search, wait until a trial has finished and another is training, then SIGKILL the search and its
     workers (one process group). Returns the numbers of the trials that were running."""
@@ -66,6 +82,11 @@ def _kill_mid_trial(workdir: Path, space_dir: Path) -> list[int]:
                 if states(trials).get("COMPLETE", 0) >= 1 and training:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=30)
+                    # proc.wait() waits for the search process only: its workers, killed too, may still be
+                    # finishing a journal write. Read once every one of them is gone.
+                    pids = _worker_pids(workdir / "first.log")
+                    assert pids, (workdir / "first.log").read_text()
+                    _wait_until_gone(pids)
                     # read again: a trial may have ended or begun between that look and the kill
                     after = study_trials(search_dir, STUDY)
                     return [t.number for t in after if t.state.name == "RUNNING"]
