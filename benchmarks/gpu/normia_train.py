@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default=os.environ.get("NORMIA_TRAIN_RUNS", "/tmp/normia_train_runs"),
                    help="where the runs' folders and checkpoints go")  # fmt: skip
     p.add_argument("--tiny", action="store_true", help="CPU check: llama_tiny, kernels=torch")
-    p.add_argument("--steps", type=int, default=None, help="steps per run (default 30 on GPU, 20 with --tiny)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="steps per run (default 30 on GPU, 20 with --tiny)"
+    )
     p.add_argument("--stop-at", type=int, default=None, help="Ctrl-C after this many steps (default steps/2)")
     p.add_argument(
         "--budget", type=float, default=150.0, help="seconds for all runs; later runs get what is left"
