@@ -79,3 +79,19 @@ def test_skip_mode_checks_the_targets_too() -> None:
     with pytest.raises(BadTargets):
         _fit(module, mode="skip", every=2)
     assert module.steps_run == 2
+
+
+def test_a_bad_check_mode_is_refused_before_anything_is_written(
+    workdir, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Before: a traceback at the first cross-entropy call (an output folder left behind), or silence for a model
+    that makes no such call (the quickstart's MLP)."""
+    from normia.cli import main
+
+    monkeypatch.setenv("NORMIA_CHECK_TARGETS", "bogus")
+    assert main(["train", "experiment=quickstart"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: NORMIA_CHECK_TARGETS='bogus' is not a target check mode; use one of auto, sync, deferred"
+    ]
+    assert not (workdir / "outputs").exists() and not (workdir / "mlflow.db").exists()
