@@ -44,3 +44,17 @@ def test_an_existing_store_or_another_uri_is_left_alone(tmp_path: Path, cache: P
     assert not seed_sqlite_store("http://127.0.0.1:5000")
     assert not seed_sqlite_store(f"sqlite:///{tmp_path / 'missing' / 'mlflow.db'}")  # MLflow's own error then
     assert not cache.exists(), "no template is made when nothing is seeded"
+
+
+@pytest.mark.parametrize("damage", [b"garbage", b""], ids=["not-sqlite", "empty"])
+def test_a_corrupt_template_is_made_again_not_copied(tmp_path: Path, cache: Path, damage: bytes) -> None:
+    """Before: a damaged template (a crash or a full disk while it was written) was copied as every new store,
+    so every run failed with "file is not a database" and left that file behind to fail the next ones too."""
+    template = template_path()
+    template.parent.mkdir(parents=True)
+    template.write_bytes(damage)
+    db = tmp_path / "mlflow.db"
+    assert seed_sqlite_store(f"sqlite:///{db}")
+    assert [e.name for e in MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()] == ["Default"]
+    assert template.stat().st_size > 1000  # rebuilt
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()], "no temporary file left"

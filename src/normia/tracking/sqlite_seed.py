@@ -8,6 +8,7 @@ Any failure here leaves the store to MLflow (the template is an optimisation, ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -43,17 +44,34 @@ def seed_sqlite_store(uri: str) -> bool:
         return False
     try:
         template = template_path()
+        if template.is_file() and not _is_migrated_store(template):
+            template.unlink(missing_ok=True)  # corrupt or truncated (disk full, a crash): made again below
         if not template.is_file():
             _make_template(template)
+        if not _is_migrated_store(template):
+            return False
         partial = target.with_name(f".{target.name}.{os.getpid()}.seed")
-        shutil.copyfile(template, partial)
         try:
+            shutil.copyfile(template, partial)
             os.link(partial, target)  # atomic, and refuses to replace a store another process made meanwhile
         finally:
             partial.unlink(missing_ok=True)
         return True
     except Exception:  # an optimisation only: MLflow makes the store as usual
         return False
+
+
+def _is_migrated_store(path: Path) -> bool:
+    """The file is a readable sqlite database whose schema carries an alembic revision (what MLflow's migrations
+    leave), so a copy of it is a store MLflow opens without running them; False for anything else."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.Error:
+        return False
+    return len(rows) == 1 and bool(rows[0][0])
 
 
 def _make_template(template: Path) -> None:
@@ -64,9 +82,12 @@ def _make_template(template: Path) -> None:
     template.parent.mkdir(parents=True, exist_ok=True)
     partial = template.with_name(f".{template.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
-    engine = create_sqlalchemy_engine_with_retry(SQLITE + str(partial))
     try:
-        _initialize_tables(engine)
+        engine = create_sqlalchemy_engine_with_retry(SQLITE + str(partial))
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(partial, template)
     finally:
-        engine.dispose()
-    os.replace(partial, template)
+        partial.unlink(missing_ok=True)  # a failed build leaves nothing in the cache
