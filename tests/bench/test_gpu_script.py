@@ -110,6 +110,22 @@ def _wheel(folder: Path, name: str, requires: list[str]) -> None:
         z.writestr(f"{name}-1.0.dist-info/METADATA", meta)
 
 
+def test_the_scripts_cpu_check_of_normia_train_is_never_a_pass(tmp_path: Path) -> None:
+    """CPU mode runs kernels=torch twice on llama_tiny and FSDP on the CPU: it checks the script, not the targets.
+    Before, the screen showed PASS for "triton and torch kernels, same loss curve" and "fsdp on one GPU"."""
+    rows = [
+        {"run": r, "exit_code": 0, "tokens_per_s": 1e4, "peak_mem_gb": None}
+        for r in ("triton", "torch", "fsdp")
+    ]
+    checks = {"loss_curves": {"max_gap_nats": 0.0, "max_relative_gap": 0.0, "ok": True}, "fsdp": {"ok": True},
+              "ctrl_c": "SIGINT at step 10", "resume": {"ok": True, "final_step": 20}}  # fmt: skip
+    doc = {"device": "cpu (tiny check)", "rows": rows, "checks": checks, "loss_tolerance_relative": 0.01}
+    (tmp_path / "normia_train.json").write_text(json.dumps(doc))
+    found = summarize.check_normia_train(doc)
+    assert {v[0] for v in found.values()} == {"NOT MEASURED"}
+    assert all("CPU check of the script only" in v[1] for v in found.values())
+
+
 def test_wheel_closure_names_what_the_gpu_machine_would_miss(tmp_path: Path) -> None:
     _wheel(
         tmp_path,
