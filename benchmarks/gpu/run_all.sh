@@ -36,6 +36,10 @@ fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 read -r SLUG GPUS < <($PY -c "import torch; from normia.bench.device import describe, resolve_device
 print(describe(resolve_device('auto')).slug, torch.cuda.device_count())")
+if [ -z "${SLUG:-}" ] || [ -z "${GPUS:-}" ]; then
+    echo "error: $PY cannot import torch and normia; set PYTHON=/path/to/a/python with torch (e.g. .venv/bin/python)" >&2
+    exit 2
+fi
 RESULTS=${1:-benchmarks/results/$SLUG-$(date -u +%F)}
 mkdir -p "$RESULTS"
 LOG="$RESULTS/run_all.log"
