@@ -123,10 +123,8 @@ def test_compile_true_runs_the_network_through_dynamo(workdir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_fsdp_really_shards_the_parameters(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """trainer=fsdp on 2 CPU ranks: at the optimizer step each rank holds DTensor shards, together the full
-    parameters, and neither the whole of them. Were FSDP to fall back to DDP, the parameters would be plain full
-    tensors on both ranks (the weight comparison in test_distributed_and_signals cannot tell the two apart)."""
+def _fsdp_shards(workdir: Path, monkeypatch: pytest.MonkeyPatch, devices: int) -> tuple[int, list[dict]]:
+    """trainer=fsdp on `devices` CPU ranks, 2 steps, with probes.ShardProbe: (exit code, each rank's record)."""
     probe_dir = workdir / "probe"
     # The ranks are subprocesses: they import probes from here.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
@@ -137,14 +135,22 @@ def test_fsdp_really_shards_the_parameters(workdir: Path, monkeypatch: pytest.Mo
             "logger=none",
             "trainer=fsdp",
             "trainer.accelerator=cpu",
-            "trainer.devices=2",
+            f"trainer.devices={devices}",
             "trainer.max_steps=2",
             "+callbacks.shards._target_=probes.ShardProbe",
             f"+callbacks.shards.out_dir={probe_dir}",
         ]
     )
+    files = [probe_dir / f"shards-rank{r}.json" for r in range(devices)]
+    return code, [json.loads(f.read_text()) for f in files if f.is_file()]
+
+
+def test_fsdp_really_shards_the_parameters(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """trainer=fsdp on 2 CPU ranks: at the optimizer step each rank holds DTensor shards, together the full
+    parameters, and neither the whole of them. Were FSDP to fall back to DDP, the parameters would be plain full
+    tensors on both ranks (the weight comparison in test_distributed_and_signals cannot tell the two apart)."""
+    code, ranks = _fsdp_shards(workdir, monkeypatch, devices=2)
     assert code == 0
-    ranks = [json.loads((probe_dir / f"shards-rank{r}.json").read_text()) for r in (0, 1)]
     assert {r["strategy"] for r in ranks} == {"ModelParallelStrategy"}
     for name, first in ranks[0]["params"].items():
         second = ranks[1]["params"][name]
@@ -153,6 +159,19 @@ def test_fsdp_really_shards_the_parameters(workdir: Path, monkeypatch: pytest.Mo
     total = sum(p["full_numel"] for p in ranks[0]["params"].values())
     for rank in ranks:
         assert sum(p["local_numel"] for p in rank["params"].values()) < total
+
+
+def test_fsdp_on_one_process_trains_with_dtensor_parameters(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trainer=fsdp on one device (one GPU of an H200 node, or the CPU here) trains instead of being refused: FSDP2
+    with a world size of 1 is how a user checks a sharded config before asking for more GPUs (issue 15 runs it on
+    one H200). Before, preflight refused it ("needs at least 2 processes"); the probe also shows FSDP2 really
+    wrapped the parameters (DTensor), not a silent fallback to a plain single-device run."""
+    code, [probe] = _fsdp_shards(workdir, monkeypatch, devices=1)
+    assert code == 0
+    assert probe["strategy"] == "ModelParallelStrategy"
+    assert {p["type"] for p in probe["params"].values()} == {"DTensor"}
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -12,7 +12,7 @@ from normia.config.validate import validate
 from normia.errors import UserError
 from normia.training.build import instantiate_node
 from normia.training.checkpoint import AtomicCheckpointIO, load_checkpoint_file
-from normia.training.health import BadTargets, deferred_target_error
+from normia.training.health import deferred_target_error
 from normia.training.module import TaskModule
 from normia.training.quiet import quiet_libraries
 
@@ -52,5 +52,5 @@ def evaluate(ckpt: Path, overrides: list[str], trust: bool = False) -> dict[str,
     # On a GPU, bad labels were computed as ignored rows (normia.ops defers the check): no metrics, the error.
     bad_targets = deferred_target_error()
     if bad_targets is not None:
-        raise BadTargets(f"{bad_targets}; check the data's labels against the model's number of classes")
+        raise bad_targets
     return {k: float(v) for k, v in results[0].items()}

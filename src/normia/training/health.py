@@ -29,7 +29,7 @@ class BadTargets(UserError):
     exit_code = 2
 
 
-def deferred_target_error() -> ValueError | None:
+def deferred_target_error() -> BadTargets | None:
     """The error normia.ops recorded since the last look, if any (one host read per device that has a record).
     Nothing to read, and no import, when no normia op ever ran in this process."""
     if "normia.ops._deferred" not in sys.modules:
@@ -39,7 +39,7 @@ def deferred_target_error() -> ValueError | None:
     try:
         raise_deferred_errors()
     except ValueError as err:
-        return err
+        return BadTargets(f"{err}; check the data's labels against the model's number of classes")
     return None
 
 
@@ -98,21 +98,16 @@ class NonFiniteLoss(L.Callback):
         Also where normia.ops' deferred target checks are read, in both modes: the host waits here anyway."""
         self._batches = 0
         bad_targets = deferred_target_error()
-        if max_over_ranks(int(bad_targets is not None), pl_module.device):
+        first = self._first_nonfinite() if self.mode == "stop" else None
+        # One all-reduce for both verdicts: 2 bad targets (data), 1 non-finite loss, 0 neither; the larger wins.
+        verdict = max_over_ranks(
+            2 if bad_targets is not None else 1 if first is not None else 0, pl_module.device
+        )
+        if verdict == 2:
             if bad_targets is None:
                 raise SystemExit(BadTargets.exit_code)  # another rank says why
-            raise BadTargets(f"{bad_targets}; check the data's labels against the model's number of classes")
-        if self.mode != "stop":
-            return
-        window, self._window = self._window, []
-        first: tuple[int, int, float] | None = None
-        if window:
-            losses = torch.stack([loss.float().sum() for _, _, loss in window])
-            finite = torch.isfinite(losses)
-            if not bool(finite.all()):
-                index = int((~finite).nonzero()[0, 0])
-                first = (window[index][0], window[index][1], float(losses[index]))
-        if max_over_ranks(int(first is not None), pl_module.device):
+            raise bad_targets
+        if verdict == 1:
             if trainer.global_rank != 0:
                 raise SystemExit(TrainingDiverged.exit_code)  # every rank stops here; rank 0 says why, once
             if first is not None:
@@ -123,6 +118,18 @@ class NonFiniteLoss(L.Callback):
                 f"training diverged: loss is {where}; "
                 "lower optim.lr or set trainer.gradient_clip_val, or trainer.on_nonfinite_loss=skip to skip such steps"
             )
+
+    def _first_nonfinite(self) -> tuple[int, int, float] | None:
+        """(step, epoch, loss) of the first non-finite loss kept since the last check, in one host read."""
+        window, self._window = self._window, []
+        if not window:
+            return None
+        losses = torch.stack([loss.float().sum() for _, _, loss in window])
+        finite = torch.isfinite(losses)
+        if bool(finite.all()):
+            return None
+        index = int((~finite).nonzero()[0, 0])
+        return window[index][0], window[index][1], float(losses[index])
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
