@@ -221,3 +221,22 @@ def test_llama_folder_continues_pre_training_on_normia_kernels(
     tokens = torch.randint(0, ours.vocab_size, (2, 48), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(reloaded(tokens).logits, ours.eval().logits(tokens), rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_rank_llama_run_started_in_the_repository_root(
+    llama_dir: Path, tmp_path: Path, normia_cli, fast_overrides: list[str]
+) -> None:
+    """Issue 21: the README's place to run from is the checkout. With Hugging Face's `kernels` distribution
+    installed (transformers >= 5.25 imports it), every rank must import that one, not normia's top-level folder
+    (each rank was failing with "cannot import name 'CUDAProperties' from 'kernels'")."""
+    root = Path(__file__).resolve().parents[2]
+    before = sorted(p.name for p in root.iterdir())
+    result = normia_cli(
+        "train", "model=hf_llama", "data=hf_text", f"model.path={llama_dir}", "data.seq_len=32", "data.batch_size=4",
+        "trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_steps=4", "trainer.max_epochs=null",
+        "logger=none", f"paths.output_root={tmp_path / 'outputs'}", *fast_overrides, cwd=root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "world size 2" in result.stdout
+    assert sorted(p.name for p in root.iterdir()) == before  # nothing written into the checkout

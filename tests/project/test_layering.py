@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST
-
 LEFT_BEHIND = ("outputs", "mlruns", "mlflow.db")
 
 
@@ -143,12 +141,14 @@ def test_tool_normia_config_dir_points_elsewhere(tmp_path: Path, project_writer,
 
 
 @pytest.mark.slow
-def test_ddp_ranks_import_the_projects_code_without_installing_it(tiny_project: Path, normia_cli) -> None:
+def test_ddp_ranks_import_the_projects_code_without_installing_it(
+    tiny_project: Path, normia_cli, fast_overrides: list[str]
+) -> None:
     """Local ranks are new processes: they find the project's src/ through the PYTHONPATH normia exports."""
     env = {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     proc = normia_cli(
         "train", "experiment=my_study", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-        "trainer.max_epochs=1", "logger=none", *FAST, cwd=tiny_project, env=env,
+        "trainer.max_epochs=1", "logger=none", *fast_overrides, cwd=tiny_project, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "world size 2" in proc.stdout
