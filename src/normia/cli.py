@@ -50,6 +50,10 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Commands that run with any installed versions: `info` reports them, `init` writes files.
+UNCHECKED_VERSIONS = {"info", "init"}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="normia",
@@ -78,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = os.environ.get("NORMIA_DEBUG", "") not in ("", "0")
     try:
+        if args[0] not in UNCHECKED_VERSIONS and not {"-h", "--help"} & set(args[1:]):
+            from normia.versions import check_supported_versions
+
+            check_supported_versions()
         return int(_resolve(args[0])(args[1:]) or 0)
     except UserError as err:
         if debug:

@@ -36,7 +36,9 @@ class TrainJob:
                 )
             from normia.launch.rendezvous import check_master_resolves
             from normia.training.run import run_training
+            from normia.versions import check_supported_versions
 
+            check_supported_versions()  # the node's environment (launcher.setup's modules) may differ from ours
             check_master_resolves()
             return run_training(self.cfg)
         finally:

@@ -269,10 +269,9 @@ def flush_step_metrics(trainer: L.Trainer) -> None:
     """Send this step's train/* values and every logger's buffer now. Lightning sends a step's values only after
     on_train_batch_end, which a stop (Ctrl-C, preemption) leaves by raising: without this call, made from
     on_train_batch_end before raising, each stop loses the point of the interrupted step."""
-    connector = getattr(trainer, "_logger_connector", None)
-    if connector is not None and hasattr(connector, "update_train_step_metrics"):
-        connector.on_batch_end()
-        connector.update_train_step_metrics()
+    connector = trainer._logger_connector  # private: guarded by tests/test_private_apis.py, so never silent
+    connector.on_batch_end()
+    connector.update_train_step_metrics()
     for logger in trainer.loggers:
         flush = getattr(logger, "flush", None)  # normia's tracker buffers in save(); flush() sends now
         if callable(flush):

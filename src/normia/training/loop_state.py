@@ -48,7 +48,7 @@ def replay_iterator_draws(trainer: Any) -> None:
     iterator is created after on_train_epoch_start and draws its base seed from the global torch RNG; a resumed
     Lightning run created that iterator earlier. Draw the same way once per such loader, so the stream (dropout,
     augmentation) continues exactly as without the interruption."""
-    combined = getattr(trainer.fit_loop, "_combined_loader", None)
+    combined = trainer.fit_loop._combined_loader  # private: guarded by tests/test_private_apis.py
     for loader in getattr(combined, "flattened", []) or []:
         if not isinstance(loader, DataLoader) or loader.generator is not None:
             continue
