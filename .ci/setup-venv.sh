@@ -51,7 +51,7 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
     "$PY" -m pip install -q "torch==$TORCH_VERSION" --index-url "${NORMIA_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
   fi
 fi
-TORCH_BUILT=$("$PY" -c "import torch; print(torch.__version__, 'CUDA ' + torch.version.cuda if torch.version.cuda else 'ROCm ' + torch.version.hip if getattr(torch.version, 'hip', None) else 'CPU build')")
+TORCH_BUILT=$("$PY" -W ignore -c "import torch; print(torch.__version__, 'CUDA ' + torch.version.cuda if torch.version.cuda else 'ROCm ' + torch.version.hip if getattr(torch.version, 'hip', None) else 'CPU build')" 2>/dev/null)
 stage torch "torch $TORCH_BUILT"
 
 LOCK=.ci/constraints-py$PYV.txt

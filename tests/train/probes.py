@@ -129,3 +129,25 @@ def _kill_when_writing(folder: Path, timeout_s: float = 120.0) -> None:
             if target.startswith(str(folder)) and "last.ckpt" in os.path.basename(target):
                 os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(0.0005)
+
+
+class HangAtStep(L.Callback):
+    """Rank `rank` stops making progress at `step` (sleeps; `where`: "one_rank" after that step, or "every_rank":
+    a stall shared by all, as a stuck data source would give); writes its pid so the test checks none is left."""
+
+    def __init__(self, step: int, out_dir: str, rank: int = 1, where: str = "one_rank"):
+        self.step = step
+        self.out_dir = out_dir
+        self.rank = rank
+        self.where = where
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.out_dir) / f"rank{trainer.global_rank}.pid").write_text(str(os.getpid()))
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step != self.step:
+            return
+        if self.where == "every_rank" or trainer.global_rank == self.rank:
+            (Path(self.out_dir) / f"hung-rank{trainer.global_rank}").write_text(str(time.time()))
+            time.sleep(3600)

@@ -68,6 +68,11 @@ class TrainerCfg:
     profiler: str | None = None
     enable_progress_bar: bool = True
     checkpoint_every_n_steps: int | None = None
+    # Hang watchdog (training/watchdog.py): no progress of the training loop for this long ends the job (exit 124)
+    # naming the rank(s) the others waited for. After the first two steps: max(hang_timeout_s, 20 x the median
+    # step); before them and while a checkpoint is written: hang_first_timeout_s. null: no watchdog.
+    hang_timeout_s: float | None = 300.0
+    hang_first_timeout_s: float = 1800.0
     # A loss that is nan/inf: "stop" fails the run at that step (exit 3, MLflow FAILED); "skip" drops that
     # optimizer step on every rank and counts it (train/skipped_steps).
     on_nonfinite_loss: str = "stop"

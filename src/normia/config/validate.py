@@ -53,8 +53,20 @@ def validate(cfg: DictConfig) -> DictConfig:
             check_target(node, f"callbacks.{name}")
     check_agreement(typed)
     check_energy(typed.get("energy"))  # here, so a bad value is refused before a Slurm submission too
+    check_hang_limits(typed.trainer)
     check_hf_config(typed)  # pretrained models (normia.models.hf): folder, weights, architecture, LoRA
     return typed
+
+
+def check_hang_limits(trainer: DictConfig) -> None:
+    """trainer.hang_timeout_s / hang_first_timeout_s: positive seconds (null turns the watchdog off)."""
+    for key in ("hang_timeout_s", "hang_first_timeout_s"):
+        value = trainer.get(key)
+        if value is not None and float(value) <= 0:
+            raise UserError(
+                f"trainer.{key}={float(value):g} must be a positive number of seconds (trainer.hang_timeout_s=null turns "
+                "the hang watchdog off)"
+            )
 
 
 def check_resolvable(cfg: DictConfig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from normia.training.checkpoint import LAST, AtomicCheckpointIO, ModelCheckpoint
 from normia.training.float8 import lightning_precision
 from normia.training.health import MonitorCheck, NonFiniteLoss, nonfinite_mode
 from normia.training.resume_check import CHANGES_TAG
+from normia.training.watchdog import HangWatchdog
 
 
 def instantiate_node(node: DictConfig, where: str) -> Any:
@@ -134,6 +136,13 @@ def build_callbacks(
     grouped = [roles[name] for name in ("stop", "throughput", "nonfinite", "monitor")]
     own = [c for c in roles.values() if not any(c is g for g in grouped)]
     own.insert(own.index(roles["state"]) + 1, CallbackGroup(grouped))
+    if cfg.trainer.hang_timeout_s is not None and not cfg.trainer.fast_dev_run:
+        # First: its hooks must mark progress before any other callback may block in a collective.
+        watchdog = HangWatchdog(
+            str(cfg.paths.output_dir), cfg.trainer.hang_timeout_s, cfg.trainer.hang_first_timeout_s, tracker
+        )
+        roles["watchdog"] = watchdog
+        return [watchdog, *user, *own], roles
     return [*user, *own], roles
 
 
@@ -147,6 +156,14 @@ def _rich_ok(cfg: DictConfig) -> bool:
     return True
 
 
+def collective_timeout(cfg: DictConfig) -> timedelta:
+    """The process group's own timeout: longer than the hang watchdog's limit, so the watchdog (which names the
+    rank the others wait for) acts first; the group's timeout stays a backstop (e.g. a watchdog turned off)."""
+    t = cfg.trainer
+    limit = max(float(t.hang_first_timeout_s), float(t.hang_timeout_s or 0.0))
+    return timedelta(seconds=limit + 120.0)
+
+
 def build_strategy(cfg: DictConfig) -> Any:
     name = cfg.trainer.strategy
     world = world_size(cfg)
@@ -154,10 +171,15 @@ def build_strategy(cfg: DictConfig) -> Any:
         from lightning.pytorch.strategies import ModelParallelStrategy
 
         return ModelParallelStrategy(
-            data_parallel_size=world, tensor_parallel_size=1, save_distributed_checkpoint=False
+            data_parallel_size=world,
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=False,
+            timeout=collective_timeout(cfg),
         )
-    if name == "auto" and world > 1:
-        return "ddp"
+    if name == "ddp" or (name == "auto" and world > 1):
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(timeout=collective_timeout(cfg))
     return name
 
 

@@ -100,6 +100,8 @@ class _Forwarder:
 
 # normia.training.health.TrainingDiverged.exit_code (not imported: that module imports Lightning)
 DIVERGED = 3
+# normia.training.watchdog.HANG_EXIT_CODE: a rank found the loop hung; the leading rank printed who and where
+HUNG = 124
 
 
 def _wait(procs: list[subprocess.Popen], forwarder: _Forwarder) -> int:
@@ -109,6 +111,10 @@ def _wait(procs: list[subprocess.Popen], forwarder: _Forwarder) -> int:
         if failed and forwarder.interrupts >= 2:  # Ctrl-C twice: the ranks abort, whatever their exit codes
             _terminate(procs)
             return 130
+        if failed and HUNG in codes:  # every rank that can still run Python is on its way out (a few s)
+            _settle(procs, seconds=45.0)
+            _terminate(procs)  # a rank frozen outside Python
+            return HUNG
         if failed and DIVERGED not in codes:
             codes = _settle(procs, seconds=5.0)  # a rank that diverged may still be on its way out
         if DIVERGED in codes:  # every rank stops at the same step; rank 0 already said why
