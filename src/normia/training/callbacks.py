@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 from normia.training.loop_state import replay_iterator_draws, start_next_epoch_if_completed
 from normia.training.module import count_units
+from normia.training.speed import IntervalSpeed, device_peak, model_flops
 
 # Callbacks that code running a job in this process adds to its Trainer (normia search's pruning callback): each
 # factory gets (cfg, tracker) and returns a callback or None. A registry, not a config entry: such a callback holds
@@ -265,6 +266,14 @@ class GracefulStop(L.Callback):
         self._previous.clear()
 
 
+def _peak_memory_gb(device: Any) -> float | None:
+    """Peak allocated memory of this rank's GPU since the start, in GB (allocator statistics: no sync). Not reset:
+    other readers (the GPU script's probe) read the same counter."""
+    if getattr(device, "type", "cpu") != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 1e9
+
+
 def flush_step_metrics(trainer: L.Trainer) -> None:
     """Send this step's train/* values and every logger's buffer now. Lightning sends a step's values only after
     on_train_batch_end, which a stop (Ctrl-C, preemption) leaves by raising: without this call, made from
@@ -281,7 +290,9 @@ def flush_step_metrics(trainer: L.Trainer) -> None:
 
 
 class Throughput(L.Callback):
-    """Counts samples/tokens and wall time of training steps (validation excluded) for the final summary."""
+    """Counts samples/tokens and wall time of training steps (validation excluded) for the final summary, and logs
+    speed/* (tokens/s, step time, time between steps, TFLOP/s and MFU per device, peak memory) at every logging step
+    (normia.training.speed: clock reads only, no host-device sync)."""
 
     def __init__(self) -> None:
         self.samples = 0
@@ -290,28 +301,50 @@ class Throughput(L.Callback):
         self.steps = 0
         self._t0: float | None = None
         self.fit_start = time.perf_counter()
+        self.interval: IntervalSpeed | None = None
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
     ) -> None:
         self._t0 = time.perf_counter()
+        if self.interval is None:
+            samples, tokens = count_units(batch)
+            self.interval = IntervalSpeed(
+                trainer.world_size,
+                model_flops(getattr(pl_module, "model", pl_module), tokens, samples),
+                device_peak(pl_module.device),
+            )
+        self.interval.batch_start(self._t0)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         if self._t0 is None:
             return
-        self.train_time += time.perf_counter() - self._t0
+        now = time.perf_counter()
+        self.train_time += now - self._t0
         samples, tokens = count_units(batch)
         self.samples += samples * trainer.world_size
         self.tokens += tokens * trainer.world_size
         self.steps += 1
+        if self.interval is None:
+            return
+        self.interval.batch_end(now, samples, tokens)
+        every = int(trainer.log_every_n_steps or 0)
+        if every and trainer.global_step % every == 0 and trainer.loggers:
+            metrics = self.interval.take(now, _peak_memory_gb(pl_module.device))
+            for logger in trainer.loggers if metrics else []:
+                logger.log_metrics(metrics, trainer.global_step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Into the tracker while its run is still open (Lightning closes it right after this hook)."""
         rates = self.rates()
         for logger in trainer.loggers if rates else []:
             logger.log_metrics({f"summary/{k}": v for k, v in rates.items()}, trainer.global_step)
+
+    def speed(self) -> dict[str, Any]:
+        """MFU and TFLOP/s per device over the run (median of the logging intervals after the first), or why not."""
+        return self.interval.summary() if self.interval is not None else {}
 
     def rates(self) -> dict[str, float]:
         if self.train_time <= 0:

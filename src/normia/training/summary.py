@@ -35,6 +35,14 @@ def print_summary(summary: dict[str, Any]) -> None:
             parts.append(f"{rates['tokens_per_s']:.0f} tokens/s")
         parts.append(f"{rates['steps_per_s']:.2f} steps/s")
         lines.append("  throughput " + ", ".join(parts))
+    speed = summary.get("speed") or {}
+    if "mfu" in speed:
+        lines.append(
+            f"  MFU       {100 * speed['mfu']:.1f}% ({speed['tflops_per_device']:.1f} TFLOP/s per device, bf16 peak; "
+            f"FLOPs: {speed['flops_counted']})"
+        )
+    elif speed.get("mfu_not_measured"):
+        lines.append(f"  MFU       not measured: {speed['mfu_not_measured']}")
     params = summary.get("parameters")
     if params:
         share = 100.0 * params["trainable"] / max(params["total"], 1)
@@ -78,6 +86,7 @@ def run_summary(
         "world_size": world_size(cfg),
         "wall_time_s": wall_s,
         "throughput": roles["throughput"].rates(),
+        "speed": roles["throughput"].speed(),
         "mlflow_run_id": tracker._run_id if tracker is not None else None,
         "tracking_uri": mask_uri(tracker.tracking_uri) if tracker is not None else None,  # no userinfo
         "output_dir": str(cfg.paths.output_dir),
