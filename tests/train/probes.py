@@ -151,3 +151,15 @@ class HangAtStep(L.Callback):
         if self.where == "every_rank" or trainer.global_rank == self.rank:
             (Path(self.out_dir) / f"hung-rank{trainer.global_rank}").write_text(str(time.time()))
             time.sleep(3600)
+
+
+class SlowRank(L.Callback):
+    """Rank `rank` spends `delay_s` more on its own part of every step (before the forward), as a slow node would."""
+
+    def __init__(self, rank: int = 1, delay_s: float = 0.1):
+        self.rank = rank
+        self.delay_s = delay_s
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_rank == self.rank:
+            time.sleep(self.delay_s)

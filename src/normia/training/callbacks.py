@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import torch.distributed as dist
 from normia.training.loop_state import replay_iterator_draws, start_next_epoch_if_completed
 from normia.training.module import count_units
 from normia.training.speed import IntervalSpeed, device_peak, model_flops
+from normia.training.stragglers import OwnTime, StragglerWatch, gather_hosts, gather_means
 
 # Callbacks that code running a job in this process adds to its Trainer (normia search's pruning callback): each
 # factory gets (cfg, tracker) and returns a callback or None. A registry, not a config entry: such a callback holds
@@ -302,6 +304,9 @@ class Throughput(L.Callback):
         self._t0: float | None = None
         self.fit_start = time.perf_counter()
         self.interval: IntervalSpeed | None = None
+        self.own = OwnTime()  # this rank's time between steps, for straggler detection
+        self.stragglers = StragglerWatch()
+        self.hosts: list[str] | None = None
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
@@ -315,6 +320,7 @@ class Throughput(L.Callback):
                 device_peak(pl_module.device),
             )
         self.interval.batch_start(self._t0)
+        self.own.step_starts(self._t0)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
@@ -331,10 +337,29 @@ class Throughput(L.Callback):
             return
         self.interval.batch_end(now, samples, tokens)
         every = int(trainer.log_every_n_steps or 0)
-        if every and trainer.global_step % every == 0 and trainer.loggers:
-            metrics = self.interval.take(now, _peak_memory_gb(pl_module.device))
-            for logger in trainer.loggers if metrics else []:
-                logger.log_metrics(metrics, trainer.global_step)
+        if not every or trainer.global_step % every != 0:
+            self.own.step_ends(now)
+            return
+        metrics = self.interval.take(now, _peak_memory_gb(pl_module.device))
+        for logger in trainer.loggers if metrics else []:
+            logger.log_metrics(metrics, trainer.global_step)
+        self._check_stragglers(trainer, pl_module)  # every rank: a collective
+        self.own.step_ends(time.perf_counter())  # the gather waits for the others: not this rank's own time
+
+    def _check_stragglers(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        means = gather_means(trainer, pl_module.device, self.own.take())
+        if means is None:
+            return
+        if self.hosts is None:
+            self.hosts = gather_hosts(trainer)
+        for line in self.stragglers.judge(means, self.hosts):
+            if trainer.global_rank != 0:
+                continue
+            print(f"warning: {line}", file=sys.stderr, flush=True)
+            for logger in trainer.loggers:
+                client, run_id = getattr(logger, "experiment", None), getattr(logger, "version", None)
+                if client is not None and run_id and hasattr(client, "set_tag"):
+                    client.set_tag(run_id, "normia.straggler", line[:5000])
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Into the tracker while its run is still open (Lightning closes it right after this hook)."""
@@ -344,7 +369,10 @@ class Throughput(L.Callback):
 
     def speed(self) -> dict[str, Any]:
         """MFU and TFLOP/s per device over the run (median of the logging intervals after the first), or why not."""
-        return self.interval.summary() if self.interval is not None else {}
+        out = self.interval.summary() if self.interval is not None else {}
+        if self.stragglers.sums:
+            out["own_step_s_by_host"] = self.stragglers.per_host()
+        return out
 
     def rates(self) -> dict[str, float]:
         if self.train_time <= 0:

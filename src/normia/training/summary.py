@@ -43,6 +43,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
     elif speed.get("mfu_not_measured"):
         lines.append(f"  MFU       not measured: {speed['mfu_not_measured']}")
+    if speed.get("own_step_s_by_host"):
+        hosts = ", ".join(f"{h} {1e3 * s:.1f} ms" for h, s in speed["own_step_s_by_host"].items())
+        lines.append(f"  between steps per node (loading the batch, host work): {hosts}")
     params = summary.get("parameters")
     if params:
         share = 100.0 * params["trainable"] / max(params["total"], 1)
