@@ -121,6 +121,8 @@ def test_value_of_a_secret_config_key_is_masked_under_another_key() -> None:
     cfg = {"logger": {"githubtoken": VALUE, "max_tokens": 128}, "tags": {"note": f"copy {VALUE}"}}
     masked = mask(cfg, secret_values(cfg, environ={}))
     assert masked == {"logger": {"githubtoken": MASK, "max_tokens": 128}, "tags": {"note": f"copy {MASK}"}}
+    numeric = {"db_pass": 12345678, "tags": {"copy": "12345678"}}  # an unquoted YAML password is an int
+    assert mask(numeric, secret_values(numeric, environ={})) == {"db_pass": MASK, "tags": {"copy": MASK}}
 
 
 @pytest.mark.parametrize(

@@ -107,10 +107,8 @@ def _plain(obj: Any) -> Any:
 def _collect(obj: Any, found: set[str]) -> None:
     if isinstance(obj, dict):
         for key, value in obj.items():
-            if is_secret_key(key) and isinstance(
-                value, str
-            ):  # a number under a secret name is masked by name only
-                found.add(value)
+            if is_secret_key(key) and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                found.add(str(value))
             _collect(value, found)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
