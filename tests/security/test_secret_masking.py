@@ -217,3 +217,19 @@ def test_recorded_overrides_are_masked_as_typed_never_resolved(monkeypatch: pyte
         f"+tags.copy={MASK}",
         f"+tags.x={MASK}",
     ]
+
+
+def test_a_rank_config_records_its_overrides_as_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local ranks read the job's config from YAML written resolved: `${oc.env:NAME}` comes back as a live
+    interpolation in `overrides`, which config.yaml, the checkpoint and the overrides tag used to resolve."""
+    from omegaconf import OmegaConf
+
+    from normia.config.compose import set_overrides
+    from normia.config.secrets import redact, redact_overrides
+
+    monkeypatch.setenv("MY_NOTE", "plain-value-from-env")
+    cfg = OmegaConf.create({"name": "x", "tags": {}})
+    set_overrides(cfg, ["+tags.note=${oc.env:MY_NOTE}"])
+    rank = OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))  # what training/spawn.py hands each rank
+    for text in (OmegaConf.to_yaml(redact(rank)), " ".join(redact_overrides(rank))):
+        assert "plain-value-from-env" not in text and "${oc.env:MY_NOTE}" in text, text

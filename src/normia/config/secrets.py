@@ -15,7 +15,15 @@ __all__ = ["MASK", "is_secret_key", "redact", "redact_override", "redact_overrid
 
 
 def redact(cfg: DictConfig) -> DictConfig:
-    """A resolved copy of cfg with every secret value replaced by *** (names, known values, URI userinfo)."""
+    """A resolved copy of cfg with every secret value replaced by *** (names, known values, URI userinfo, token
+    shapes). Its `overrides` are the recorded ones as typed: a rank's config, read back from resolved YAML, holds
+    `${oc.env:NAME}` there as a live interpolation, which resolving would turn into the variable's value."""
+    if isinstance(cfg, DictConfig) and "overrides" in cfg:
+        from normia.config.compose import recorded_overrides, set_overrides
+
+        typed = cfg.copy()
+        set_overrides(typed, recorded_overrides(cfg))  # escaped: resolving gives back the text as typed
+        return mask(typed)
     return mask(cfg)
 
 
