@@ -1,5 +1,5 @@
 """Issue 10: a run records the researcher's project (name, version, folders, git commit, dirty flag, the uncommitted
-changes as a patch artifact), and `normia reproduce` re-runs it only inside that project, warning when the project's
+changes: their `git diff --stat`, or the patch with NORMIA_RECORD_DIFF=1 (issue 26 E)), and `normia reproduce` re-runs it only inside that project, warning when the project's
 commit differs or a tree is dirty, as it does for normia's own commit.
 
 Real git repositories made in tmp_path, a real MLflow sqlite store, the real CLI for the end-to-end tests."""
@@ -17,7 +17,7 @@ import pytest
 
 from normia.errors import UserError
 from normia.project import find_project
-from normia.tracking.project_state import DIFF_ARTIFACT, capture, project_record
+from normia.tracking.project_state import DIFF_ARTIFACT, DIFF_STAT_ARTIFACT, capture, project_record
 
 FAST = ["logger.system_metrics=false", "trainer.enable_progress_bar=false", "trainer.max_epochs=1"]
 
@@ -107,6 +107,40 @@ def test_secrets_in_the_patch_are_masked(repo_project: Path) -> None:
     assert "hf_abcdefghijklmnop" not in patch and "hub_token: ***" in patch
 
 
+PEM_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj"
+GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5" * 4
+
+
+def _secrets_written_as_code(root: Path) -> None:
+    """A private key and a token pasted into the project's code: names that masking by name cannot see."""
+    models = root / "src/my_study/models.py"
+    models.write_text(
+        models.read_text()
+        + f'\nDEPLOY = """\n-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----\n"""\n'
+        + f'CLIENT = Github("{GITHUB_TOKEN}")\n'
+    )
+
+
+def test_a_run_records_the_diff_stat_by_default_and_the_patch_only_on_request(
+    repo_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26 E: the patch kept private keys and tokens written as code. By default a run records which files
+    changed (git diff --stat), never their lines; NORMIA_RECORD_DIFF=1 records the patch, masked."""
+    _secrets_written_as_code(repo_project)
+    monkeypatch.delenv("NORMIA_RECORD_DIFF", raising=False)
+    tags, texts = project_record(find_project(repo_project))
+    assert tags["project.git_dirty"] == "true" and list(texts) == [DIFF_STAT_ARTIFACT]
+    (stat,) = texts.values()
+    assert "src/my_study/models.py" in stat and "insertion" in stat and "NORMIA_RECORD_DIFF=1" in stat
+    assert PEM_BODY not in stat and GITHUB_TOKEN not in stat and "DEPLOY" not in stat
+
+    monkeypatch.setenv("NORMIA_RECORD_DIFF", "1")
+    _, texts = project_record(find_project(repo_project))
+    (patch,) = texts.values()
+    assert list(texts) == [DIFF_ARTIFACT] and "+CLIENT = Github(" in patch
+    assert PEM_BODY not in patch and GITHUB_TOKEN not in patch and "BEGIN RSA PRIVATE KEY" in patch
+
+
 def test_a_huge_patch_is_cut_with_a_note(repo_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import normia.tracking.project_state as project_state
 
@@ -161,6 +195,7 @@ def test_the_mlflow_run_carries_the_project_tags_and_patch(
 
     (repo_project / "configs/model/my_net.yaml").write_text("_target_: my_study.models.MyNet\nwidth: 16\n")
     monkeypatch.chdir(repo_project)
+    monkeypatch.setenv("NORMIA_RECORD_DIFF", "1")
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     tracker = MlflowTracker(uri, "project-tags", tags={"normia.git_commit": "x"}, system_metrics=False)
     tracker.begin()
@@ -244,7 +279,9 @@ def test_train_records_the_project_and_reproduce_checks_it(
 
     models = repo_project / "src/my_study/models.py"
     models.write_text(models.read_text().replace("width: int = 32", "width: int = 24"))
-    first = normia_cli("train", "experiment=my_study", *FAST, cwd=repo_project, timeout=300)
+    first = normia_cli(
+        "train", "experiment=my_study", *FAST, cwd=repo_project, env={"NORMIA_RECORD_DIFF": "1"}, timeout=300
+    )
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     (done,) = repo_project.glob("outputs/my_study/*/done.json")
     run_id = json.loads(done.read_text())["mlflow_run_id"]

@@ -2,12 +2,16 @@
 output folder, sbatch scripts, the terminal. `mask(value)` takes a config, a dict, a list or a text and returns a copy
 in which no secret is left:
 
-- a value under a secret-looking name is `***` (names are split into words, so `hfToken`, `HF_TOKEN`, `hub-token`,
-  `Authorization`, `auth`, `bearer`, `tokens` are secret, while `num_tokens`, `tokens_per_s` and `tokenizer` are not);
-  in a text this applies to every `name=value`, `name: value` and `"name": "value"` (an override typed as
-  `+tags={hub_token: X}` or `+launcher.env.HF_TOKEN=X`, an `export HF_TOKEN=X` line, a header
-  `Authorization: Bearer X`);
-- a URI loses its userinfo: `postgresql://user:pass@host/db` -> `postgresql://***@host/db`;
+- a value under a secret name is `***` (config/secret_names.py says which: `hfToken`, `HF_TOKEN`, `githubtoken`,
+  `GITHUB_PAT`, `db_pass`, `jwt`, `slack_webhook`, `tokens` are secret; `num_tokens`, `tokens_per_s`, `tokenizer`,
+  `key_column`, `passes` are not); in a text this applies to every `name=value`, `"name": "value"`, and to a
+  `name: value` that starts a YAML line or sits in a `{...}` mapping (an override typed as `+tags={hub_token: X}` or
+  `+launcher.env.HF_TOKEN=X`, an `export HF_TOKEN=X` line, a header `Authorization: Bearer X`), never to the word
+  after a label in a sentence (`the text has 6044 tokens: too short` stays as it is);
+- a URI loses its userinfo and its secret query parameters' values: `postgresql://user:pass@host/db?password=p`
+  -> `postgresql://***@host/db?password=***`;
+- a PEM private key block and a well-known token (`ghp_`, `github_pat_`, `hf_`, `AKIA`, `xoxb-`, a JWT, `sk-`) are
+  `***` wherever they are (config/secret_shapes.py);
 - a value known to be secret is `***` wherever it appears, whatever the name it was copied to: the values under
   secret names of the config being masked and of this process's environment (`+tags.note=${oc.env:HF_TOKEN}`
   resolves to HF_TOKEN's value under a name that looks harmless).
@@ -20,52 +24,24 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from normia.config.secret_names import is_secret_key, words
+from normia.config.secret_shapes import mask_shapes
+
+__all__ = ["MASK", "is_secret_key", "mask", "mask_shapes", "mask_text", "mask_uri", "secret_values", "words"]
+
 MASK = "***"
-# Words that make a name secret wherever they stand in it.
-SECRET_WORDS = frozenset(
-    {
-        "password",
-        "passwd",
-        "pwd",
-        "passphrase",
-        "secret",
-        "secrets",
-        "credential",
-        "credentials",
-        "creds",
-        "auth",
-        "oauth",
-        "authorization",
-        "authentication",
-        "bearer",
-        "apikey",
-        "cookie",
-        "cookies",
-        "token",
-        "tokens",
-        "privatekey",
-        "accesskey",
-        "secretkey",
-        "signature",
-    }
-)
-KEY_PAIRS = frozenset(
-    {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key"), ("client", "key")}
-)
-# A token counted, not a token held: num_tokens, max_new_tokens, tokens_per_s, bits_per_token, token_budget.
-COUNTING_WORDS = frozenset(
-    {"num", "n", "max", "min", "new", "total", "per", "count", "counts", "seq", "context", "vocab", "budget"}
-)
-COUNTING_NEXT = frozenset(
-    {"per", "count", "counts", "budget", "len", "length", "s", "seen", "total", "limit"}
-)
 # Variables whose names look secret but hold a folder or a socket path: PWD is the working folder, not a password.
 ENV_NOT_SECRET = frozenset({"PWD", "OLDPWD", "SSH_AUTH_SOCK"})
 MIN_VALUE_CHARS = 4  # a shorter secret is masked under its own name only, never searched for in other values
 SUBSTRING_CHARS = 8  # from this length a known secret is also masked inside longer values
 
-_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z]|\d|\b|_|$)|[A-Z]?[a-z]+|[A-Z]+|\d+")
 _URI_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/@\s'\"]+)@")
+_URI = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]*")
+# a query parameter of a URI: ?password=X&sslmode=require
+_QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#;?\s]+)=(?P<value>[^&#;\s'\"]*)")
+# before a `name: value` in a text, what makes it a YAML line or a flow mapping entry rather than a sentence:
+# nothing but indentation, a diff or list marker, or a comment sign since the line's start
+_LINE_START = re.compile(r"[ \t+\-#>]*")
 # name (optionally quoted, optionally with an override's +, ++ or ~), '=' or ':', value (quoted, or up to a separator)
 _ASSIGNMENT = re.compile(
     r"""(?P<key>(?<![\w.\-])[+~]{0,2}[A-Za-z_][\w.\-]*)(?P<close>["']?)(?P<sep>\s*[=:]\s*)"""
@@ -74,31 +50,19 @@ _ASSIGNMENT = re.compile(
 )
 
 
-def words(name: str) -> list[str]:
-    """'hfToken' -> ['hf', 'token']; 'HF_TOKEN' -> ['hf', 'token']; 'launcher.env.API-KEY' -> [..., 'api', 'key']."""
-    return [w.lower() for part in re.split(r"[^A-Za-z0-9]+", str(name)) for w in _WORD.findall(part)]
-
-
-def is_secret_key(name: Any) -> bool:
-    """A name whose value must never be shown. For a dotted path, only its last part counts."""
-    parts = words(str(name).rsplit(".", 1)[-1])
-    for i, word in enumerate(parts):
-        before = parts[i - 1] if i else ""
-        after = parts[i + 1] if i + 1 < len(parts) else ""
-        if (before, word) in KEY_PAIRS:
-            return True
-        if word in ("token", "tokens"):
-            if before in COUNTING_WORDS or after in COUNTING_WORDS | COUNTING_NEXT:
-                continue
-            return True
-        if word in SECRET_WORDS:
-            return True
-    return False
-
-
 def mask_uri(text: str) -> str:
-    """Every URI in text without its userinfo: 'postgresql://u:p@h/db' -> 'postgresql://***@h/db'."""
-    return _URI_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    """Every URI in text without its userinfo and the values of its secret-named query parameters:
+    'postgresql://u:p@h/db?password=p&sslmode=require' -> 'postgresql://***@h/db?password=***&sslmode=require'."""
+    return _URI.sub(lambda m: _masked_query(_URI_USERINFO.sub(lambda u: f"{u['scheme']}{MASK}@", m[0])), text)
+
+
+def _masked_query(uri: str) -> str:
+    def one(param: re.Match[str]) -> str:
+        if not is_secret_key(param["name"]) or not param["value"]:
+            return param[0]
+        return f"{param['lead']}{param['name']}={MASK}"
+
+    return _QUERY_PARAM.sub(one, uri)
 
 
 def secret_values(obj: Any = None, environ: dict[str, str] | None = None) -> set[str]:
@@ -152,17 +116,21 @@ def _collect(obj: Any, found: set[str]) -> None:
     elif isinstance(obj, str):
         found.update(_userinfo_parts(obj))
         for match in _ASSIGNMENT.finditer(obj):
-            if is_secret_key(match["key"].lstrip("+~")):
-                found.add(_unquote(match["value"]))
+            value = _unquote(match["value"])
+            if is_secret_key(match["key"].lstrip("+~")) and _structured(match) and not value.startswith("$"):
+                found.add(value)
 
 
 def _userinfo_parts(text: str) -> list[str]:
+    """The userinfo (and its password) and the secret query parameters' values of the URIs in text."""
     parts = []
-    for match in _URI_USERINFO.finditer(str(text)):
-        userinfo = match["userinfo"]
-        parts.append(userinfo)
-        if ":" in userinfo:
-            parts.append(userinfo.split(":", 1)[1])
+    for uri in _URI.findall(str(text)):
+        for match in _URI_USERINFO.finditer(uri):
+            userinfo = match["userinfo"]
+            parts.append(userinfo)
+            if ":" in userinfo:
+                parts.append(userinfo.split(":", 1)[1])
+        parts += [p["value"] for p in _QUERY_PARAM.finditer(uri) if is_secret_key(p["name"]) and p["value"]]
     return parts
 
 
@@ -187,6 +155,7 @@ def _mask_obj(obj: Any, secrets: list[str]) -> Any:
 def _mask_str(text: str, secrets: list[str]) -> str:
     if text in secrets:
         return MASK
+    text = mask_shapes(text, MASK)
     text = mask_uri(text)
     text = _ASSIGNMENT.sub(_masked_assignment, text)
     for secret in secrets:
@@ -195,14 +164,33 @@ def _mask_str(text: str, secrets: list[str]) -> str:
     return text
 
 
-def _masked_assignment(match: re.Match[str]) -> str:
+def _structured(match: re.Match[str]) -> bool:
+    """Whether a matched `name=value` / `name: value` is an assignment rather than words of a sentence.
+
+    `name=value` always is (an override, a shell line, a query). `name: value` is when the name is quoted (JSON, a
+    Python dict), when the value is a credential (`Authorization: Bearer X`), or when the name starts a YAML line
+    or an entry of a flow mapping (`{hub_token: X}`); in `the text has 6044 tokens: too short` it is prose."""
+    if (
+        "=" in match["sep"]
+        or match["close"]
+        or re.match(r"(?:Bearer|Basic|Token|bearer|basic)\s", match["value"])
+    ):
+        return True
+    line = match.string[: match.start()].rsplit("\n", 1)[-1]
+    return bool(_LINE_START.fullmatch(line) or line.count("{") > line.count("}"))
+
+
+def _masked_assignment(match: re.Match[str], inside: bool = False) -> str:
+    """The matched assignment with its value masked when its name is secret; `inside`: within a {...} or [...]
+    value, where every `name: value` is a mapping entry."""
     key = match["key"].lstrip("+~")
     value = match["value"]
     if _unquote(value).startswith("$"):  # a reference ($HF_TOKEN, ${oc.env:HF_TOKEN}) shows no secret
         return match[0]
-    if not is_secret_key(key):
+    if not is_secret_key(key) or not (inside or _structured(match)):
         if value[:1] in "{[":  # a dict or list value: mask the secret names inside it
-            value = value[0] + _ASSIGNMENT.sub(_masked_assignment, value[1:-1]) + value[-1]
+            inner = _ASSIGNMENT.sub(lambda m: _masked_assignment(m, inside=True), value[1:-1])
+            value = value[0] + inner + value[-1]
         return f"{match['key']}{match['close']}{match['sep']}{value}"
     quote = value[0] if value[:1] in "'\"" else ""
     return f"{match['key']}{match['close']}{match['sep']}{quote}{MASK}{quote}"

@@ -70,6 +70,8 @@ def existing_study(location: str, study_name: str) -> Any | None:
 
 
 def shown_storage(storage: str) -> str:
-    from normia.config.masking import mask_uri
+    """The storage URL as printed and tagged (search.storage): without userinfo, secret query parameters' values
+    (`?password=X`) and the values of secret environment variables."""
+    from normia.config.masking import mask_text
 
-    return mask_uri(storage)
+    return mask_text(storage)

@@ -1,6 +1,7 @@
 """What a run records about the researcher's project (normia.project): its name, version and folders, and the git
-state of its code (commit, dirty flag, and the uncommitted changes as a patch), so that a run made from a project
-can be traced back to, and re-run from, the exact code that produced it (`normia reproduce` checks the commit).
+state of its code (commit, dirty flag, and the uncommitted changes: a `git diff --stat` by default, the patch itself
+only when NORMIA_RECORD_DIFF=1), so that a run made from a project can be traced back to, and re-run from, the exact
+code that produced it (`normia reproduce` checks the commit).
 
 Kept import-light (subprocess only): the tracker calls it on rank zero when the MLflow run is created.
 
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
 
 PREFIX = "project."
 DIFF_ARTIFACT = "project/git_diff.patch"
+DIFF_STAT_ARTIFACT = "project/git_diff_stat.txt"
+# The patch holds whatever was typed into the changed lines (a key pasted into a test, a token in a notebook): it is
+# recorded only on request; by default a run records which files changed and by how many lines.
+RECORD_DIFF_ENV = "NORMIA_RECORD_DIFF"
 # A patch this large is not a few edits (a tracked data file rewritten?): the start is kept, with a note saying so.
 MAX_DIFF_BYTES = 1_000_000
 GIT_TIMEOUT_S = 30
@@ -36,7 +41,9 @@ class ProjectState:
     """A snapshot of a project as a run saw it.
 
     commit/dirty: None when the project is not in a git work tree (or git is missing, or it has no commit yet).
-    diff: `git diff HEAD` of the project's tracked files (None when clean); diff_truncated when it was cut.
+    diff: `git diff HEAD` of the project's tracked files (None when clean or not asked for); diff_truncated when it
+    was cut. diff_stat: `git diff --stat HEAD` of the same files (None when clean or not asked for).
+    patch: whether the patch was asked for (artifacts() records it), else its stat.
     untracked: untracked files in the project's code and config folders, relative to the repository's top.
     """
 
@@ -49,6 +56,8 @@ class ProjectState:
     diff: str | None = None
     diff_truncated: bool = False
     untracked: tuple[str, ...] = ()
+    diff_stat: str | None = None
+    patch: bool = True
 
     def tags(self) -> dict[str, str]:
         """MLflow tags, `project.*`, beside normia's own `normia.git_commit`/`normia.version.normia`.
@@ -64,31 +73,44 @@ class ProjectState:
         return tags
 
     def artifacts(self) -> dict[str, str]:
-        """{artifact path: text}: the uncommitted changes when the tree is dirty, masked like every artifact.
+        """{artifact path: text}: the uncommitted changes when the tree is dirty, masked like every artifact: the
+        patch (DIFF_ARTIFACT) when it was captured, else the `git diff --stat` (DIFF_STAT_ARTIFACT).
 
         The patch applies with `git apply` on the recorded commit (git skips the leading `#` notes). Secrets in the
-        changed lines (a token written into a config) show as *** (config/masking.py), so a patch that needed one
-        needs it typed again."""
+        changed lines (a token written into a config, a private key block, a token of a known shape) show as ***
+        (config/masking.py), so a patch that needed one needs it typed again."""
         if not self.dirty:
             return {}
         from normia.config.masking import mask_text
 
+        label = self.name or self.root or "project"
+        if not self.patch:
+            notes = [
+                f"# normia: files changed in project {label} over commit {self.commit} (git diff --stat HEAD of its "
+                f"tracked files; the patch itself is recorded with {RECORD_DIFF_ENV}=1)",
+            ]
+            notes += self._untracked_notes()
+            return {DIFF_STAT_ARTIFACT: mask_text("\n".join(notes) + "\n" + (self.diff_stat or ""))}
         notes = [
-            f"# normia: uncommitted changes of project {self.name or self.root or 'project'} "
+            f"# normia: uncommitted changes of project {label} "
             f"over commit {self.commit} (git diff HEAD of its tracked files; apply with: git apply <this file>)",
         ]
         if self.diff_truncated:
             notes.append(f"# TRUNCATED: only the first {MAX_DIFF_BYTES} bytes of the diff are kept")
-        if self.untracked:
-            # Names only, never contents: a file kept out of git is often kept out on purpose (.env, credentials,
-            # a local config with a token), and masking only catches secrets written as name=value.
-            notes.append(
-                "# untracked files in the project's code and config folders (names only, their content is not "
-                "recorded):"
-            )
-            notes += [f"#   {name}" for name in self.untracked]
+        notes += self._untracked_notes()
         text = "\n".join(notes) + "\n" + (self.diff or "")
         return {DIFF_ARTIFACT: mask_text(text)}
+
+    def _untracked_notes(self) -> list[str]:
+        # Names only, never contents: a file kept out of git is often kept out on purpose (.env, credentials,
+        # a local config with a token), and masking cannot catch every way a secret is written.
+        if not self.untracked:
+            return []
+        return [
+            "# untracked files in the project's code and config folders (names only, their content is not "
+            "recorded):",
+            *(f"#   {name}" for name in self.untracked),
+        ]
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -170,8 +192,14 @@ def _is_code(path: str) -> bool:
     return not (NOT_CODE_FOLDERS.intersection(parts[:-1]) or parts[-1].endswith(NOT_CODE_SUFFIXES))
 
 
-def capture(project: Project, with_diff: bool = True) -> ProjectState:
-    """The project's state now. with_diff=False skips reading the patch (reproduce only needs commit and dirty)."""
+def record_diff_requested() -> bool:
+    """Whether this run records the patch of the uncommitted changes (NORMIA_RECORD_DIFF=1), not only their stat."""
+    return os.environ.get(RECORD_DIFF_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def capture(project: Project, with_diff: bool = True, with_stat: bool = False) -> ProjectState:
+    """The project's state now. with_diff=False skips reading the patch (reproduce only needs commit and dirty);
+    with_stat=True reads `git diff --stat HEAD` instead when the patch is not read."""
     state = ProjectState(
         name=project.name, version=project.version, root=project.root, config_dirs=tuple(project.config_dirs)
     )
@@ -198,19 +226,30 @@ def capture(project: Project, with_diff: bool = True) -> ProjectState:
     changed = _porcelain_paths(status, untracked=False)
     untracked = tuple(sorted(p for p in _porcelain_paths(found, untracked=True) if _is_code(p)))
     diff, truncated = _git_diff(top, tracked_specs) if changed and with_diff else (None, False)
+    stat = None
+    if changed and with_stat and not with_diff:
+        stat = _git(["diff", "--stat", "--no-color", "--no-ext-diff", "HEAD", "--", *tracked_specs], top)
     return replace(
-        state, dirty=bool(changed or untracked), diff=diff, diff_truncated=truncated, untracked=untracked
+        state,
+        dirty=bool(changed or untracked),
+        diff=diff,
+        diff_truncated=truncated,
+        untracked=untracked,
+        diff_stat=stat,
+        patch=with_diff,
     )
 
 
 def project_record(project: Project | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """(tags, artifacts) of this process's project (normia.project.current_project()), from one snapshot so that
-    the dirty flag and the patch agree; ({}, {}) outside a project: nothing is recorded, not even empty tags."""
+    the dirty flag and the changes agree: the `git diff --stat` of the changes, or their patch when
+    NORMIA_RECORD_DIFF=1; ({}, {}) outside a project: nothing is recorded, not even empty tags."""
     if project is None:
         from normia.project import current_project
 
         project = current_project()
     if project is None:
         return {}, {}
-    state = capture(project)
+    record_diff = record_diff_requested()
+    state = capture(project, with_diff=record_diff, with_stat=not record_diff)
     return state.tags(), state.artifacts()

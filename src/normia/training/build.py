@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from normia.config.flatten import flatten
-from normia.config.secrets import redact, redact_override
+from normia.config.secrets import redact, redact_overrides
 from normia.energy.callback import from_config as energy_callback
 from normia.errors import UserError
 from normia.tracking.mlflow_logger import MlflowTracker
@@ -61,18 +61,18 @@ def build_tracker(cfg: DictConfig, run_id: str | None, changes: str = "") -> Mlf
     tags = run_tags(world_size(cfg))
     tags.update(system_tags(tags["normia.git_commit"] if tags["normia.git_commit"] != "unknown" else None))
     tags.update({"normia.experiment": cfg.name, "normia.output_dir": str(cfg.paths.output_dir)})
-    tags["normia.overrides"] = " ".join(redact_override(o) for o in cfg.overrides)[:5000]
+    overrides = redact_overrides(cfg)  # as typed: an ${oc.env:X} is recorded as such, never resolved
+    tags["normia.overrides"] = " ".join(overrides)[:5000]
     tags.update({str(k): str(v) for k, v in (safe.tags or {}).items()})
     texts = {
         "config.yaml": OmegaConf.to_yaml(safe),
-        "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create([redact_override(o) for o in cfg.overrides])),
+        "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(overrides)),
     }
     params = {k: v for k, v in flatten(safe).items() if k != "overrides"}
     return MlflowTracker(
         tracking_uri=resolve_tracking_uri(cfg.logger.tracking_uri),
         experiment_name=cfg.logger.experiment_name,
-        run_name=cfg.logger.run_name
-        or default_run_name(cfg.name, str(cfg.paths.output_dir), [redact_override(o) for o in cfg.overrides]),
+        run_name=cfg.logger.run_name or default_run_name(cfg.name, str(cfg.paths.output_dir), overrides),
         run_id=run_id,
         tags=tags,
         params=params,
