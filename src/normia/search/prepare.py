@@ -13,6 +13,8 @@ from normia.errors import UserError
 from normia.search.args import SearchArgs
 from normia.search.storage import shown_storage
 
+FOLDER_FIX = "give another study_name=NAME, or paths.output_root=DIR of yours"
+
 
 @dataclass
 class Prepared:
@@ -69,6 +71,9 @@ def prepare(search: SearchArgs, config_dir: str | None) -> Prepared:
     make_sampler(sampler, 0)
     study_name = check_name(search.study_name or f"{cfg.name}-{space.name}", "study_name")
     search_dir = (Path(str(cfg.paths.output_root)) / "search" / study_name).absolute()
+    from normia.private_paths import check_private_folder
+
+    check_private_folder(search_dir, FOLDER_FIX)  # its plan names the code the workers import
     check_writable(str(search_dir))
     storage = storage_location(search.storage, search_dir)
     direction = "maximize" if str(cfg.monitor_mode) == "max" else "minimize"
