@@ -32,6 +32,7 @@ from normia.launch.sbatch import (
     render_script,
     write_env_file,
 )
+from normia.launch.script_check import check_script
 from normia.launch.spec import SlurmLauncherCfg, parse_launcher
 from normia.launch.timelimit import format_seconds
 from normia.launch.trainer_fit import fit_trainer_to_spec
@@ -76,6 +77,7 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> 
     folder = _log_folder(spec, jobs)
     env_file = folder / f"{ENV_FILE_PREFIX}{uuid.uuid4().hex[:12]}.sh" if spec.env else None
     params = executor_params(spec, partition, f"normia-{jobs[0].name}", env_file, place)
+    check_script(params, folder, python_command(spec))  # a line break would be a shell command of the job
     array_size = len(pending) if len(pending) > 1 else None
     if dry_run:
         script = render_script(params, folder / "%j", python_command(spec), array_size)

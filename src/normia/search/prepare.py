@@ -94,6 +94,7 @@ def prepare(search: SearchArgs, config_dir: str | None) -> Prepared:
         slurm_cfg = compose_job([*trial_overrides, *launcher])
         if str(slurm_cfg.launcher.name) != "local":
             slurm = check_array(slurm_cfg, search.workers)
+            _check_array_script(slurm, study_name, search_dir)
     plan = SearchPlan(
         study_name=study_name,
         storage=storage,
@@ -114,6 +115,16 @@ def prepare(search: SearchArgs, config_dir: str | None) -> Prepared:
     return Prepared(
         plan, search, space.name, str(cfg.logger.experiment_name), logger_on, stored is not None, slurm
     )
+
+
+def _check_array_script(slurm: tuple[Any, str | None, Any], study_name: str, search_dir: Path) -> None:
+    """Every value of the array's job script on one line (normia.launch.script_check); UserError otherwise."""
+    from normia.launch.sbatch import executor_params, python_command
+    from normia.launch.script_check import check_script
+
+    spec, partition, place = slurm
+    params = executor_params(spec, partition, f"normia-search-{study_name}", None, place)
+    check_script(params, search_dir / "slurm" / "%j", python_command(spec))
 
 
 def _check_resume(stored: Any, space: Any, monitor: str, direction: str) -> None:

@@ -82,10 +82,12 @@ def submit_array(
     import submitit
 
     from normia.launch.sbatch import executor_params, python_command
+    from normia.launch.script_check import check_script
     from normia.launch.slurm import private_folder
 
     folder = plan_path.parent / "slurm"
     params = executor_params(spec, partition, f"normia-search-{name}", None, place)
+    check_script(params, folder, python_command(spec))
     private_folder(folder)
     params["array_parallelism"] = max(int(params.get("array_parallelism") or 1), 1)
     executor = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=0, python=python_command(spec))
