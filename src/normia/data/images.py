@@ -23,6 +23,7 @@ from normia.data.datamodule import ResumableDataModule
 from normia.data.facts import RecordsPredictState, plain, share_with_model, with_predict_state
 from normia.data.splits import Standardizer, check_fraction, shuffled_split
 from normia.errors import UserError
+from normia.text_limits import shown
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -94,7 +95,7 @@ def load_image_table(
         image = base / name.strip()
         if not image.is_file():
             raise UserError(
-                f"image '{name}' (data row {row + 1} of {table}) not found in {base}: fix the name or data.root"
+                f"image {shown(name)} (data row {row + 1} of {table}) not found in {base}: fix the name or data.root"
             )
         images.append(read_image(image, image_size, grayscale))
     labels = np.asarray([lookup[v] for v in labels_text], dtype=np.int64)

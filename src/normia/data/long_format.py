@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from normia.errors import UserError, did_you_mean
+from normia.text_limits import shown, shown_bare, shown_list
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,17 +52,18 @@ def selected_series(
         )
     for name in names:
         if name not in present:
-            shown = ", ".join(present[:20]) + (", ..." if len(present) > 20 else "")
             raise UserError(
-                f"series '{name}' (data.series) is not in column '{column}' of {source}"
-                f"{_close_match(name, present)}; series present: {shown}"
+                f"series {shown(name)} (data.series) is not in column '{shown_bare(column)}' of {source}"
+                f"{_close_match(name, present)}; series present: {shown_list(present, count=20)}"
             )
     return names
 
 
 def _close_match(name: str, present: list[str]) -> str:
     """' (did you mean X?)' when a series name is close, else nothing (the names present are listed anyway)."""
-    hint = did_you_mean(name, present)
+    if len(name) > 200:
+        return ""
+    hint = did_you_mean(name, [p for p in present if len(p) <= 200])  # difflib on huge names costs minutes
     return hint if "did you mean" in hint else ""
 
 
@@ -76,7 +78,7 @@ def check_unique_pairs(dates: pd.Series, labels: pd.Series, date_column: str, so
         day, name = pairs.iloc[pos]
         row = int(dates.index[pos]) + 1  # the frame's own row number: rows of other series were left out
         raise UserError(
-            f"date {pd.Timestamp(day).date()} appears twice for series '{name}' in column '{date_column}' of "
+            f"date {pd.Timestamp(day).date()} appears twice for series {shown(name)} in column '{date_column}' of "
             f"{source} (data row {row}): remove the duplicate"
         )
 

@@ -18,6 +18,7 @@ from normia.data.facts import RecordsPredictState, plain, share_with_model, with
 from normia.data.splits import Standardizer, check_fraction, shuffled_split
 from normia.data.table_reader import numeric_columns, read_table, require_columns
 from normia.errors import UserError, did_you_mean
+from normia.text_limits import shown_bare, shown_list
 
 TASKS = ("regression", "classification")
 
@@ -118,7 +119,7 @@ class TableDataModule(RecordsPredictState, ResumableDataModule):
             unseen = sorted(set(labels[val_idx]) - set(self.classes))
             if unseen:
                 raise UserError(
-                    f"class(es) {unseen} of column '{self.target}' occur only in the validation rows: "
+                    f"class(es) {shown_list(unseen)} of column '{shown_bare(self.target)}' occur only in the validation rows: "
                     "add examples or change data.seed"
                 )
             lookup = {c: i for i, c in enumerate(self.classes)}

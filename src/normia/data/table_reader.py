@@ -15,13 +15,14 @@ import csv
 import io
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from normia.errors import UserError, did_you_mean
+from normia.text_limits import short_error, shown, shown_bare, shown_list
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -190,7 +191,7 @@ def _parser_error_message(error: str, path: Path, sep: str) -> str:
             f"line {line} of {path} has {seen} fields with separator {sep!r} but the lines before have {expected}: "
             "fix the row (quote a cell holding the separator), or set data.sep"
         )
-    return f"cannot parse the CSV {path} with separator {sep!r}: {' '.join(error.split())}; set data.sep"
+    return f"cannot parse the CSV {path} with separator {sep!r}: {short_error(error)}; set data.sep"
 
 
 def _read_csv(path: Path, sep: str, encoding: str) -> pd.DataFrame:
@@ -216,7 +217,10 @@ def _read_csv(path: Path, sep: str, encoding: str) -> pd.DataFrame:
 
 def _check_extra_fields(path: Path, sep: str, encoding: str, width: int) -> None:
     """Refuse the first row holding a value beyond the header's last column: it has no column to go to."""
-    with path.open(encoding=encoding, newline="") as handle:
+    limit = csv.field_size_limit(
+        2**31 - 1
+    )  # pandas read the file, fields of any size: csv's 128 KiB limit raised
+    with path.open(encoding=encoding, newline="") as handle, _restored_field_limit(limit):
         rows = (r for r in csv.reader(handle, delimiter=sep, skipinitialspace=True) if r)
         next(rows, None)
         for number, row in enumerate(rows, start=1):
@@ -224,8 +228,16 @@ def _check_extra_fields(path: Path, sep: str, encoding: str, width: int) -> None
             if extra:
                 raise UserError(
                     f"data row {number} of {path} has {len(row)} fields but the header has {width} (value "
-                    f"{extra[0]!r} has no column): fix the header or the row, or set data.sep if '{sep}' is wrong"
+                    f"{shown(extra[0])} has no column): fix the header or the row, or set data.sep if '{sep}' is wrong"
                 )
+
+
+@contextlib.contextmanager
+def _restored_field_limit(limit: int) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _decode_head(raw: bytes, path: Path, encoding: str) -> str:
@@ -254,14 +266,14 @@ def _check_split(frame: pd.DataFrame, sep: str, path: Path) -> None:
     other = [s for s in SEPARATORS if s != sep and s in header]
     if other:
         raise UserError(
-            f"data.sep='{sep}' does not split the header of {path} ('{header}'); it seems to use '{other[0]}': "
+            f"data.sep='{sep}' does not split the header of {path} ({shown(header)}); it seems to use '{other[0]}': "
             f"set data.sep='{other[0]}' or data.sep=null (detected)"
         )
 
 
 def _cell(source: str | Path, name: str, row: int, value: str) -> str:
     """How a message names a cell: the value, its column and its data row (1-based, header excluded)."""
-    return f"value {value!r} in column '{name}' of {source} at data row {row + 1}"
+    return f"value {shown(value)} in column '{shown_bare(name)}' of {source} at data row {row + 1}"
 
 
 def _bad_cell_message(source: str | Path, name: str, row: int, value: str) -> str:
@@ -278,7 +290,7 @@ def _bad_cell_message(source: str | Path, name: str, row: int, value: str) -> st
             "fix the cell"
         )
     return (
-        f"non-numeric value {value!r} in column '{name}' of {source} at data row {row + 1}: "
+        f"non-numeric value {shown(value)} in column '{shown_bare(name)}' of {source} at data row {row + 1}: "
         "fix the cell, or set data.decimal/data.sep if the number format was misread"
     )
 
@@ -344,7 +356,7 @@ def _check_decimal_marks(
         (m1, r1), (m2, r2) = sorted(first.items(), key=lambda kv: kv[1])
         raise UserError(
             f"{_cell(source, name, r2, str(text.iloc[r2]))} uses '{m2}' as decimal mark but data row {r1 + 1} "
-            f"({text.iloc[r1]!r}) uses '{m1}': fix the cell so that the column uses one decimal mark "
+            f"({shown(text.iloc[r1])}) uses '{m1}': fix the cell so that the column uses one decimal mark "
             "(data.decimal sets one mark for every column)"
         )
     if sep == "," and "," in first:
@@ -352,8 +364,8 @@ def _check_decimal_marks(
         if all(COMMA_GROUPED.fullmatch(v) for v in commas):
             row = first[","]
             raise UserError(
-                f"{_cell(source, name, row, str(text.iloc[row]))} may be {commas[0].replace(',', '.')} (decimal "
-                f"comma) or {commas[0].replace(',', '')} (thousands separator): set data.decimal=',' if ',' is "
+                f"{_cell(source, name, row, str(text.iloc[row]))} may be {shown_bare(commas[0].replace(',', '.'))} (decimal "
+                f"comma) or {shown_bare(commas[0].replace(',', ''))} (thousands separator): set data.decimal=',' if ',' is "
                 "the decimal mark, or remove the thousands separators"
             )
 
@@ -363,10 +375,10 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str], source: str | P
     present = [str(c) for c in frame.columns]
     for name in columns:
         if name not in present:
-            hint = did_you_mean(name, present)
+            hint = did_you_mean(name, [p for p in present if len(p) <= 200]) if len(name) <= 200 else ""
             raise UserError(
-                f"column '{name}' (data.{key}) is not in {source}{hint if 'did you mean' in hint else ''}; "
-                f"columns present: {', '.join(present)}"
+                f"column '{shown_bare(name)}' (data.{key}) is not in {source}"
+                f"{hint if 'did you mean' in hint else ''}; columns present: {shown_list(present, count=20)}"
             )
 
 
@@ -402,6 +414,6 @@ def parse_dates(frame: pd.DataFrame, column: str, source: str | Path, date_forma
         dates = pd.to_datetime(text, format=fmt, dayfirst=True)
     except (ValueError, TypeError) as err:
         raise UserError(
-            f"cannot read the dates in column '{column}' of {source}: {err}; set data.date_format (e.g. %d/%m/%Y)"
+            f"cannot read the dates in column '{shown_bare(column)}' of {source}: {short_error(err)}; set data.date_format (e.g. %d/%m/%Y)"
         ) from None
     return dates

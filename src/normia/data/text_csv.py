@@ -34,6 +34,7 @@ from normia.data.facts import RecordsPredictState, with_predict_state
 from normia.data.splits import check_fraction, shuffled_split
 from normia.data.table_reader import read_table, require_columns
 from normia.errors import UserError, did_you_mean
+from normia.text_limits import shown, shown_list
 
 TASKS = ("classification", "tokens")
 IGNORE_INDEX = -100
@@ -202,8 +203,8 @@ class TextCSVDataModule(RecordsPredictState, ResumableDataModule):
                 unknown = [v for v in values if v not in lookup]
                 if unknown:
                     raise UserError(
-                        f"label {unknown[0]!r} in column '{self.label}' of {self.path} at data row {row + 1} is not "
-                        f"in data.classes ({', '.join(self.classes)}): add it or fix the cell"
+                        f"label {shown(unknown[0])} in column '{self.label}' of {self.path} at data row {row + 1} is not "
+                        f"in data.classes ({shown_list(self.classes, count=20)}): add it or fix the cell"
                     )
             return lookup
         if seen_train is None and train_idx is not None and val_idx is not None:
@@ -213,7 +214,7 @@ class TextCSVDataModule(RecordsPredictState, ResumableDataModule):
             unseen = sorted({v for row in per_row for v in row} - (seen_train or set()))
         if unseen:
             raise UserError(
-                f"label(s) {unseen} of column '{self.label}' occur only in the validation rows: add examples, "
+                f"label(s) {shown_list(unseen)} of column '{self.label}' occur only in the validation rows: add examples, "
                 "change data.seed, or list every label in data.classes"
             )
         return lookup

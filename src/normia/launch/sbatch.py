@@ -104,6 +104,8 @@ def executor_params(
 
 
 def python_command(spec: SlurmLauncherCfg) -> str:
+    """The command the job runs Python with: launcher.python (checked plain: normia.launch.script_check), else
+    this interpreter, quoted."""
     return spec.python or shlex.quote(sys.executable)
 
 

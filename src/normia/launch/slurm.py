@@ -8,10 +8,8 @@ project's folder with its code and configs (normia.launch.place); the dry run sa
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import stat
 import time
 import uuid
 from pathlib import Path
@@ -34,6 +32,7 @@ from normia.launch.sbatch import (
     render_script,
     write_env_file,
 )
+from normia.launch.script_check import check_script
 from normia.launch.spec import SlurmLauncherCfg, parse_launcher
 from normia.launch.timelimit import format_seconds
 from normia.launch.trainer_fit import fit_trainer_to_spec
@@ -78,6 +77,7 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> 
     folder = _log_folder(spec, jobs)
     env_file = folder / f"{ENV_FILE_PREFIX}{uuid.uuid4().hex[:12]}.sh" if spec.env else None
     params = executor_params(spec, partition, f"normia-{jobs[0].name}", env_file, place)
+    check_script(params, folder, python_command(spec))  # a line break would be a shell command of the job
     array_size = len(pending) if len(pending) > 1 else None
     if dry_run:
         script = render_script(params, folder / "%j", python_command(spec), array_size)
@@ -137,19 +137,11 @@ def _preflight(cfg: DictConfig) -> None:
 def private_folder(folder: Path) -> None:
     """The job folder, private: the job unpickles its config (which holds what it needs, secrets included) from
     there, so nobody else may have made it first or be able to write or read in it. Created with mode 0700 when
-    missing; an existing one must be a real folder (not a link) owned by this user, and is made 0700."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(folder, 0o700)
-    info = os.lstat(folder)
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise UserError(f"{folder} is not a folder (a link?): set launcher.folder to a folder of yours")
-    if info.st_uid != os.geteuid():
-        raise UserError(
-            f"{folder} belongs to another user (uid {info.st_uid}), and the job would load its config from it: "
-            "set launcher.folder to a folder of yours"
-        )
-    os.chmod(folder, 0o700)
+    missing; an existing one must be a real folder (not a link) owned by this user and writable by nobody else
+    (normia.private_paths), and is made 0700. Raises UserError otherwise."""
+    from normia.private_paths import private_folder as make_private
+
+    make_private(folder, "set launcher.folder to a folder of yours")
 
 
 def _submit(

@@ -139,6 +139,9 @@ def _check_script_values(spec: SlurmLauncherCfg) -> None:
 
     for key in ("partition", "account", "qos", "constraint", "time", "master_addr", "python", "folder"):
         check_one_line(getattr(spec, key), f"launcher.{key}")
+    from normia.launch.script_check import check_python
+
+    check_python(spec.python)  # written unquoted into the srun line
     for i, arg in enumerate(spec.srun_args):
         check_one_line(arg, f"launcher.srun_args[{i}]")
     for key, value in spec.sbatch_args.items():

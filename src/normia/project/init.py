@@ -86,9 +86,14 @@ def _importable(name: str) -> bool:
 
 
 def check_target(target: Path) -> None:
-    """The project folder must be new or empty: init never mixes its files with someone else's."""
+    """The project folder must be new or empty: init never mixes its files with someone else's. An existing one
+    must also be a real folder of this user's that nobody else can write (they could plant code in the project).
+    Raises UserError naming the problem."""
     if target.exists() and not target.is_dir():
         raise UserError(f"{target} is a file: give a new or empty folder as PATH")
+    from normia.private_paths import check_private_folder
+
+    check_private_folder(target, "give a new folder as PATH")
     if target.is_dir():
         entries = sorted(p.name for p in target.iterdir())
         if entries:

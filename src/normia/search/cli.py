@@ -70,11 +70,13 @@ def run(prepared: Prepared) -> int:
     """Write the study, the parent run and the plan, run the workers, then report. Returns the exit code."""
     import optuna
 
+    from normia.private_paths import private_folder
+    from normia.search.prepare import FOLDER_FIX
     from normia.search.storage import open_storage
 
     plan, search = prepared.plan, prepared.search
     fresh_dir = not Path(plan.search_dir).exists()
-    Path(plan.search_dir).mkdir(parents=True, exist_ok=True)
+    private_folder(Path(plan.search_dir), FOLDER_FIX)  # the plan names the code workers import: nobody else's
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=plan.study_name,
@@ -103,7 +105,7 @@ def run(prepared: Prepared) -> int:
             },
         )
         study.set_user_attr("search.parent_run_id", plan.parent_run_id)
-    plan_path = plan.write()
+    plan_path, sha256 = plan.write()
     from normia.search.local_workers import run_local
     from normia.search.report import finish
 
@@ -117,13 +119,13 @@ def run(prepared: Prepared) -> int:
     print(f"  folder  {plan.search_dir}\n  storage {shown_storage(plan.storage)}", flush=True)
     if prepared.slurm is not None:
         try:
-            code = _run_array(prepared, plan_path)
+            code = _run_array(prepared, plan_path, sha256)
         except UserError:  # sbatch refused the array: a new search leaves nothing behind
             if not prepared.resumed:
                 _undo_new_search(plan, fresh_dir)
             raise
     else:
-        code = run_local(plan, plan_path, search.workers)
+        code = run_local(plan, plan_path, search.workers, sha256)
     return finish(study, plan, code)
 
 
@@ -144,12 +146,12 @@ def _undo_new_search(plan: Any, fresh_dir: bool) -> None:
         shutil.rmtree(plan.search_dir, ignore_errors=True)
 
 
-def _run_array(prepared: Prepared, plan_path: Path) -> int:
+def _run_array(prepared: Prepared, plan_path: Path, sha256: str) -> int:
     from normia.search.slurm_array import submit_array, wait_array
 
     spec, partition, place = prepared.slurm
     plan = prepared.plan
-    jobs = submit_array(spec, partition, place, plan_path, prepared.search.workers, plan.study_name)
+    jobs = submit_array(spec, partition, place, plan_path, prepared.search.workers, plan.study_name, sha256)
     array_id = str(jobs[0].job_id).split("_")[0]
     print(
         f"  submitted job array {array_id} ({len(jobs)} worker task(s)); logs in {plan_path.parent / 'slurm'}"

@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 
-def run_local(plan: Any, plan_path: Path, workers: int) -> int:
-    """K worker processes (logs in worker-<i>.log), following the study until they all exit; 130 on Ctrl-C."""
+def run_local(plan: Any, plan_path: Path, workers: int, sha256: str | None = None) -> int:
+    """K worker processes (logs in worker-<i>.log), following the study until they all exit; 130 on Ctrl-C. Each
+    gets the plan's sha256 (it refuses a plan that differs)."""
     procs = []
     for index in range(workers):
         log = open(Path(plan.search_dir) / f"worker-{index}.log", "a")  # noqa: SIM115 (closed below)
+        argv = [sys.executable, "-m", "normia.search.worker", str(plan_path), "--index", str(index)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "normia.search.worker", str(plan_path), "--index", str(index)],
+            [*argv, *(["--sha256", sha256] if sha256 else [])],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=worker_env(workers),

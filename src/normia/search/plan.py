@@ -1,13 +1,19 @@
 """What every worker needs to run trials, written once by `normia search` as <search folder>/search.json (mode
-0600: the overrides and the tracking URI may hold credentials) and read by each worker, local or on Slurm."""
+0600: the overrides and the tracking URI may hold credentials) and read by each worker, local or on Slurm.
+
+The plan names the config folder whose packages the workers import, so nobody else may change it: the search folder
+is private (normia.private_paths), the file is written through an exclusive temporary name, and each worker gets its
+sha256 with its command (or its pickled Slurm job) and refuses a plan that differs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from normia.errors import UserError
 
 PLAN_FILE = "search.json"
 
@@ -34,16 +40,23 @@ class SearchPlan:
     config_dir: str | None = None
     max_failures: int = 0
 
-    def write(self) -> Path:
-        """Atomically, mode 0600."""
-        path = Path(self.search_dir) / PLAN_FILE
-        tmp = path.with_name(f".{PLAN_FILE}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(self), handle, indent=2)
-        os.replace(tmp, path)
-        return path
+    def write(self) -> tuple[Path, str]:
+        """(path, sha256) of search.json, written atomically with mode 0600 through an exclusive temporary file in
+        the search folder (a link planted there is never written through). Raises OSError if the folder refuses."""
+        from normia.private_paths import write_private
+
+        data = json.dumps(asdict(self), indent=2).encode()
+        path = write_private(Path(self.search_dir) / PLAN_FILE, data)
+        return path, hashlib.sha256(data).hexdigest()
 
 
-def read_plan(path: str | Path) -> SearchPlan:
-    return SearchPlan(**json.loads(Path(path).read_text()))
+def read_plan(path: str | Path, sha256: str | None = None) -> SearchPlan:
+    """The plan in path. With sha256 (what `normia search` passed to its workers), a file whose digest differs is
+    refused: UserError saying so (someone or something changed it after it was written)."""
+    data = Path(path).read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise UserError(
+            f"{path} changed since normia search wrote it (its sha256 is not the one the workers were given): "
+            "run normia search again"
+        )
+    return SearchPlan(**json.loads(data))

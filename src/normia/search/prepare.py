@@ -13,6 +13,8 @@ from normia.errors import UserError
 from normia.search.args import SearchArgs
 from normia.search.storage import shown_storage
 
+FOLDER_FIX = "give another study_name=NAME, or paths.output_root=DIR of yours"
+
 
 @dataclass
 class Prepared:
@@ -69,6 +71,9 @@ def prepare(search: SearchArgs, config_dir: str | None) -> Prepared:
     make_sampler(sampler, 0)
     study_name = check_name(search.study_name or f"{cfg.name}-{space.name}", "study_name")
     search_dir = (Path(str(cfg.paths.output_root)) / "search" / study_name).absolute()
+    from normia.private_paths import check_private_folder
+
+    check_private_folder(search_dir, FOLDER_FIX)  # its plan names the code the workers import
     check_writable(str(search_dir))
     storage = storage_location(search.storage, search_dir)
     direction = "maximize" if str(cfg.monitor_mode) == "max" else "minimize"
@@ -89,6 +94,7 @@ def prepare(search: SearchArgs, config_dir: str | None) -> Prepared:
         slurm_cfg = compose_job([*trial_overrides, *launcher])
         if str(slurm_cfg.launcher.name) != "local":
             slurm = check_array(slurm_cfg, search.workers)
+            _check_array_script(slurm, study_name, search_dir)
     plan = SearchPlan(
         study_name=study_name,
         storage=storage,
@@ -109,6 +115,16 @@ def prepare(search: SearchArgs, config_dir: str | None) -> Prepared:
     return Prepared(
         plan, search, space.name, str(cfg.logger.experiment_name), logger_on, stored is not None, slurm
     )
+
+
+def _check_array_script(slurm: tuple[Any, str | None, Any], study_name: str, search_dir: Path) -> None:
+    """Every value of the array's job script on one line (normia.launch.script_check); UserError otherwise."""
+    from normia.launch.sbatch import executor_params, python_command
+    from normia.launch.script_check import check_script
+
+    spec, partition, place = slurm
+    params = executor_params(spec, partition, f"normia-search-{study_name}", None, place)
+    check_script(params, search_dir / "slurm" / "%j", python_command(spec))
 
 
 def _check_resume(stored: Any, space: Any, monitor: str, direction: str) -> None:

@@ -19,9 +19,10 @@ from normia.errors import UserError
 class SearchWorkerJob:
     """What each array task runs (pickled by submitit): enter the project's place, then work()."""
 
-    def __init__(self, plan_path: str, place: Any = None):
+    def __init__(self, plan_path: str, place: Any = None, sha256: str | None = None):
         self.plan_path = plan_path
         self.place = place
+        self.sha256 = sha256  # the plan's digest: a task refuses a plan changed after submission
 
     def __call__(self) -> int:
         if self.place is not None:
@@ -30,7 +31,7 @@ class SearchWorkerJob:
         from normia.search.worker import work
 
         index = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
-        return work(read_plan(self.plan_path), index)
+        return work(read_plan(self.plan_path, self.sha256), index)
 
     def __repr__(self) -> str:
         return f"SearchWorkerJob({self.plan_path})"
@@ -68,24 +69,33 @@ def check_array(cfg: DictConfig, workers: int) -> tuple[Any, str | None, Any]:
 
 
 def submit_array(
-    spec: Any, partition: str | None, place: Any, plan_path: Path, workers: int, name: str
+    spec: Any,
+    partition: str | None,
+    place: Any,
+    plan_path: Path,
+    workers: int,
+    name: str,
+    sha256: str | None = None,
 ) -> list[Any]:
-    """Submit K tasks as one array; returns submitit's jobs. UserError with Slurm's message when sbatch refuses."""
+    """Submit K tasks as one array, each given the plan's sha256; returns submitit's jobs. UserError with Slurm's
+    message when sbatch refuses, or when the job folder is not private."""
     import submitit
 
     from normia.launch.sbatch import executor_params, python_command
+    from normia.launch.script_check import check_script
     from normia.launch.slurm import private_folder
 
     folder = plan_path.parent / "slurm"
-    private_folder(folder)
     params = executor_params(spec, partition, f"normia-search-{name}", None, place)
+    check_script(params, folder, python_command(spec))
+    private_folder(folder)
     params["array_parallelism"] = max(int(params.get("array_parallelism") or 1), 1)
     executor = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=0, python=python_command(spec))
     executor.update_parameters(**params)
     umask = os.umask(0o077)
     try:
         with executor.batch():
-            jobs = [executor.submit(SearchWorkerJob(str(plan_path), place)) for _ in range(workers)]
+            jobs = [executor.submit(SearchWorkerJob(str(plan_path), place, sha256)) for _ in range(workers)]
     except Exception as err:
         raise UserError(
             f"sbatch refused the search's job array: {' '.join(str(err).split())[:500]}"

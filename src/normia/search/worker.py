@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m normia.search.worker", description=__doc__)
     parser.add_argument("plan", help="the search.json written by normia search")
     parser.add_argument("--index", type=int, default=0, help="this worker's number (seeds its sampler)")
+    parser.add_argument("--sha256", help="the plan's digest: a plan that differs is refused")
     args = parser.parse_args(argv)
     try:
-        return work(read_plan(Path(args.plan)), args.index)
+        return work(read_plan(Path(args.plan), args.sha256), args.index)
     except KeyboardInterrupt:
         return 130
 

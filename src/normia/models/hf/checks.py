@@ -115,9 +115,10 @@ def _check_labels(folder: Any, num_labels: int | None, data: Any, task: str) -> 
 
 def _check_llama(model: DictConfig, data: Any) -> None:
     from normia.models.hf.llama import llama_args
-    from normia.models.hf.loading import model_folder, read_config, weight_files
+    from normia.models.hf.loading import model_folder, read_config, refuse_adapter, weight_files
 
     folder = model_folder(model.get("path"))
+    refuse_adapter(folder)
     weight_files(folder)
     args = llama_args(read_config(folder), str(folder / "config.json"))
     seq_len = data.get("seq_len") if isinstance(data, DictConfig) else None

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 from normia.errors import UserError
+from normia.text_limits import short_error, shown
 
 CONFIG_FILE = "config.json"
+ADAPTER_CONFIG = "adapter_config.json"  # a PEFT adapter: refused (refuse_adapter)
 # Files whose presence means "weights are here": plain or sharded safetensors, or PyTorch pickles (Transformers reads
 # those with torch.load(weights_only=True)).
 WEIGHT_FILES = (
@@ -160,9 +164,31 @@ def _transformers_version() -> str:
     return str(transformers.__version__)
 
 
+def refuse_adapter(folder: Path, key: str = "model.path") -> None:
+    """Raise UserError when folder holds a PEFT adapter (adapter_config.json): Transformers would load the base
+    model it names and apply the adapter silently, so that finetune=full trains only the adapter's few weights.
+    normia has no option that loads a trained adapter: the message names the adapter and the ways out."""
+    if not (folder / ADAPTER_CONFIG).exists():
+        return
+    try:
+        base = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8")).get(
+            "base_model_name_or_path"
+        )
+    except (OSError, ValueError, AttributeError):
+        base = None
+    named = f" for the base model {shown(base)}" if base else ""
+    raise UserError(
+        f"{key}={folder} holds a PEFT adapter ({ADAPTER_CONFIG}{named}), which would be applied silently and "
+        "trained alone: give the base model's folder (model.finetune=lora trains a new adapter), or merge the "
+        "adapter into it (peft merge_and_unload, then save_pretrained) and give that folder"
+    )
+
+
 def check_folder(path: str | None, task: str, key: str = "model.path") -> Path:
-    """All checks of a folder for `task`: exists, config.json, weights, architecture. Returns the folder."""
+    """All checks of a folder for `task`: exists, config.json, no adapter, weights, architecture. Returns the folder.
+    Raises UserError for the first that fails."""
     folder = model_folder(path, key)
+    refuse_adapter(folder, key)
     weight_files(folder, key)
     check_architecture(folder, task, key)
     return folder
@@ -182,10 +208,19 @@ def load_pretrained(task: str, path: str, **kwargs: Any) -> Any:
     auto = getattr(transformers, TASKS[task][0])
     kwargs.pop("trust_remote_code", None)  # never: a config must not run code shipped with a checkpoint
     try:
-        return auto.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False, **kwargs)
-    except (OSError, ValueError, RuntimeError) as err:
-        text = " ".join(str(err).split())[:400]
-        raise UserError(f"cannot load the model in {folder}: {text}; re-download or re-save it") from None
+        with warnings.catch_warnings():  # torch's two-line note on a pickle's protocol, before our one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return auto.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False, **kwargs)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met an object that is not a tensor
+        raise UserError(
+            f"the PyTorch pickle in {folder} holds objects other than tensors (loading it could run code), so it "
+            "is refused: use safetensors weights (model.safetensors) from a source you trust"
+        ) from None
+    except Exception as err:  # a checkpoint file is input: whatever it makes the reader raise is one line
+        raise UserError(
+            f"cannot load the model in {folder} ({type(err).__name__}: {short_error(err)}): re-download it, or "
+            "re-save it with save_pretrained (safetensors)"
+        ) from None
 
 
 def load_tokenizer(path: str, key: str = "data.tokenizer") -> Any:
@@ -200,7 +235,7 @@ def load_tokenizer(path: str, key: str = "data.tokenizer") -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, TypeError, KeyError) as err:
-        text = " ".join(str(err).split())[:300]
+        text = short_error(err)
         raise UserError(
             f"{key}={path}: no usable tokenizer in that folder ({text}); save the tokenizer beside the model "
             "(tokenizer.save_pretrained(DIR))"
