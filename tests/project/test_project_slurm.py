@@ -62,7 +62,10 @@ def test_austral_dry_run_from_the_project_shows_its_folder_and_the_command(
     for line in exports:
         assert line in script, "\n".join(script)
     # after the preset's setup (a `module purge`/`module load` may reset PYTHONPATH), before the ranks start
-    order = [script.index(line) for line in ("module load aidl/pytorch/2.6.0-cuda12.6", *exports, command[1])]
+    order = [
+        script.index(line)
+        for line in ("module load aidl/pytorch/2.10.0-py3.12-cuda12.6", *exports, command[1])
+    ]
     assert order == sorted(order), "\n".join(script)
     # the job's own model and configs: the project's experiment composed with the project's model
     assert "-> " + str(root / "outputs" / "my_study") in text

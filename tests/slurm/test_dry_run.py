@@ -62,7 +62,7 @@ def test_austral_preset_renders_its_partition_gpus_signal_and_modules() -> None:
         "#SBATCH --signal=USR1@180",
         "#SBATCH --requeue",
         "module purge",
-        "module load aidl/pytorch/2.6.0-cuda12.6",
+        "module load aidl/pytorch/2.10.0-py3.12-cuda12.6",
         "python -u -m submitit.core._submit",
         "each rank: accelerator=gpu, devices=4 per node x 2 node(s), strategy=ddp",
         "resources: 2 node(s) x 4 GPU(s), 8 rank(s), partition gpu_h200",
@@ -162,3 +162,17 @@ def test_no_time_limit_is_refused_with_why(limit: str) -> None:
 def test_what_would_fail_on_the_node_is_refused_before_submission(override: str, message: str) -> None:
     """A tag MLflow refuses and an impossible energy setting used to be found by the job on the node."""
     assert_refused(*dry_run("launcher=slurm", override), message)
+
+
+@pytest.mark.parametrize("request_", [("launcher.gpus_per_node=2",), ("launcher.nodes=2",)])
+def test_a_multi_rank_job_on_a_mig_partition_is_refused(request_: tuple[str, ...]) -> None:
+    """Issue 23: one process sees one MIG slice and NCCL does not span slices; single-rank jobs still go."""
+    code, text = dry_run(
+        "launcher=austral", "trainer=ddp", "launcher.partition=hpda_mig", "launcher.python=python", *request_
+    )
+    assert_refused(code, text, "partition 'hpda_mig' hands out MIG slices")
+    assert "cannot train there; use launcher.nodes=1 launcher.gpus_per_node=1" in text
+    code, text = dry_run(
+        "launcher=austral", "trainer=gpu", "launcher.partition=ar_mig", "launcher.python=python"
+    )
+    assert code == 0, text

@@ -35,6 +35,13 @@ def _check_preset(spec: SlurmLauncherCfg, live: dict[str, PartitionInfo] | None)
             f"launcher.gpus_per_node={spec.gpus_per_node} but partition '{spec.partition}' allows at most "
             f"{limits.max_gpus_per_node} GPUs per node (launcher={spec.name} preset); use more launcher.nodes instead"
         )
+    ranks = spec.nodes * max(spec.gpus_per_node, 1)
+    if limits.mig and ranks > 1:
+        raise UserError(
+            f"partition '{spec.partition}' hands out MIG slices: a process sees one slice and NCCL does not span "
+            f"slices, so a job of {ranks} ranks cannot train there; use launcher.nodes=1 launcher.gpus_per_node=1 "
+            "on it (single-GPU runs and search trials), or a partition of whole GPUs for several ranks"
+        )
     if spec.gpus_per_node > 0 and limits.max_gpus_per_node == 0:
         raise UserError(
             f"partition '{spec.partition}' has no GPUs; pick a GPU partition or launcher.gpus_per_node=0"

@@ -31,6 +31,8 @@ class PartitionLimits:
     # before submission where it has no float8 GEMMs.
     gpu: str | None = None
     note: str = ""
+    # GPUs split with MIG: a process sees one slice and NCCL does not span slices, so one rank per job only.
+    mig: bool = False
 
 
 @dataclass
