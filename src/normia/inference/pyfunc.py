@@ -3,7 +3,9 @@
 MLflow's own format and registry rather than one of ours: `mlflow models serve`, `mlflow.pyfunc.load_model`, the
 registry's versions and stages, and every tool that reads MLmodel files work on it as they are (a well-kept library
 beats our code). The model's `predict` takes the same table as `normia predict` (predictors.py) and returns the same
-numbers; its artifacts are the run's config and a slimmed checkpoint (weights and prediction state, no optimizer).
+numbers. It holds no pickle: its MLmodel names a loader module (pyfunc_loader.py) and its data are the run's config
+(YAML) and a slimmed checkpoint (weights and prediction state, read with weights_only). The registered version is
+tagged with the sha256 of each of its files (artifact_digests.py), checked before normia loads it (registered.py).
 A language model's signature also declares its generation options as MLflow params (max_new_tokens, temperature,
 seed; REST: `{"dataframe_split": ..., "params": {"max_new_tokens": 50}}`), with normia predict's defaults.
 """
@@ -16,49 +18,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import mlflow.pyfunc
-
 from normia.errors import UserError
+from normia.inference.pyfunc_loader import ARTIFACT, CHECKPOINT, NormiaModel, json_safe
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from normia.inference.loading import LoadedRun
 
-ARTIFACT = "normia_run"  # the artifact folder: config.yaml and checkpoints/model.ckpt
-CHECKPOINT = "checkpoints/model.ckpt"
+__all__ = ["ARTIFACT", "CHECKPOINT", "NormiaPyfuncModel", "export_run", "json_safe"]
 
 
-class NormiaPyfuncModel(mlflow.pyfunc.PythonModel):
-    """MLflow's entry point: load_context rebuilds the model from the artifacts (config checked as untrusted, as
-    normia predict does), predict returns predictors.predict_frame's table with dates as ISO text (JSON has none)."""
+class NormiaPyfuncModel:
+    """The exported model with MLflow's PythonModel methods (load_context, predict(context, ...)), for code that
+    drives it by hand. It is not a PythonModel and is never pickled: normia export logs pyfunc_loader instead."""
 
     def load_context(self, context: Any) -> None:
-        from normia.inference.loading import load_checkpoint
-
-        folder = Path(context.artifacts[ARTIFACT])
-        self.run = load_checkpoint(folder / CHECKPOINT)
+        """Rebuild the model from `context.artifacts[ARTIFACT]` (see NormiaModel.from_folder)."""
+        self.model = NormiaModel.from_folder(Path(context.artifacts[ARTIFACT]))
+        self.run = self.model.run
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
-        """model_input: the table normia predict reads (see predictors.py); params: a language model's generation
-        options (MLflow fills in the signature's defaults). Returns the predictions DataFrame."""
-        from normia.inference.predictors import input_kind, predict_frame
-
-        options = dict(params or {}) if input_kind(self.run) == "text" else None
-        return json_safe(predict_frame(self.run, model_input, source="the request", options=options))
-
-
-def json_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """Datetime columns as ISO dates (YYYY-MM-DD, or with the time when it is not midnight): REST answers are JSON."""
-    import pandas as pd
-
-    out = frame.copy()
-    for column in out.columns:
-        if pd.api.types.is_datetime64_any_dtype(out[column]):
-            times = pd.DatetimeIndex(out[column])
-            fmt = "%Y-%m-%d" if (times == times.normalize()).all() else "%Y-%m-%dT%H:%M:%S"
-            out[column] = times.strftime(fmt)
-    return out
+        """See NormiaModel.predict."""
+        return self.model.predict(model_input, params)
 
 
 @dataclass(frozen=True)
@@ -81,7 +63,9 @@ def slim_checkpoint(run: LoadedRun, target: Path) -> None:
     from normia.training.checkpoint import load_checkpoint_file
 
     content = load_checkpoint_file(run.checkpoint)
-    keep = {"state_dict": content["state_dict"], "normia": content.get("normia") or {}}
+    # normia's section without its copy of the config (resolved, unredacted): the redacted config.yaml is beside it
+    recorded = content.get("normia") or {}
+    keep = {"state_dict": content["state_dict"], "normia": {"mlflow_run_id": recorded.get("mlflow_run_id")}}
     class_name = str(run.cfg.data.get("_target_", "")).rsplit(".", 1)[-1]
     keep[class_name] = {"predict": run.state}
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -164,8 +148,9 @@ def export_run(
     tracking_uri: str,
     program_format: str | None = None,
 ) -> Exported:
-    """Log `run` as an MLflow pyfunc model (signature and input example from `example`), register a version under
-    `registered_name`, and tag the export run and the version with the source run and checkpoint.
+    """Log `run` as an MLflow pyfunc model (signature and input example from `example`; no pickle), register a
+    version under `registered_name`, and tag the export run and the version with the source run and checkpoint, and
+    the version with the sha256 of each file of the model as stored (tag normia.sha256, set as it is created).
 
     program_format: 'export' (torch.export) or 'torchscript' also logs the model in that form to the export run
     (artifact `program/`, metric `export/max_abs_error`: its check against eager PyTorch on the example).
@@ -174,11 +159,13 @@ def export_run(
     is created; if logging fails after that, the export run is deleted. Raises UserError for a refused name."""
     import mlflow
     import torch
+    from mlflow.artifacts import download_artifacts
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
     from normia import __version__
     from normia.config.secrets import redact
+    from normia.inference.artifact_digests import TAG, encode, file_digests
     from normia.inference.predictors import predict_frame
 
     if not registered_name or any(ch in registered_name for ch in "/:%"):
@@ -217,19 +204,24 @@ def export_run(
         export_id = active.info.run_id
         try:
             with mlflow.start_run(run_id=export_id):
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=NormiaPyfuncModel(),
-                    artifacts={ARTIFACT: str(folder)},
-                    signature=signature,
-                    input_example=example,
-                    pip_requirements=[
+                info = _log_model(
+                    folder,
+                    signature,
+                    example,
+                    [
                         f"normia=={__version__}",
                         f"torch=={torch.__version__.split('+')[0]}",
                         f"mlflow=={mlflow.__version__}",
                     ],
-                    registered_model_name=registered_name,
+                )
+                logged = Path(scratch) / "logged"
+                logged.mkdir()
+                digests = file_digests(Path(download_artifacts(info.model_uri, dst_path=str(logged))))
+                registered = mlflow.register_model(
+                    info.model_uri,
+                    registered_name,
                     await_registration_for=60,
+                    tags={**tags, TAG: encode(digests)},
                 )
                 if program is not None:
                     client.log_artifact(export_id, str(program[0]), "program")
@@ -242,9 +234,7 @@ def export_run(
             raise
         finally:
             mlflow.set_tracking_uri(previous)
-    version = int(info.registered_model_version)
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_name, str(version), key, value)
+    version = int(registered.version)
     return Exported(
         name=registered_name,
         version=version,
@@ -253,6 +243,27 @@ def export_run(
         source_run_id=run.run_id,
         checkpoint=run.checkpoint,
     )
+
+
+def _log_model(folder: Path, signature: Any, example: pd.DataFrame, requirements: list[str]) -> Any:
+    """Log the data folder as a pyfunc model loaded by pyfunc_loader (no python_model, so no pickle) to the active
+    run; returns MLflow's ModelInfo. MLflow test-loads it on the input example: that load is not a registered one."""
+    import mlflow
+
+    from normia.inference import pyfunc_loader
+
+    pyfunc_loader.QUIET_UNREGISTERED = True
+    try:
+        return mlflow.pyfunc.log_model(
+            name="model",
+            loader_module=pyfunc_loader.__name__,
+            data_path=str(folder),
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements,
+        )
+    finally:
+        pyfunc_loader.QUIET_UNREGISTERED = False
 
 
 def _experiment(client: Any, run: LoadedRun) -> str:
