@@ -119,26 +119,18 @@ def test_a_label_outside_data_classes_is_quoted_by_a_short_prefix() -> None:
 SLURM = ["train", "experiment=quickstart", "launcher=slurm", "launcher.query_cluster=false", "--dry-run"]
 
 
-@pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("NORMIA_OUTPUT_ROOT", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path
-
-
 def test_a_line_break_in_output_root_never_reaches_an_sbatch_line(
-    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The command line refuses a line break in an override; the environment (or a shared YAML file) does not."""
-    monkeypatch.setenv("NORMIA_OUTPUT_ROOT", f"{in_tmp}/out\ntouch {in_tmp}/pwned #")
+    monkeypatch.setenv("NORMIA_OUTPUT_ROOT", f"{workdir}/out\ntouch {workdir}/pwned #")
     code, out, err = cli(*SLURM)
     one_line(code, err, "the job folder", "holds a line break", "paths.output_root")
     assert "#SBATCH" not in out
-    assert not (in_tmp / "pwned").exists() and not (in_tmp / "out").exists()
+    assert not (workdir / "pwned").exists() and not (workdir / "out").exists()
 
 
-def test_a_unicode_line_separator_in_the_job_folder_setting_is_refused_too(in_tmp: Path) -> None:
+def test_a_unicode_line_separator_in_the_job_folder_setting_is_refused_too(workdir: Path) -> None:
     code, _, err = cli(*SLURM, "launcher.folder='logs\u2028touch pwned'")
     one_line(code, err, "holds a line break")
 
@@ -147,13 +139,13 @@ def test_a_unicode_line_separator_in_the_job_folder_setting_is_refused_too(in_tm
     "python",
     ["'python; touch pwned'", "'python $(touch pwned)'", "'python `id`'", "'python && id'", "'py|sh'"],
 )
-def test_launcher_python_must_be_a_plain_command(in_tmp: Path, python: str) -> None:
+def test_launcher_python_must_be_a_plain_command(workdir: Path, python: str) -> None:
     code, out, err = cli(*SLURM, f"launcher.python={python}")
     one_line(code, err, "launcher.python=", "is not a plain command", "launcher.setup")
     assert "srun" not in out
 
 
-def test_a_plain_launcher_python_with_options_still_runs(in_tmp: Path) -> None:
+def test_a_plain_launcher_python_with_options_still_runs(workdir: Path) -> None:
     code, out, err = cli(*SLURM, "launcher.python='$HOME/envs/a-1.2/bin/python3 -X dev'")
     assert code == 0, err
     assert "$HOME/envs/a-1.2/bin/python3 -X dev -u -m submitit.core._submit" in out

@@ -64,7 +64,17 @@ class DoubleCtrlC(L.Callback):
         time.sleep(self.stall_s)
 
 
-class StallOrFail(L.Callback):
+class WritesPid(L.Callback):
+    """Each rank writes its pid to out_dir at the start of training, so a test can check none is left running."""
+
+    out_dir: str
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.out_dir) / f"rank{trainer.global_rank}.pid").write_text(str(os.getpid()))
+
+
+class StallOrFail(WritesPid):
     """From a given step, rank `fail_rank` raises while every other rank stalls (as a rank stuck in a collective
     or a long computation would). Each rank writes its pid to out_dir, so the test can check none is left."""
 
@@ -73,10 +83,6 @@ class StallOrFail(L.Callback):
         self.fail_rank = fail_rank
         self.out_dir = out_dir
         self.stall_s = stall_s
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(self.out_dir) / f"rank{trainer.global_rank}.pid").write_text(str(os.getpid()))
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step != self.step:
@@ -131,7 +137,7 @@ def _kill_when_writing(folder: Path, timeout_s: float = 120.0) -> None:
         time.sleep(0.0005)
 
 
-class HangAtStep(L.Callback):
+class HangAtStep(WritesPid):
     """Rank `rank` stops making progress at `step` (sleeps; `where`: "one_rank" after that step, or "every_rank":
     a stall shared by all, as a stuck data source would give); writes its pid so the test checks none is left."""
 
@@ -140,10 +146,6 @@ class HangAtStep(L.Callback):
         self.out_dir = out_dir
         self.rank = rank
         self.where = where
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(self.out_dir) / f"rank{trainer.global_rank}.pid").write_text(str(os.getpid()))
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step != self.step:
