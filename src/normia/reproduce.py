@@ -106,6 +106,7 @@ def recorded_job(client: Any, run: Any, trust: bool = False) -> tuple[Any, list[
     from mlflow.exceptions import MlflowException
     from omegaconf import OmegaConf
 
+    from normia.config.record_yaml import load_recorded_yaml
     from normia.config.trust import load_untrusted_yaml, untrusted_overrides
 
     run_id = run.info.run_id
@@ -128,7 +129,9 @@ def recorded_job(client: Any, run: Any, trust: bool = False) -> tuple[Any, list[
         config = load_untrusted_yaml(Path(config_path).read_text(), origin, trust=trust)
         try:
             path = client.download_artifacts(run_id, OVERRIDES_ARTIFACT, tmp)
-            overrides = list(OmegaConf.to_container(OmegaConf.load(path), resolve=False) or [])
+            text = Path(path).read_text()
+            loaded = load_recorded_yaml(text, f"run {run_id} {OVERRIDES_ARTIFACT}")
+            overrides = list(OmegaConf.to_container(loaded, resolve=False) or [])
         except (MlflowException, OSError):
             node = config.get("overrides") if "overrides" in config else None
             overrides = [node._get_node(i)._value() for i in range(len(node))] if node is not None else []

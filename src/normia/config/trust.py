@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 from normia.errors import UserError
 
@@ -171,13 +171,16 @@ def check_no_resolvers(cfg: Any, origin: str) -> None:
 def load_untrusted_yaml(
     text: str, origin: str, trust: bool = False, prefixes: Iterable[str] | None = None
 ) -> Any:
-    """Parse a config written elsewhere and check it before anything uses it: targets and resolvers.
+    """Parse a config written elsewhere and check it before anything uses it: size and YAML aliases (always, even
+    with trust: config/record_yaml.py), then targets and resolvers.
 
-    With trust=True the checks are skipped and a line says so on stderr. Raises UserError on a refused config.
-    """
+    With trust=True the target and resolver checks are skipped and a line says so on stderr. Raises UserError on a
+    refused config."""
     import sys
 
-    cfg = OmegaConf.create(text)
+    from normia.config.record_yaml import load_recorded_yaml
+
+    cfg = load_recorded_yaml(text, origin)
     if trust:
         print(
             f"warning: --trust: {origin} may name any code and call resolvers; it is not checked",
