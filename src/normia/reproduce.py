@@ -634,11 +634,13 @@ def main(argv: list[str]) -> int:
     print(f"reproducing run {args.run_id}: normia train {' '.join(overrides) or '(defaults)'}")
     print(f"  output {cfg.paths.output_dir}")
 
+    from normia.config.resolved_targets import trusting_all_targets
     from normia.training.cli import run_job
     from normia.training.preflight import preflight_local
 
     preflight_local(cfg)
-    code = run_job(cfg)
+    with trusting_all_targets(args.trust):  # --trust: the run builds what the record names, unchecked
+        code = run_job(cfg)
     if code != 0:
         return code
     done = Path(cfg.paths.output_dir) / "done.json"

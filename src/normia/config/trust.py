@@ -5,12 +5,16 @@ elsewhere (an MLflow store, a shared run folder) is data written by someone else
 `pandas.read_pickle` or `os.system`, reproducing or evaluating a colleague's run would run their code as you. So,
 before anything is imported or instantiated, every `_target_` must resolve to an allowed name:
 
-- normia's own classes (`normia.`),
+- normia's own buildable classes, each named exactly (config/buildable.py): never the `normia.` prefix, which
+  reaches any module through attribute access (`normia.training.checkpoint.torch.load` is torch.load),
 - an explicit list of torch / Lightning / torchvision classes that load nothing from disk (ALLOWED_TARGETS),
 - the packages of the project normia runs in (normia/project: found from the current folder, --config-dir or
   NORMIA_CONFIG_PATH) - the researcher's own code, as `python train.py` in that folder would run it,
 - prefixes the user adds in their OWN config (`trusted_targets`) or in the NORMIA_TRUSTED_TARGETS environment
   variable (comma-separated) - never from a recorded config, whose own `trusted_targets` key is ignored.
+
+A name is checked twice: here, by its text, before anything is imported; and when it is built
+(config/resolved_targets.py), by the object it resolves to, which must be that class itself.
 
 `--trust` on reproduce/eval is the only way past the check, and it says so. Likewise a recorded config may not call
 resolvers (`${oc.env:AWS_SECRET_ACCESS_KEY}`, `${oc.decode:...}`, custom ones): they would read the machine of whoever
@@ -26,7 +30,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
-from normia.errors import UserError
+from normia.config.buildable import BUILDABLE, is_declared, is_normia_name
+from normia.errors import UserError, did_you_mean
 
 TRUSTED_TARGETS_ENV = "NORMIA_TRUSTED_TARGETS"
 NORMIA_PREFIX = "normia."
@@ -104,16 +109,31 @@ def trusted_prefixes(own_config: Any = None) -> tuple[str, ...]:
     return (NORMIA_PREFIX, *extra)
 
 
+def user_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """The prefixes that vouch for code outside normia: a prefix inside normia's namespace ('normia.', 'normia.x.')
+    is dropped, since only config/buildable.py decides which normia names a config may use."""
+    return tuple(p for p in prefixes if p and not is_normia_name(p.rstrip(".")))
+
+
+def owner_prefix(target: str, prefixes: Iterable[str]) -> str | None:
+    """The user prefix that allows `target`, as a package boundary ('pkg.'; an exact name 'pkg.Cls' gives 'pkg.'),
+    or None when no user prefix allows it."""
+    for prefix in user_prefixes(prefixes):
+        if prefix.endswith(".") and target.startswith(prefix):
+            return prefix
+        if target == prefix and "." in prefix:
+            return prefix.rpartition(".")[0] + "."
+    return None
+
+
 def is_allowed(target: str, prefixes: Iterable[str]) -> bool:
-    """Exact names in ALLOWED_TARGETS, or names under a prefix ('pkg.' allows pkg.*; 'pkg.Cls' allows exactly it)."""
+    """Exact names in ALLOWED_TARGETS; a normia name only when declared buildable (config/buildable.py); other
+    names under a user prefix ('pkg.' allows pkg.*; 'pkg.Cls' allows exactly it)."""
     if target in ALLOWED_TARGETS:
         return True
-    for prefix in prefixes:
-        if prefix.endswith(".") and target.startswith(prefix):
-            return True
-        if target == prefix:
-            return True
-    return False
+    if is_normia_name(target):
+        return is_declared(target)
+    return owner_prefix(target, prefixes) is not None
 
 
 def check_targets(
@@ -126,6 +146,8 @@ def check_targets(
     """
     allowed = tuple(prefixes) if prefixes is not None else trusted_prefixes()
     for path, target in targets(cfg):
+        if is_normia_name(target) and not is_declared(target):
+            raise UserError(_undeclared_message(origin, path, target))
         if not is_allowed(target, allowed):
             package = target.split(".")[0] + "."
             way = "pass --trust, or add " if recorded else "add "
@@ -134,6 +156,23 @@ def check_targets(
                 f"torch/Lightning classes); nothing was run. If you trust that code, {way}trusted_targets="
                 f"'[{package}]' to your own config or {package} to {TRUSTED_TARGETS_ENV}"
             )
+
+
+def _undeclared_message(origin: str, path: str, target: str) -> str:
+    """Why a normia name is refused, with the declared class it most resembles."""
+    module, _, attr = target.rpartition(".")
+    siblings = [name.rpartition(".")[2] for name in BUILDABLE if name.rpartition(".")[0] == module]
+    if siblings:
+        close = f"{module} has no '{attr}'{did_you_mean(attr, siblings)}"
+    else:
+        hint = did_you_mean(target, BUILDABLE)
+        close = (
+            f"name one of them{hint}" if hint else "name a class there, e.g. normia.models.mlp.MLPClassifier"
+        )
+    return (
+        f"{origin}: {path}='{target}' is not one of normia's buildable classes (its models, data modules and "
+        f"callbacks, listed in normia/config/buildable.py): {close}; nothing was run"
+    )
 
 
 def resolver_calls(cfg: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -172,7 +211,8 @@ def load_untrusted_yaml(
     text: str, origin: str, trust: bool = False, prefixes: Iterable[str] | None = None
 ) -> Any:
     """Parse a config written elsewhere and check it before anything uses it: size and YAML aliases (always, even
-    with trust: config/record_yaml.py), then targets and resolvers.
+    with trust: config/record_yaml.py), then targets and resolvers. Its own `trusted_targets` is emptied: a
+    recorded config cannot vouch for code.
 
     With trust=True the target and resolver checks are skipped and a line says so on stderr. Raises UserError on a
     refused config."""
@@ -189,6 +229,8 @@ def load_untrusted_yaml(
         return cfg
     check_no_resolvers(cfg, origin)
     check_targets(cfg, origin, prefixes, recorded=True)
+    if isinstance(cfg, DictConfig) and "trusted_targets" in cfg:
+        cfg.trusted_targets = []
     return cfg
 
 

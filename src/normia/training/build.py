@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from normia.config.flatten import flatten
+from normia.config.resolved_targets import check_node
 from normia.config.secrets import redact, redact_override
 from normia.energy.callback import from_config as energy_callback
 from normia.errors import UserError
@@ -32,8 +33,12 @@ from normia.training.health import MonitorCheck, NonFiniteLoss, nonfinite_mode
 from normia.training.resume_check import CHANGES_TAG
 
 
-def instantiate_node(node: DictConfig, where: str) -> Any:
-    """hydra.utils.instantiate, with a constructor's ValueError/FileNotFoundError turned into a one-line UserError."""
+def instantiate_node(node: DictConfig, where: str, trust: bool = False) -> Any:
+    """hydra.utils.instantiate, with a constructor's ValueError/FileNotFoundError turned into a one-line UserError.
+
+    Every `_target_` in the node is checked first, by its text and by the object it resolves to
+    (config/resolved_targets.py); trust=True (--trust) skips that. Raises UserError for a refused target."""
+    check_node(node, where, trust=trust)
     try:
         return instantiate(node, _convert_="all")
     except Exception as err:
