@@ -234,10 +234,29 @@ def load_untrusted_yaml(
     return cfg
 
 
+def _refused_override(text: str) -> str | None:
+    """Why a recorded override may not be applied, or None. `hydra.*` (and `hydra/...` groups) choose what is
+    composed (hydra.searchpath=[file:///shared/...] loads configs from anywhere); `trusted_targets` vouches for code.
+    Only the person who runs the command may do either."""
+    from normia.config.overrides import parse_override
+
+    parsed = parse_override(text)
+    key = str(parsed.key_or_group or "")
+    package = str(parsed.package or "")
+    for name in (key, package):
+        root = re.split(r"[./\[@]", name.lstrip("+~").removeprefix("_global_."), maxsplit=1)[0]
+        if root == "hydra":
+            return "sets Hydra's own settings, which choose the configs composed (hydra.searchpath, ...)"
+        if root == "trusted_targets":
+            return "sets trusted_targets, which vouches for code"
+    return None
+
+
 def untrusted_overrides(texts: list[str], origin: str, trust: bool = False) -> list[str]:
-    """Recorded command-line overrides, made safe to compose: a resolver call is refused (UserError), and an
-    override of `trusted_targets` is dropped (a recorded run cannot vouch for code; the caller's own
-    NORMIA_TRUSTED_TARGETS or --trust can). With trust=True they are returned unchanged."""
+    """Recorded command-line overrides, checked before they are composed. Refused (UserError): one that calls a
+    resolver, one under `hydra` (hydra.searchpath, hydra/... groups: they choose what is composed) and one under
+    `trusted_targets` (a recorded run cannot vouch for code; the caller's own NORMIA_TRUSTED_TARGETS or --trust
+    can). With trust=True they are returned unchanged."""
     if trust:
         return list(texts)
     kept = []
@@ -250,6 +269,11 @@ def untrusted_overrides(texts: list[str], origin: str, trust: bool = False) -> l
                 "this machine's environment when reproduced; nothing was run. Pass --trust only if you trust "
                 "whoever wrote it"
             )
-        if key != "trusted_targets":
-            kept.append(text)
+        why = _refused_override(text)
+        if why:
+            raise UserError(
+                f"{origin}: the recorded override '{key}=...' {why}; a recorded run may not do that, so nothing was "
+                "run. Pass --trust only if you trust whoever can write to this store"
+            )
+        kept.append(text)
     return kept
