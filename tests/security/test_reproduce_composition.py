@@ -148,3 +148,19 @@ def test_reproduce_of_the_searchpath_exploit_runs_nothing(
     assert main(["reproduce", run_id, "--tracking-uri", mlflow_server]) == 2
     err = capsys.readouterr().err
     assert "overrides.yaml uses YAML anchors or aliases" in err and len(client.search_runs([experiment])) == 1
+
+    # A through reproduce: torch.load reached through a normia module, on the attacker's pickle
+    config["callbacks"].pop("x")
+    config["model"]["dropout"] = {
+        "_target_": "normia.training.checkpoint.torch.load",
+        "f": str(shared / "evil.pkl"),
+        "weights_only": False,
+    }
+    _replace_artifact(client, run_id, "config.yaml", yaml.safe_dump(config), workdir)
+    _replace_artifact(
+        client, run_id, "overrides.yaml", yaml.safe_dump(["experiment=quickstart", *FAST]), workdir
+    )
+    assert main(["reproduce", run_id, "--tracking-uri", mlflow_server]) == 2
+    err = capsys.readouterr().err
+    assert "model.dropout._target_='normia.training.checkpoint.torch.load' is not one of normia's" in err
+    assert not canary.exists() and len(client.search_runs([experiment])) == 1
