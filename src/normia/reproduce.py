@@ -106,6 +106,7 @@ def recorded_job(client: Any, run: Any, trust: bool = False) -> tuple[Any, list[
     from mlflow.exceptions import MlflowException
     from omegaconf import OmegaConf
 
+    from normia.config.record_yaml import load_recorded_yaml
     from normia.config.trust import load_untrusted_yaml, untrusted_overrides
 
     run_id = run.info.run_id
@@ -128,7 +129,9 @@ def recorded_job(client: Any, run: Any, trust: bool = False) -> tuple[Any, list[
         config = load_untrusted_yaml(Path(config_path).read_text(), origin, trust=trust)
         try:
             path = client.download_artifacts(run_id, OVERRIDES_ARTIFACT, tmp)
-            overrides = list(OmegaConf.to_container(OmegaConf.load(path), resolve=False) or [])
+            text = Path(path).read_text()
+            loaded = load_recorded_yaml(text, f"run {run_id} {OVERRIDES_ARTIFACT}")
+            overrides = list(OmegaConf.to_container(loaded, resolve=False) or [])
         except (MlflowException, OSError):
             node = config.get("overrides") if "overrides" in config else None
             overrides = [node._get_node(i)._value() for i in range(len(node))] if node is not None else []
@@ -147,12 +150,19 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): node}
 
 
-def build_job(recorded: Any, overrides: list[str], run_id: str, uri: str) -> tuple[Any, list[str]]:
-    """The config of the re-run, and the keys where today's composition differs from the recorded config."""
+def build_job(
+    recorded: Any, overrides: list[str], run_id: str, uri: str, trust: bool = False
+) -> tuple[Any, list[str]]:
+    """The config of the re-run, and the keys where today's composition differs from the recorded config.
+
+    A `***` (a masked secret) is filled from today's composition only at a secret key and with a plain value
+    (config/unmask.py). The final config, as it will run, is checked as a whole (targets by text and by object,
+    resolvers) before anything is built; trust=True (--trust) skips that. Raises UserError for a refused config."""
     from omegaconf import OmegaConf
 
     from normia.config.compose import compose_job
-    from normia.config.secrets import MASK, redact
+    from normia.config.secrets import redact
+    from normia.config.unmask import fill_masked
     from normia.config.validate import validate
     from normia.training.outputs import assign_output_dir
 
@@ -166,19 +176,36 @@ def build_job(recorded: Any, overrides: list[str], run_id: str, uri: str) -> tup
         if not key.startswith(ignored) and key in today_leaves and today_leaves[key] != value
     )
     cfg = OmegaConf.create(recorded_container)
-    secrets_today = _leaves(OmegaConf.to_container(today, resolve=True))
-    for key, value in _leaves(recorded_container).items():
-        if value == MASK and key in secrets_today:
-            OmegaConf.update(cfg, key, secrets_today[key], merge=False)
+    today_container = OmegaConf.to_container(today, resolve=True)
+    fill_masked(cfg, recorded_container, today_container, f"run {run_id} {CONFIG_ARTIFACT}")  # type: ignore[arg-type]
     cfg.paths.output_dir = None
     cfg.resume = False
     cfg.logger.tracking_uri = uri
     cfg.logger.run_name = f"reproduce-{run_id[:8]}"
     cfg.tags = {**(OmegaConf.to_container(cfg.tags) if cfg.get("tags") else {}), REPRODUCED_FROM: run_id}
+    if not trust:
+        check_final(cfg, run_id)
     cfg = validate(cfg)
     cfg.overrides = overrides
     assign_output_dir(cfg)
     return cfg, changed
+
+
+def check_final(cfg: Any, run_id: str) -> None:
+    """The re-run's whole config, as it will run, against the caller's own allowed targets (the recorded
+    trusted_targets is emptied first): every `_target_` by its text and by the object it resolves to, and no
+    resolver call. Raises UserError for the first refused key."""
+    from normia.config.resolved_targets import check_resolved
+    from normia.config.trust import check_no_resolvers, check_targets, targets, trusted_prefixes
+
+    origin = f"run {run_id}: the config to re-run"
+    if "trusted_targets" in cfg:
+        cfg.trusted_targets = []
+    prefixes = trusted_prefixes()
+    check_no_resolvers(cfg, origin)
+    check_targets(cfg, origin, prefixes, recorded=True)
+    for path, target in targets(cfg):
+        check_resolved(target, f"{origin}: {path}", prefixes)
 
 
 def recorded_project(run: Any) -> Project | None:
@@ -599,7 +626,7 @@ def main(argv: list[str]) -> int:
 
     was_inputs = recorded_inputs(run.data.tags)
     overrides, notes = apply_locations(recorded, overrides, locations, was_inputs, args.run_id)
-    cfg, changed = build_job(recorded, overrides, args.run_id, uri)
+    cfg, changed = build_job(recorded, overrides, args.run_id, uri, trust=args.trust)
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
     now_inputs = describe_inputs(data)  # type: ignore[arg-type]
     check_data_here(now_inputs, args.run_id)
@@ -631,11 +658,13 @@ def main(argv: list[str]) -> int:
     print(f"reproducing run {args.run_id}: normia train {' '.join(overrides) or '(defaults)'}")
     print(f"  output {cfg.paths.output_dir}")
 
+    from normia.config.resolved_targets import trusting_all_targets
     from normia.training.cli import run_job
     from normia.training.preflight import preflight_local
 
     preflight_local(cfg)
-    code = run_job(cfg)
+    with trusting_all_targets(args.trust):  # --trust: the run builds what the record names, unchecked
+        code = run_job(cfg)
     if code != 0:
         return code
     done = Path(cfg.paths.output_dir) / "done.json"

@@ -189,7 +189,7 @@ def _load_model(output_dir: Path, checkpoint: Path | None, trust: bool) -> tuple
     cfg = load_untrusted_yaml(
         config_file.read_text(encoding="utf-8"), str(config_file), trust=trust, prefixes=trusted_prefixes()
     )
-    model = instantiate_node(cfg.model, "model")
+    model = instantiate_node(cfg.model, "model", trust=trust)
     state = load_checkpoint_file(checkpoint)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-    return model.eval(), instantiate_node(cfg.data, "data")
+    return model.eval(), instantiate_node(cfg.data, "data", trust=trust)

@@ -82,7 +82,7 @@ def test_reproduce_refuses_a_resolver_in_the_recorded_overrides_and_reads_no_sec
 
 
 def test_a_recorded_run_cannot_trust_its_own_planted_target(workdir: Path, store: str, capsys) -> None:
-    """A recorded `trusted_targets=[builtins.]` override is ignored: the planted target is still refused."""
+    """A recorded `trusted_targets=[builtins.]` override is refused (issue 26 B; it was dropped before)."""
     client, run_id = _recorded_run(store)
     canary = workdir / "canary"
     planted = [
@@ -93,5 +93,5 @@ def test_a_recorded_run_cannot_trust_its_own_planted_target(workdir: Path, store
     _replace_artifact(client, run_id, "overrides.yaml", planted, workdir)
     capsys.readouterr()
     assert _reproduce(run_id, store) == 2
-    assert "callbacks.evil._target_='builtins.open'" in capsys.readouterr().err
+    assert "the recorded override 'trusted_targets=...' sets trusted_targets" in capsys.readouterr().err
     assert not canary.exists() and _runs(client) == 1

@@ -5,12 +5,16 @@ elsewhere (an MLflow store, a shared run folder) is data written by someone else
 `pandas.read_pickle` or `os.system`, reproducing or evaluating a colleague's run would run their code as you. So,
 before anything is imported or instantiated, every `_target_` must resolve to an allowed name:
 
-- normia's own classes (`normia.`),
+- normia's own buildable classes, each named exactly (config/buildable.py): never the `normia.` prefix, which
+  reaches any module through attribute access (`normia.training.checkpoint.torch.load` is torch.load),
 - an explicit list of torch / Lightning / torchvision classes that load nothing from disk (ALLOWED_TARGETS),
 - the packages of the project normia runs in (normia/project: found from the current folder, --config-dir or
   NORMIA_CONFIG_PATH) - the researcher's own code, as `python train.py` in that folder would run it,
 - prefixes the user adds in their OWN config (`trusted_targets`) or in the NORMIA_TRUSTED_TARGETS environment
   variable (comma-separated) - never from a recorded config, whose own `trusted_targets` key is ignored.
+
+A name is checked twice: here, by its text, before anything is imported; and when it is built
+(config/resolved_targets.py), by the object it resolves to, which must be that class itself.
 
 `--trust` on reproduce/eval is the only way past the check, and it says so. Likewise a recorded config may not call
 resolvers (`${oc.env:AWS_SECRET_ACCESS_KEY}`, `${oc.decode:...}`, custom ones): they would read the machine of whoever
@@ -24,9 +28,10 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
-from normia.errors import UserError
+from normia.config.buildable import BUILDABLE, is_declared, is_normia_name
+from normia.errors import UserError, did_you_mean
 
 TRUSTED_TARGETS_ENV = "NORMIA_TRUSTED_TARGETS"
 NORMIA_PREFIX = "normia."
@@ -104,16 +109,31 @@ def trusted_prefixes(own_config: Any = None) -> tuple[str, ...]:
     return (NORMIA_PREFIX, *extra)
 
 
+def user_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """The prefixes that vouch for code outside normia: a prefix inside normia's namespace ('normia.', 'normia.x.')
+    is dropped, since only config/buildable.py decides which normia names a config may use."""
+    return tuple(p for p in prefixes if p and not is_normia_name(p.rstrip(".")))
+
+
+def owner_prefix(target: str, prefixes: Iterable[str]) -> str | None:
+    """The user prefix that allows `target`, as a package boundary ('pkg.'; an exact name 'pkg.Cls' gives 'pkg.'),
+    or None when no user prefix allows it."""
+    for prefix in user_prefixes(prefixes):
+        if prefix.endswith(".") and target.startswith(prefix):
+            return prefix
+        if target == prefix and "." in prefix:
+            return prefix.rpartition(".")[0] + "."
+    return None
+
+
 def is_allowed(target: str, prefixes: Iterable[str]) -> bool:
-    """Exact names in ALLOWED_TARGETS, or names under a prefix ('pkg.' allows pkg.*; 'pkg.Cls' allows exactly it)."""
+    """Exact names in ALLOWED_TARGETS; a normia name only when declared buildable (config/buildable.py); other
+    names under a user prefix ('pkg.' allows pkg.*; 'pkg.Cls' allows exactly it)."""
     if target in ALLOWED_TARGETS:
         return True
-    for prefix in prefixes:
-        if prefix.endswith(".") and target.startswith(prefix):
-            return True
-        if target == prefix:
-            return True
-    return False
+    if is_normia_name(target):
+        return is_declared(target)
+    return owner_prefix(target, prefixes) is not None
 
 
 def check_targets(
@@ -126,6 +146,8 @@ def check_targets(
     """
     allowed = tuple(prefixes) if prefixes is not None else trusted_prefixes()
     for path, target in targets(cfg):
+        if is_normia_name(target) and not is_declared(target):
+            raise UserError(_undeclared_message(origin, path, target))
         if not is_allowed(target, allowed):
             package = target.split(".")[0] + "."
             way = "pass --trust, or add " if recorded else "add "
@@ -134,6 +156,23 @@ def check_targets(
                 f"torch/Lightning classes); nothing was run. If you trust that code, {way}trusted_targets="
                 f"'[{package}]' to your own config or {package} to {TRUSTED_TARGETS_ENV}"
             )
+
+
+def _undeclared_message(origin: str, path: str, target: str) -> str:
+    """Why a normia name is refused, with the declared class it most resembles."""
+    module, _, attr = target.rpartition(".")
+    siblings = [name.rpartition(".")[2] for name in BUILDABLE if name.rpartition(".")[0] == module]
+    if siblings:
+        close = f"{module} has no '{attr}'{did_you_mean(attr, siblings)}"
+    else:
+        hint = did_you_mean(target, BUILDABLE)
+        close = (
+            f"name one of them{hint}" if hint else "name a class there, e.g. normia.models.mlp.MLPClassifier"
+        )
+    return (
+        f"{origin}: {path}='{target}' is not one of normia's buildable classes (its models, data modules and "
+        f"callbacks, listed in normia/config/buildable.py): {close}; nothing was run"
+    )
 
 
 def resolver_calls(cfg: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -171,13 +210,17 @@ def check_no_resolvers(cfg: Any, origin: str) -> None:
 def load_untrusted_yaml(
     text: str, origin: str, trust: bool = False, prefixes: Iterable[str] | None = None
 ) -> Any:
-    """Parse a config written elsewhere and check it before anything uses it: targets and resolvers.
+    """Parse a config written elsewhere and check it before anything uses it: size and YAML aliases (always, even
+    with trust: config/record_yaml.py), then targets and resolvers. Its own `trusted_targets` is emptied: a
+    recorded config cannot vouch for code.
 
-    With trust=True the checks are skipped and a line says so on stderr. Raises UserError on a refused config.
-    """
+    With trust=True the target and resolver checks are skipped and a line says so on stderr. Raises UserError on a
+    refused config."""
     import sys
 
-    cfg = OmegaConf.create(text)
+    from normia.config.record_yaml import load_recorded_yaml
+
+    cfg = load_recorded_yaml(text, origin)
     if trust:
         print(
             f"warning: --trust: {origin} may name any code and call resolvers; it is not checked",
@@ -186,13 +229,34 @@ def load_untrusted_yaml(
         return cfg
     check_no_resolvers(cfg, origin)
     check_targets(cfg, origin, prefixes, recorded=True)
+    if isinstance(cfg, DictConfig) and "trusted_targets" in cfg:
+        cfg.trusted_targets = []
     return cfg
 
 
+def _refused_override(text: str) -> str | None:
+    """Why a recorded override may not be applied, or None. `hydra.*` (and `hydra/...` groups) choose what is
+    composed (hydra.searchpath=[file:///shared/...] loads configs from anywhere); `trusted_targets` vouches for code.
+    Only the person who runs the command may do either."""
+    from normia.config.overrides import parse_override
+
+    parsed = parse_override(text)
+    key = str(parsed.key_or_group or "")
+    package = str(parsed.package or "")
+    for name in (key, package):
+        root = re.split(r"[./\[@]", name.lstrip("+~").removeprefix("_global_."), maxsplit=1)[0]
+        if root == "hydra":
+            return "sets Hydra's own settings, which choose the configs composed (hydra.searchpath, ...)"
+        if root == "trusted_targets":
+            return "sets trusted_targets, which vouches for code"
+    return None
+
+
 def untrusted_overrides(texts: list[str], origin: str, trust: bool = False) -> list[str]:
-    """Recorded command-line overrides, made safe to compose: a resolver call is refused (UserError), and an
-    override of `trusted_targets` is dropped (a recorded run cannot vouch for code; the caller's own
-    NORMIA_TRUSTED_TARGETS or --trust can). With trust=True they are returned unchanged."""
+    """Recorded command-line overrides, checked before they are composed. Refused (UserError): one that calls a
+    resolver, one under `hydra` (hydra.searchpath, hydra/... groups: they choose what is composed) and one under
+    `trusted_targets` (a recorded run cannot vouch for code; the caller's own NORMIA_TRUSTED_TARGETS or --trust
+    can). With trust=True they are returned unchanged."""
     if trust:
         return list(texts)
     kept = []
@@ -205,6 +269,11 @@ def untrusted_overrides(texts: list[str], origin: str, trust: bool = False) -> l
                 "this machine's environment when reproduced; nothing was run. Pass --trust only if you trust "
                 "whoever wrote it"
             )
-        if key != "trusted_targets":
-            kept.append(text)
+        why = _refused_override(text)
+        if why:
+            raise UserError(
+                f"{origin}: the recorded override '{key}=...' {why}; a recorded run may not do that, so nothing was "
+                "run. Pass --trust only if you trust whoever can write to this store"
+            )
+        kept.append(text)
     return kept

@@ -148,8 +148,8 @@ def load_checkpoint(ckpt: Path, trust: bool = False, expected_run: str | None = 
     run_id = normia_state.get("mlflow_run_id") or None
     if expected_run and run_id and run_id != expected_run:
         raise UserError(f"checkpoint {ckpt} belongs to MLflow run {run_id}, not {expected_run}")
-    state = _predict_state(content, cfg)
-    model = instantiate_node(cfg.model, "model")
+    state = _predict_state(content, cfg, trust)
+    model = instantiate_node(cfg.model, "model", trust=trust)
     weights = {
         k.removeprefix("model."): v for k, v in content["state_dict"].items() if k.startswith("model.")
     }
@@ -163,7 +163,7 @@ def load_checkpoint(ckpt: Path, trust: bool = False, expected_run: str | None = 
     )
 
 
-def _predict_state(content: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
+def _predict_state(content: dict[str, Any], cfg: DictConfig, trust: bool = False) -> dict[str, Any]:
     """The data module's prediction state saved in the checkpoint, else rebuilt from the training data."""
     target = str(cfg.data.get("_target_", ""))
     class_name = target.rsplit(".", 1)[-1]
@@ -192,7 +192,9 @@ def _predict_state(content: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
         )
     from normia.training.build import instantiate_node
 
-    datamodule = instantiate_node(cfg.data, "data")  # an older checkpoint: re-read the training data
+    datamodule = instantiate_node(
+        cfg.data, "data", trust=trust
+    )  # an older checkpoint: re-read the training data
     getter = getattr(datamodule, "predict_state", None)
     state = getter() if callable(getter) else None
     if not state:

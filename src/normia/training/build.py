@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from normia.config.flatten import flatten
+from normia.config.resolved_targets import check_node
 from normia.config.secrets import redact, redact_overrides
 from normia.energy.callback import from_config as energy_callback
 from normia.errors import UserError
@@ -34,8 +35,12 @@ from normia.training.resume_check import CHANGES_TAG
 from normia.training.watchdog import HangWatchdog
 
 
-def instantiate_node(node: DictConfig, where: str) -> Any:
-    """hydra.utils.instantiate, with a constructor's ValueError/FileNotFoundError turned into a one-line UserError."""
+def instantiate_node(node: DictConfig, where: str, trust: bool = False) -> Any:
+    """hydra.utils.instantiate, with a constructor's ValueError/FileNotFoundError turned into a one-line UserError.
+
+    Every `_target_` in the node is checked first, by its text and by the object it resolves to
+    (config/resolved_targets.py); trust=True (--trust) skips that. Raises UserError for a refused target."""
+    check_node(node, where, trust=trust)
     try:
         return instantiate(node, _convert_="all")
     except Exception as err:

@@ -37,8 +37,8 @@ def evaluate(ckpt: Path, overrides: list[str], trust: bool = False) -> dict[str,
         config_file.read_text(), f"{config_file}", trust=trust, prefixes=trusted_prefixes(own)
     )
     cfg = validate(OmegaConf.merge(recorded, own))
-    model = instantiate_node(cfg.model, "model")
-    datamodule = instantiate_node(cfg.data, "data")
+    model = instantiate_node(cfg.model, "model", trust=trust)
+    datamodule = instantiate_node(cfg.data, "data", trust=trust)
     module = TaskModule(model, cfg.optim)
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator if cfg.trainer.accelerator != "auto" else "auto",
