@@ -244,7 +244,7 @@ def recorded_project(run: Any) -> Project | None:
 
 def project_warnings(run: Any, project: Project) -> list[str]:
     """code_warnings' checks for the project's code: its version, git commit and dirty flag against the recorded."""
-    from normia.tracking.project_state import DIFF_ARTIFACT, PREFIX, capture
+    from normia.tracking.project_state import DIFF_ARTIFACT, DIFF_STAT_ARTIFACT, PREFIX, capture
 
     tags = run.data.tags
     recorded_commit = tags.get(f"{PREFIX}git_commit", "unknown")
@@ -268,8 +268,9 @@ def project_warnings(run: Any, project: Project) -> list[str]:
         )
     if tags.get(f"{PREFIX}git_dirty") == "true":
         warnings.append(
-            "the recorded run came from a project tree with uncommitted changes: they are in the run's artifact "
-            f"{DIFF_ARTIFACT} (git apply it over commit {recorded_commit[:12]})"
+            "the recorded run came from a project tree with uncommitted changes: the run's artifact "
+            f"{DIFF_STAT_ARTIFACT} lists the files, and {DIFF_ARTIFACT} holds the patch when the run was made with "
+            f"NORMIA_RECORD_DIFF=1 (git apply it over commit {recorded_commit[:12]})"
         )
     if state.dirty:
         warnings.append(f"the project tree has uncommitted changes ({where})")
