@@ -20,13 +20,13 @@ def unsupported_versions() -> list[tuple[str, str, str]]:
     """(distribution, installed version, required specifier) for each installed core dependency of normia whose
     version is outside the range normia declares. Empty when normia is not installed as a distribution (a bare
     PYTHONPATH checkout: nothing declared to compare with) or when everything fits."""
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.version import InvalidVersion, Version
-
     try:
         requirements = md.requires("normia") or []
     except md.PackageNotFoundError:
         return []
+    # After the lookup: a checkout run through PYTHONPATH (the GPU script's bare machine) needs no packaging.
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import InvalidVersion, Version
     found = []
     for text in requirements:
         try:
