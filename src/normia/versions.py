@@ -27,6 +27,7 @@ def unsupported_versions() -> list[tuple[str, str, str]]:
     # After the lookup: a checkout run through PYTHONPATH (the GPU script's bare machine) needs no packaging.
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.version import InvalidVersion, Version
+
     found = []
     for text in requirements:
         try:
