@@ -58,3 +58,11 @@ def test_normia_train_logs_speed_at_logging_steps_only(workdir: Path, normia_cli
     assert sorted(m.step for m in history) == [4, 8, 12]
     assert all(m.value > 0 for m in history)
     assert not client.get_metric_history(done["mlflow_run_id"], "speed/mfu")
+
+
+def test_reproduce_does_not_compare_timings() -> None:
+    """speed/* are timings: `normia reproduce --check` must judge results only (a re-run is never as fast)."""
+    from normia.reproduce import NOT_COMPARED
+
+    for key in ("speed/step_time_s", "speed/mfu", "speed/between_steps_frac", "speed/peak_memory_gb"):
+        assert key.startswith(NOT_COMPARED), key
