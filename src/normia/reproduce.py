@@ -141,15 +141,6 @@ def recorded_job(client: Any, run: Any, trust: bool = False) -> tuple[Any, list[
     return config, untrusted_overrides(texts, f"run {run_id} {OVERRIDES_ARTIFACT}", trust=trust)
 
 
-def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_leaves(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): node}
-
-
 def build_job(
     recorded: Any, overrides: list[str], run_id: str, uri: str, trust: bool = False
 ) -> tuple[Any, list[str]]:
@@ -162,17 +153,17 @@ def build_job(
 
     from normia.config.compose import compose_job
     from normia.config.secrets import redact
-    from normia.config.unmask import fill_masked
+    from normia.config.unmask import fill_masked, leaves
     from normia.config.validate import validate
     from normia.training.outputs import assign_output_dir
 
     today = compose_job(overrides)
-    today_leaves = _leaves(OmegaConf.to_container(redact(today), resolve=True))
+    today_leaves = leaves(OmegaConf.to_container(redact(today), resolve=True))
     recorded_container = OmegaConf.to_container(recorded, resolve=True)
     ignored = ("paths.output_dir", "overrides", "resume")
     changed = sorted(
         key
-        for key, value in _leaves(recorded_container).items()
+        for key, value in leaves(recorded_container).items()
         if not key.startswith(ignored) and key in today_leaves and today_leaves[key] != value
     )
     cfg = OmegaConf.create(recorded_container)
