@@ -34,6 +34,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "log a trained model to MLflow (pyfunc, signature) and register it: normia export run=ID [registered_name=N]",
     ),
+    "checkpoint": (
+        "normia.training.consolidate",
+        "main",
+        "sharded checkpoint to one file or a Hugging Face folder: normia checkpoint consolidate PATH [--to hf]",
+    ),
     "search": (
         "normia.search.cli",
         "main",

@@ -23,3 +23,17 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if options and len(options) <= 12:
         return f" (valid: {', '.join(options)})"
     return ""
+
+
+class Stopped(KeyboardInterrupt):
+    """A run stopped on request after saving its checkpoint: exit 130 for Ctrl-C (SIGINT), 143 for SIGTERM (128 +
+    the signal's number, the shell's convention). A KeyboardInterrupt, so every caller that handles Ctrl-C handles it."""
+
+    def __init__(self, exit_code: int = 130) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
+def stop_exit_code(err: BaseException) -> int:
+    """The exit code of a stopped run: Stopped's own, 130 for any other KeyboardInterrupt."""
+    return int(getattr(err, "exit_code", 130))

@@ -43,7 +43,15 @@ RESUME_DATA_TAG = (
 CONFIG_ARTIFACT = "config.yaml"
 OVERRIDES_ARTIFACT = "overrides.yaml"
 # Metrics that measure the machine, not the model: never compared.
-NOT_COMPARED = ("system/", "summary/", "speed/", "lr-", "time/", "epoch")  # speed/: timings, not results
+NOT_COMPARED = (
+    "system/",
+    "summary/",
+    "speed/",
+    "checkpoint/",
+    "lr-",
+    "time/",
+    "epoch",
+)  # timings, not results
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -87,7 +87,9 @@ class RunSummary:
         folder = Path(output_dir).resolve()
         best = data.get("best_checkpoint")
         last = folder / "checkpoints" / LAST_CHECKPOINT
-        checkpoint = _absolute(best, folder) if best else (last if last.is_file() else None)
+        checkpoint = (
+            _absolute(best, folder) if best else (last if last.exists() else None)
+        )  # a file or a sharded folder
         result = data.get("result")
         return cls(
             name=str(data["name"]),

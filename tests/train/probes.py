@@ -109,9 +109,10 @@ class ReportStarted(L.Callback):
 
 
 class KillDuringCheckpointWrite(L.Callback):
-    """Makes checkpoints big (ballast) and, at the save of a given step, SIGKILLs the writing process as soon as it
-    holds a file open under the checkpoint folder whose name contains 'last.ckpt' (the file itself, or a temporary
-    one beside it): the process dies in the middle of writing the checkpoint, as on a node failure or an OOM kill."""
+    """Makes checkpoints big (ballast) and, at the save of a given step, SIGKILLs every writing rank as soon as it
+    holds a file of that step's checkpoint open (`step-N.ckpt`: the file, its temporary, or a shard of the sharded
+    folder; asynchronous writes included, as they happen in a background thread of the same process): the
+    processes die in the middle of writing, as on a node failure or an OOM kill."""
 
     def __init__(self, step: int, ballast_mb: int = 64):
         self.step = step
@@ -119,12 +120,13 @@ class KillDuringCheckpointWrite(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["ballast"] = torch.zeros(self.ballast_mb * 2**20 // 4)
-        if trainer.global_step == self.step and trainer.global_rank == 0:
+        if trainer.global_step == self.step:
             folder = Path(trainer.default_root_dir).resolve() / "checkpoints"
-            threading.Thread(target=_kill_when_writing, args=(folder,), daemon=True).start()
+            marker = f"step-{self.step:08d}.ckpt"
+            threading.Thread(target=_kill_when_writing, args=(folder, marker), daemon=True).start()
 
 
-def _kill_when_writing(folder: Path, timeout_s: float = 120.0) -> None:
+def _kill_when_writing(folder: Path, marker: str, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for fd in os.listdir("/proc/self/fd"):
@@ -132,7 +134,7 @@ def _kill_when_writing(folder: Path, timeout_s: float = 120.0) -> None:
                 target = os.readlink(f"/proc/self/fd/{fd}")
             except OSError:
                 continue
-            if target.startswith(str(folder)) and "last.ckpt" in os.path.basename(target):
+            if target.startswith(str(folder)) and marker in target:
                 os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(0.0005)
 
@@ -165,3 +167,33 @@ class SlowRank(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_rank == self.rank:
             time.sleep(self.delay_s)
+
+
+class SampleIds(L.Callback):
+    """Appends, per rank, which samples each training step took: one JSON line {"step", "ids"} per batch, a sample
+    named by a fingerprint of its features (exact for the digits data: a weighted sum of its 64 pixels, rounded).
+    The ids of one step over all ranks are the global batch: a resume must give the same ones at the same step."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
+    ) -> None:
+        features = batch[0].detach().to("cpu", torch.float64).flatten(1)
+        weights = torch.arange(1, features.shape[1] + 1, dtype=torch.float64)
+        ids = [round(float(v), 6) for v in (features * weights).sum(1)]
+        path = Path(self.out_dir) / f"ids-rank{trainer.global_rank}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            handle.write(json.dumps({"step": trainer.global_step, "ids": ids}) + "\n")
+
+
+def samples_by_step(out_dir: str | Path) -> dict[int, list[float]]:
+    """{step: sorted ids of the global batch} from every rank's ids-rank*.jsonl in `out_dir`."""
+    steps: dict[int, list[float]] = {}
+    for path in Path(out_dir).glob("ids-rank*.jsonl"):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            steps.setdefault(int(row["step"]), []).extend(row["ids"])
+    return {step: sorted(ids) for step, ids in steps.items()}

@@ -24,7 +24,7 @@ BASE = [
     "trainer.enable_progress_bar=false",
     "trainer.max_epochs=-1",
     "trainer.max_steps=15",
-    "trainer.checkpoint_every_n_steps=5",
+    "checkpoint.every_n_steps=5",
 ]
 
 
@@ -92,7 +92,8 @@ def _kill_then_resume(workdir: Path, *strategy: str) -> None:
         assert f"resuming from {ckpt}" in second.stdout or "resuming from" in second.stdout
         [done] = (workdir / "outputs").rglob("done.json")
         assert json.loads(done.read_text())["global_step"] == 15
-        assert not list(ckpt.parent.glob(".last.ckpt.*.tmp")), "the killed writer's temporary file stays"
+        left = [p.name for p in ckpt.parent.iterdir() if p.name.startswith(".step-")]
+        assert not left, f"the killed writer's temporary file or partial folder stays: {left}"
     finally:
         for path in tmpdir.iterdir():
             path.unlink()

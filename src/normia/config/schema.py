@@ -46,6 +46,14 @@ class OptimCfg:
     min_lr_ratio: float = 0.1
 
 
+CHECKPOINT_DEFAULTS: dict[str, Any] = {
+    "every_n_steps": None,
+    "every_minutes": 30.0,
+    "keep_last": 2,
+    "async": True,
+}
+
+
 @dataclass
 class TrainerCfg:
     accelerator: str = "cpu"
@@ -67,7 +75,9 @@ class TrainerCfg:
     limit_val_batches: Any = None
     profiler: str | None = None
     enable_progress_bar: bool = True
-    checkpoint_every_n_steps: int | None = None
+    checkpoint_every_n_steps: int | None = (
+        None  # deprecated (runs of earlier versions): checkpoint.every_n_steps
+    )
     # Hang watchdog (training/watchdog.py): no progress of the training loop for this long ends the job (exit 124)
     # naming the rank(s) the others waited for. After the first two steps: max(hang_timeout_s, 20 x the median
     # step); before them and while a checkpoint is written: hang_first_timeout_s. null: no watchdog.
@@ -114,6 +124,8 @@ class TrainCfg:
     trainer: TrainerCfg = field(default_factory=TrainerCfg)
     logger: LoggerCfg = field(default_factory=LoggerCfg)
     energy: EnergyCfg = field(default_factory=EnergyCfg)
+    # Not a dataclass: its key `async` is a Python keyword. Checked by config/checkpoint_settings.py.
+    checkpoint: Any = field(default_factory=lambda: dict(CHECKPOINT_DEFAULTS))
     callbacks: Any = field(default_factory=dict)
     paths: PathsCfg = field(default_factory=PathsCfg)
     launcher: Any = field(default_factory=lambda: {"name": "local"})

@@ -20,6 +20,7 @@ from omegaconf.errors import (
 )
 
 from normia.config.agree import check_agreement
+from normia.config.checkpoint_settings import checkpoint_settings
 from normia.config.names import check_name
 from normia.config.schema import CHOICES, TrainCfg
 from normia.energy.settings import check_energy
@@ -54,6 +55,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     check_agreement(typed)
     check_energy(typed.get("energy"))  # here, so a bad value is refused before a Slurm submission too
     check_hang_limits(typed.trainer)
+    checkpoint_settings(typed)  # the checkpoint node: keys, cadences, retention
     check_hf_config(typed)  # pretrained models (normia.models.hf): folder, weights, architecture, LoRA
     return typed
 

@@ -108,16 +108,18 @@ def _run_folder(folder: Path, uri: str) -> Path | None:
 
 
 def _best_checkpoint(folder: Path, run_id: str) -> Path:
+    from normia.training.checkpoint import is_checkpoint, last_checkpoint
+
     done = folder / "done.json"
     if done.is_file():
         best = json.loads(done.read_text(encoding="utf-8")).get("best_checkpoint")
         if best:
             path = Path(best)
             for candidate in (path, folder / "checkpoints" / path.name):
-                if candidate.is_file():
+                if is_checkpoint(candidate):
                     return candidate.resolve()
-    last = folder / "checkpoints" / "last.ckpt"
-    if last.is_file():
+    last = last_checkpoint(folder)
+    if last is not None:
         return last.resolve()
     raise UserError(f"MLflow run {run_id} left no checkpoint in {folder / 'checkpoints'}")
 
@@ -126,9 +128,9 @@ def load_checkpoint(ckpt: Path, trust: bool = False, expected_run: str | None = 
     """Rebuild the model of `ckpt` from its run's config and load its weights. See load_run for what is raised."""
     from normia.config.trust import load_untrusted_yaml, trusted_prefixes
     from normia.training.build import instantiate_node
-    from normia.training.checkpoint import load_checkpoint_file
+    from normia.training.checkpoint import is_checkpoint, load_checkpoint_file
 
-    if not ckpt.is_file():
+    if not is_checkpoint(ckpt):
         raise UserError(f"checkpoint {ckpt} does not exist (fix ckpt=)")
     content = load_checkpoint_file(ckpt)  # weights_only: refuses arbitrary unpickling first
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent

@@ -2,8 +2,8 @@
 
 On the signal Slurm sends before a time limit (--signal=USR1@s; USR2 from submitit's tools) or on SIGTERM
 (preemption, scancel), the handler only sets a flag (normia.launch.signals). At the next optimizer-step boundary
-all ranks agree through one all_reduce, save ONE checkpoint together (output_dir/checkpoints/last.ckpt, written to
-a temporary name and renamed by rank 0), then rank 0 requeues the job with `scontrol requeue` (USR1/USR2 only, at
+all ranks agree through one all_reduce, save ONE checkpoint together (output_dir/checkpoints/step-N.ckpt, made
+visible only once complete, and last.ckpt pointed at it), then rank 0 requeues the job with `scontrol requeue` (USR1/USR2 only, at
 most max_requeues times) and every rank exits. The requeued job starts the same command, and run_training resumes
 from last.ckpt: same step, optimizer, LR schedule, RNG, data position and MLflow run. Lightning's own auto-requeue
 is off (SLURMEnvironment(auto_requeue=False)) and submitit's handler is replaced, so nothing else requeues.
@@ -21,7 +21,6 @@ import lightning as L
 
 from normia.launch import events, signals
 from normia.training.callbacks import flush_step_metrics, max_over_ranks
-from normia.training.checkpoint import LAST
 
 
 class SlurmPreemption(L.Callback):
@@ -79,13 +78,10 @@ class SlurmPreemption(L.Callback):
                 flush=True,
             )
         flush_step_metrics(trainer)  # the interrupted step's train/* point, as a Ctrl-C stop keeps it
-        target = root / "checkpoints" / LAST
-        partial = target.with_name(f".{LAST}.preempt")
         started = time.perf_counter()
-        _claim_last(trainer, target)
-        trainer.save_checkpoint(partial)  # collective: every rank takes part, rank 0 writes
-        if rank_zero:
-            os.replace(partial, target)
+        # Collective (every rank takes part): step-N.ckpt, complete on disk (any write in flight ended first),
+        # and last.ckpt pointing at it, before anyone goes on.
+        target = _saver(trainer).save(trainer, wait=True)
         trainer.strategy.barrier("normia-preemption-saved")
         code = 0
         if rank_zero:
@@ -130,12 +126,11 @@ class SlurmPreemption(L.Callback):
         return 0
 
 
-def _claim_last(trainer: L.Trainer, target: Path) -> None:
-    """Make the ModelCheckpoint that keeps last.ckpt record it as its own file. Otherwise, after the resume, it finds
-    a last.ckpt it did not write and saves last-v1.ckpt beside it, and a second resume would load the stale one."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
+def _saver(trainer: L.Trainer) -> Any:
+    """The run's PeriodicCheckpoint (training/periodic_checkpoint.py), which every normia job has."""
+    from normia.training.periodic_checkpoint import PeriodicCheckpoint
 
-    for callback in trainer.checkpoint_callbacks:
-        mine = isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath
-        if mine and Path(callback.dirpath).resolve() == target.parent.resolve():
-            callback.last_model_path = callback.format_checkpoint_name({}, callback.CHECKPOINT_NAME_LAST)
+    for callback in trainer.callbacks:
+        if isinstance(callback, PeriodicCheckpoint):
+            return callback
+    raise RuntimeError("SlurmPreemption needs normia's PeriodicCheckpoint among the trainer's callbacks")

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from normia.config.checkpoint_settings import checkpoint_settings
 from normia.config.flatten import flatten
 from normia.config.resolved_targets import check_node
 from normia.config.secrets import redact, redact_overrides
@@ -28,9 +29,10 @@ from normia.training.callbacks import (
     Throughput,
     added_callbacks,
 )
-from normia.training.checkpoint import LAST, AtomicCheckpointIO, ModelCheckpoint
+from normia.training.checkpoint import AtomicCheckpointIO, ModelCheckpoint
 from normia.training.float8 import lightning_precision
 from normia.training.health import MonitorCheck, NonFiniteLoss, nonfinite_mode
+from normia.training.periodic_checkpoint import PeriodicCheckpoint
 from normia.training.resume_check import CHANGES_TAG
 from normia.training.watchdog import HangWatchdog
 
@@ -94,13 +96,8 @@ def build_callbacks(
 ) -> tuple[list[L.Callback], dict[str, Any]]:
     """User callbacks from cfg.callbacks plus normia's own; returns (all, {role: callback}) for the summary."""
     ckpt_dir = Path(cfg.paths.output_dir) / "checkpoints"
-    last = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        save_last=True,
-        save_top_k=0,
-        every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
-        enable_version_counter=False,  # a resumed run overwrites last.ckpt (not last-v1.ckpt)
-    )
+    settings = checkpoint_settings(cfg)
+    last = PeriodicCheckpoint(ckpt_dir, settings.every_n_steps, settings.every_minutes, settings.keep_last)
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best-{step}",
@@ -114,7 +111,7 @@ def build_callbacks(
         "last": last,
         "best": best,
         "state": NormiaState(tracker, OmegaConf.to_yaml(redact(cfg))),
-        "stop": GracefulStop(checkpoint_path=str(ckpt_dir / LAST), tracker=tracker),
+        "stop": GracefulStop(saver=last, tracker=tracker, signals=stop_signals()),
         "throughput": Throughput(),
         # Checked every log_every_n_steps in one read (no host read per step), as the logged values are.
         "nonfinite": NonFiniteLoss(nonfinite_mode(cfg), every=int(cfg.trainer.log_every_n_steps or 1)),
@@ -151,6 +148,14 @@ def build_callbacks(
     return [*user, *own], roles
 
 
+def stop_signals() -> tuple[int, ...]:
+    """Ctrl-C always; SIGTERM too outside Slurm (a `kill`, a container stop): it saves and exits 143 instead of
+    dying with nothing saved. Under Slurm the launcher's SlurmPreemption owns SIGTERM (and USR1)."""
+    import signal
+
+    return (signal.SIGINT,) if os.environ.get("SLURM_JOB_ID") else (signal.SIGINT, signal.SIGTERM)
+
+
 def _rich_ok(cfg: DictConfig) -> bool:
     if not cfg.trainer.enable_progress_bar:
         return False
@@ -173,13 +178,13 @@ def build_strategy(cfg: DictConfig) -> Any:
     name = cfg.trainer.strategy
     world = world_size(cfg)
     if name == "fsdp":
-        from lightning.pytorch.strategies import ModelParallelStrategy
+        from normia.training.sharded_strategy import ShardedCheckpointStrategy
 
-        return ModelParallelStrategy(
+        return ShardedCheckpointStrategy(
             data_parallel_size=world,
             tensor_parallel_size=1,
-            save_distributed_checkpoint=False,
             timeout=collective_timeout(cfg),
+            asynchronous=checkpoint_settings(cfg).asynchronous,
         )
     if name == "ddp" or (name == "auto" and world > 1):
         from lightning.pytorch.strategies import DDPStrategy
@@ -189,8 +194,8 @@ def build_strategy(cfg: DictConfig) -> Any:
 
 
 def build_plugins(cfg: DictConfig) -> list[Any]:
-    # Every strategy: ModelParallelStrategy (fsdp) writes its gathered (non-distributed) checkpoint through it too.
-    plugins: list[Any] = [AtomicCheckpointIO()]
+    # One-file checkpoints (DDP, one process); trainer=fsdp writes sharded folders itself (sharded_strategy.py).
+    plugins: list[Any] = [AtomicCheckpointIO(asynchronous=checkpoint_settings(cfg).asynchronous)]
     if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_NTASKS"):
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 

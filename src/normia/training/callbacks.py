@@ -213,44 +213,60 @@ class StopRequested(Exception):
 
 
 class GracefulStop(L.Callback):
-    """The first Ctrl-C (SIGINT) asks to stop: at the next step boundary every rank agrees, training ends and the
-    last checkpoint is written, so the run can be resumed. A second Ctrl-C interrupts at once."""
+    """The first Ctrl-C (SIGINT), or SIGTERM where `signals` has it, asks to stop: at the next step boundary every
+    rank agrees, training ends and a checkpoint is written (waiting for any write in flight), so the run can be
+    resumed; the run then exits 130 (SIGINT) or 143 (SIGTERM). A second signal interrupts at once.
 
-    def __init__(
-        self,
-        checkpoint_path: str | None = None,
-        tracker: Any = None,
-        signals: tuple[int, ...] = (signal.SIGINT,),
-    ):
-        self.checkpoint_path = checkpoint_path
+    Handlers are (re)installed at train start too: Lightning installs its own SIGTERM handler between fit start and
+    the first batch, which would end the run without a checkpoint."""
+
+    def __init__(self, saver: Any = None, tracker: Any = None, signals: tuple[int, ...] = (signal.SIGINT,)):
+        self.saver = saver  # PeriodicCheckpoint (its save() writes step-N.ckpt and points last.ckpt at it)
         self.tracker = tracker
         self.signals = signals
         self.requested = False
         self.stopped = False
+        self.signal: int = signal.SIGINT
         self._previous: dict[int, Any] = {}
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signal)
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.signal = signum
         print(
-            "\nstop requested: finishing this step and saving a checkpoint (Ctrl-C again to abort)",
+            f"\nstop requested ({signal.Signals(signum).name}): finishing this step and saving a checkpoint "
+            "(Ctrl-C again to abort)",
             flush=True,
         )
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _install(self) -> None:
         if threading.current_thread() is threading.main_thread():
             for sig in self.signals:
-                self._previous[sig] = signal.signal(sig, self._handler)
+                previous = signal.signal(sig, self._handler)
+                self._previous.setdefault(sig, previous)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if max_over_ranks(int(self.requested), pl_module.device):
+        # The signal number travels in the agreed value: every rank exits with the same code.
+        agreed = max_over_ranks(int(self.signal) if self.requested else 0, pl_module.device)
+        if agreed:
             self.stopped = True
+            self.signal = agreed
             flush_step_metrics(trainer)
             # Every rank is here (the flag was agreed on), so a collective save is safe. The save comes first: a
             # loss found non-finite there (NonFiniteLoss checks before any save) fails the run instead.
-            if self.checkpoint_path:
-                trainer.save_checkpoint(self.checkpoint_path)
+            if self.saver is not None:
+                self.saver.save(trainer, wait=True)
             if self.tracker is not None:
                 self.tracker.final_status = "KILLED"  # resumable, not failed
             # Not trainer.should_stop: Lightning would then validate, close the epoch and save again, and the

@@ -1,10 +1,17 @@
 """Checkpoints that are never half-written (temp file + atomic rename) and never unpickle arbitrary code
-(torch.load(weights_only=True)); and the helpers that find and read them for resume."""
+(torch.load(weights_only=True)); and the helpers that find and read them for resume.
+
+Two formats, both read everywhere (resume, eval, predict, export, reproduce): one file (`*.ckpt`, DDP and one
+process) and a sharded folder (`*.ckpt/`, FSDP2 through training/sharded_strategy.py). In a run folder,
+`checkpoints/step-NNNNNNNN.ckpt` are the periodic saves and `checkpoints/last.ckpt` a symbolic link to the newest
+complete one (training/periodic_checkpoint.py); runs of earlier normia versions hold a real last.ckpt file."""
 
 from __future__ import annotations
 
 import glob
 import pickle
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +21,50 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from normia.errors import UserError
 from normia.training.atomic_text import write_atomic
+from normia.training.checkpoint_writer import WRITER, stage
+from normia.training.sharded_read import full_checkpoint, is_sharded, read_meta
 
 LAST = "last.ckpt"
+STEP_NAME = re.compile(r"^step-(\d+)\.ckpt$")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes beside the target and renames: the target is the old checkpoint or the new one, never a part of one,
-    whatever kills the process and wherever $TMPDIR is (Lightning's own writer copies across filesystems)."""
+    whatever kills the process and wherever $TMPDIR is (Lightning's own writer copies across filesystems).
+
+    asynchronous=True: the state is staged (copied to host memory) and written by the background writer
+    (training/checkpoint_writer.py); a save first waits for the previous write."""
+
+    def __init__(self, asynchronous: bool = False) -> None:
+        super().__init__()
+        self.asynchronous = asynchronous
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        WRITER.wait()  # one write in flight; its stale temporaries are then really stale
         _remove_stale_temporaries(target)
-        write_atomic(target, lambda handle: torch.save(checkpoint, handle), binary=True)
+        if target.is_dir():  # a sharded checkpoint of the same name (a run moved from FSDP to DDP)
+            import shutil
+
+            shutil.rmtree(target)
+        if not self.asynchronous:
+            write_atomic(target, lambda handle: torch.save(checkpoint, handle), binary=True)
+            return
+        staged = stage(checkpoint)
+        WRITER.submit(lambda: write_atomic(target, lambda handle: torch.save(staged, handle), binary=True))
+
+    def remove_checkpoint(self, path: Any) -> None:
+        """A file or a sharded folder."""
+        target = Path(path)
+        if target.is_dir() and not target.is_symlink():
+            import shutil
+
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
 
     def load_checkpoint(
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
@@ -49,6 +85,12 @@ class ModelCheckpoint(_LightningModelCheckpoint):
             key = self.__dict__["_normia_state_key"] = super().state_key
         return key
 
+    def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
+        """Lightning's save, with the time it held the step loop counted (the run's checkpoint/blocked_s)."""
+        started = time.perf_counter()
+        super()._save_checkpoint(trainer, filepath)
+        WRITER.add_blocked(time.perf_counter() - started)
+
 
 def _remove_stale_temporaries(target: Path) -> None:
     """A writer killed before its rename leaves its temporary file (as large as the checkpoint): remove those of
@@ -57,9 +99,17 @@ def _remove_stale_temporaries(target: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def is_checkpoint(path: str | Path) -> bool:
+    """A one-file checkpoint or a complete sharded folder (a link to either counts)."""
+    return Path(path).is_file() or is_sharded(path)
+
+
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load with weights_only=True; a checkpoint that needs arbitrary unpickling is refused with a clear message."""
+    """The whole checkpoint in the one-file layout, from either format. weights_only=True; a checkpoint that
+    needs arbitrary unpickling is refused with a clear message (UserError), as is a missing one."""
     try:
+        if is_sharded(path):
+            return full_checkpoint(path)
         return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except (pickle.UnpicklingError, RuntimeError) as err:
         if "weights_only" in str(err) or isinstance(err, pickle.UnpicklingError):
@@ -72,11 +122,33 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[st
         raise UserError(f"checkpoint {path} does not exist") from None
 
 
+def step_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """The complete periodic checkpoints (step-N.ckpt, file or folder) of a checkpoints folder, oldest first."""
+    found = []
+    base = Path(folder)
+    if base.is_dir():
+        for entry in base.iterdir():
+            match = STEP_NAME.match(entry.name)
+            if match and is_checkpoint(entry):
+                found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
 def last_checkpoint(output_dir: str | Path) -> Path | None:
-    path = Path(output_dir) / "checkpoints" / LAST
-    return path if path.is_file() else None
+    """The checkpoint a resume of this run folder starts from: checkpoints/last.ckpt (a link to the newest
+    periodic save, or a file written by an earlier normia), else the newest complete step-N.ckpt (a process killed
+    between writing a checkpoint and linking it), else None."""
+    folder = Path(output_dir) / "checkpoints"
+    path = folder / LAST
+    if is_checkpoint(path):
+        return path
+    steps = step_checkpoints(folder)
+    return steps[-1][1] if steps else None
 
 
 def read_normia_state(path: str | Path) -> dict[str, Any]:
-    """The small 'normia' section (MLflow run id, ...) of a checkpoint, read through mmap without loading weights."""
+    """The small 'normia' section (MLflow run id, ...) of a checkpoint, read through mmap without loading weights
+    (a sharded checkpoint's meta.pt holds it)."""
+    if is_sharded(path):
+        return dict(read_meta(path).get("normia", {}))
     return dict(load_checkpoint_file(path).get("normia", {}))

@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from normia.config.secrets import redact
-from normia.errors import UserError
+from normia.errors import Stopped, UserError, stop_exit_code
 
 TRAIN_EPILOG = """examples:
   normia train experiment=quickstart
@@ -238,8 +238,8 @@ def run_job(cfg: DictConfig) -> int:
             if int(cfg.trainer.num_nodes) > 1:
                 raise UserError("trainer.num_nodes > 1 needs a cluster: use launcher=slurm (or austral)")
             code = run_local_processes(cfg, world)
-            if code == 130:
-                raise KeyboardInterrupt
+            if code in (130, 143):
+                raise Stopped(code)
             return code
         from normia.config.compose import resolve_job
         from normia.training.run import run_training
@@ -247,13 +247,13 @@ def run_job(cfg: DictConfig) -> int:
         resolve_job(cfg)
         run_training(cfg)
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print(
             f"stopped; checkpoint in {cfg.paths.output_dir}/checkpoints. Resume with the same command plus "
             f"{as_override('resume', str(cfg.paths.output_dir))}",
             file=sys.stderr,
         )
-        return 130
+        return stop_exit_code(err)
 
 
 def _print_sweep(jobs: list[DictConfig], results: list[float | None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -11,10 +12,12 @@ from normia.config.trust import load_untrusted_yaml, trusted_prefixes
 from normia.config.validate import validate
 from normia.errors import UserError
 from normia.training.build import instantiate_node
-from normia.training.checkpoint import AtomicCheckpointIO, load_checkpoint_file
+from normia.training.checkpoint import AtomicCheckpointIO, is_checkpoint, load_checkpoint_file
+from normia.training.consolidate import consolidate
 from normia.training.health import deferred_target_error
 from normia.training.module import TaskModule
 from normia.training.quiet import quiet_libraries
+from normia.training.sharded_read import is_sharded
 
 
 def evaluate(ckpt: Path, overrides: list[str], trust: bool = False) -> dict[str, float]:
@@ -23,7 +26,7 @@ def evaluate(ckpt: Path, overrides: list[str], trust: bool = False) -> dict[str,
 
     Raises UserError for a missing checkpoint or config, or a refused config."""
     quiet_libraries()  # Lightning's tips and checkpoint-path warnings say nothing a user can act on here
-    if not ckpt.is_file():
+    if not is_checkpoint(ckpt):
         raise UserError(f"checkpoint {ckpt} does not exist")
     load_checkpoint_file(ckpt)  # refuses a checkpoint that needs arbitrary unpickling, before anything else
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
@@ -48,7 +51,10 @@ def evaluate(ckpt: Path, overrides: list[str], trust: bool = False) -> dict[str,
         enable_model_summary=False,
         plugins=[AtomicCheckpointIO()],
     )
-    results = trainer.validate(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
+    with tempfile.TemporaryDirectory(prefix="normia-eval-") as scratch:
+        # One process reads a sharded (FSDP) checkpoint as one file: consolidated into a scratch file first.
+        readable = consolidate(ckpt, Path(scratch) / "model.ckpt") if is_sharded(ckpt) else ckpt
+        results = trainer.validate(module, datamodule=datamodule, ckpt_path=str(readable), verbose=False)
     # On a GPU, bad labels were computed as ignored rows (normia.ops defers the check): no metrics, the error.
     bad_targets = deferred_target_error()
     if bad_targets is not None:

@@ -11,7 +11,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from normia.errors import UserError
-from normia.training.checkpoint import LAST
+from normia.training.checkpoint import LAST, is_checkpoint, last_checkpoint
+from normia.training.sharded_read import is_sharded
 
 
 def sweep_id(identity: str) -> str:
@@ -95,7 +96,8 @@ def _interpolated_overrides(cfg: DictConfig) -> list[str]:
 
 def latest_run(base: Path) -> Path:
     runs = sorted(
-        (p.parent.parent for p in base.glob(f"*/checkpoints/{LAST}")), key=lambda p: p.stat().st_mtime
+        (run for run in base.glob("*") if last_checkpoint(run) is not None),
+        key=lambda run: _newest_checkpoint_time(run),
     )
     if not runs:
         raise UserError(
@@ -104,14 +106,19 @@ def latest_run(base: Path) -> Path:
     return runs[-1]
 
 
+def _newest_checkpoint_time(run: Path) -> float:
+    last = last_checkpoint(run)
+    return last.stat().st_mtime if last is not None else 0.0
+
+
 def _run_dir_of(path: Path) -> Path:
-    if path.is_dir():
-        if not (path / "checkpoints" / LAST).is_file():
+    if path.is_dir() and not is_sharded(path):
+        if last_checkpoint(path) is None:
             raise UserError(
                 f"resume={path}: no checkpoints/{LAST} in that folder; give a run folder or a .ckpt file"
             )
         return path
-    if path.is_file() and path.suffix == ".ckpt":
+    if is_checkpoint(path) and path.suffix == ".ckpt":
         return path.parent.parent if path.parent.name == "checkpoints" else path.parent
     raise UserError(f"resume={path}: no such run folder or .ckpt file; use resume=true for the latest run")
 

@@ -36,6 +36,8 @@ NOT_TRAINING = (
     "trainer.check_val_every_n_epoch",
     "trainer.limit_val_batches",
     "trainer.checkpoint_every_n_steps",
+    "checkpoint.",  # cadence, retention, async: not what is trained
+    "trainer.strategy",  # DDP and FSDP train the same model (sharded checkpoints are consolidated for DDP)
     "trainer.on_nonfinite_loss",  # a diverged run may be resumed with skip
 )
 # Free-form sections: a key present on one side only is a real change there (elsewhere it is a schema key added or
@@ -46,6 +48,9 @@ EXTENDS_RUN = ("trainer.max_steps", "trainer.max_epochs")
 # allowing them would be a lie. (optim.scheduler/warmup_steps/min_lr_ratio do apply: they may be allowed.)
 RESTORED = ("optim.name", "optim.lr", "optim.weight_decay", "optim.betas", "optim.eps", "optim.momentum")
 CHANGES_TAG = "normia.resume_changes"
+# The global batch is their product: a resume on another number of ranks trains the same steps on the same
+# samples (data/sampler.py continues the global order) when the product is unchanged.
+GLOBAL_BATCH = ("trainer.devices", "trainer.num_nodes", "data.batch_size", "trainer.accumulate_grad_batches")
 
 
 def recorded_config(ckpt_path: Path, normia_state: dict[str, Any]) -> DictConfig | None:
@@ -70,6 +75,24 @@ def resume_changes(cfg: DictConfig, recorded: DictConfig | None) -> dict[str, tu
         if before.get(k) != now.get(k) and not k.startswith(NOT_TRAINING) and _comparable(k, before, now)
     }
     allowed = [str(k) for k in (OmegaConf.select(cfg, ALLOW_KEY, default=None) or [])]
+    reshaped = [k for k in changed if k in GLOBAL_BATCH]
+    if reshaped and not all(_listed(k, allowed) for k in reshaped):
+        old, new = _global_batch(before), _global_batch(now)
+        if old is not None and old == new:
+            allowed += reshaped  # another world size, the same global batch: the same training
+        elif old is not None and new is not None:
+            world = _product(now, GLOBAL_BATCH[:2])
+            per_device = old / (world * _product(now, GLOBAL_BATCH[3:])) if world else 0
+            fix = (
+                f"data.batch_size={int(per_device)} keeps it"
+                if per_device and per_device == int(per_device)
+                else f"a world size that divides {old} keeps it"
+            )
+            raise UserError(
+                f"resume: {_shown(changed, reshaped)} changes the global batch (devices x num_nodes x "
+                f"data.batch_size x accumulate_grad_batches) from {old} to {new}, so the run would not continue "
+                f"the same training; {fix}, or allow it with {ALLOW_KEY}=[{','.join(reshaped)}]"
+            )
     restored = [k for k in changed if k.startswith(RESTORED)]
     if restored:
         raise UserError(
@@ -84,6 +107,20 @@ def resume_changes(cfg: DictConfig, recorded: DictConfig | None) -> dict[str, tu
             f"recorded values, or allow them with {ALLOW_KEY}=[{','.join(refused)}]"
         )
     return changed
+
+
+def _product(values: dict[str, Any], keys: tuple[str, ...]) -> int:
+    out = 1
+    for key in keys:
+        out *= int(values.get(key) or 1)
+    return out
+
+
+def _global_batch(values: dict[str, Any]) -> int | None:
+    """Samples per optimizer step, or None when the data has no batch_size key."""
+    if not isinstance(values.get("data.batch_size"), int):
+        return None
+    return _product(values, GLOBAL_BATCH)
 
 
 def describe(changes: dict[str, tuple[Any, Any]]) -> str:

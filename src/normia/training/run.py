@@ -16,16 +16,19 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from normia.config.secrets import redact
-from normia.errors import UserError
+from normia.errors import Stopped, UserError
 from normia.training.atomic_text import write_text_atomic
 from normia.training.build import build_callbacks, build_tracker, build_trainer, instantiate_node
 from normia.training.callbacks import StopRequested
 from normia.training.checkpoint import last_checkpoint, read_normia_state
+from normia.training.checkpoint_writer import WRITER
+from normia.training.consolidate import consolidated_for_resume
 from normia.training.health import json_safe
 from normia.training.module import TaskModule
 from normia.training.quiet import quiet_libraries
 from normia.training.refusal import nothing_left_if_refused
 from normia.training.resume_check import describe, recorded_config, resume_changes
+from normia.training.sharded_read import is_sharded
 from normia.training.summary import print_summary, run_summary
 
 DONE = "done.json"
@@ -34,6 +37,7 @@ DONE = "done.json"
 def run_training(cfg: DictConfig) -> float | None:
     """Fit one job; return the monitored metric (best value if a best checkpoint was tracked)."""
     started = time.perf_counter()
+    WRITER.reset()  # this fit's checkpoint counters (normia search runs several fits in one process)
     quiet_libraries()
     output_dir = Path(cfg.paths.output_dir)
     os.environ["NORMIA_KERNELS"] = str(cfg.kernels)
@@ -75,7 +79,11 @@ def run_training(cfg: DictConfig) -> float | None:
                 flush=True,
             )
         stopped = roles["stop"]
-        _fit(trainer, module, datamodule, ckpt_path)
+        try:
+            _fit(trainer, module, datamodule, ckpt_path)
+        finally:
+            if ckpt_path is not None and ckpt_path.name.startswith(".resume-"):
+                ckpt_path.unlink(missing_ok=True)  # the one-file copy of a sharded checkpoint: used, not kept
     result = _monitored(trainer, roles, cfg.monitor)
     summary = run_summary(cfg, trainer, roles, tracker, result, time.perf_counter() - started)
     if trainer.is_global_zero:
@@ -83,7 +91,7 @@ def run_training(cfg: DictConfig) -> float | None:
         if not stopped.stopped and not cfg.trainer.fast_dev_run:
             write_text_atomic(output_dir / DONE, json.dumps(json_safe(summary), indent=2, allow_nan=False))
     if stopped.stopped:
-        raise KeyboardInterrupt
+        raise Stopped(stopped.exit_code)
     return result
 
 
@@ -122,9 +130,15 @@ def _raised_by_lightning(err: BaseException) -> bool:
 
 
 def _checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """The checkpoint this job resumes from, in a format its strategy loads: a sharded folder resumed without
+    FSDP (DDP, one process) is first consolidated into one file beside it (checkpoints/.resume-<name>)."""
     if isinstance(cfg.resume, str) and cfg.resume.endswith(".ckpt"):
-        return Path(cfg.resume)
-    return last_checkpoint(output_dir)
+        path: Path | None = Path(cfg.resume)
+    else:
+        path = last_checkpoint(output_dir)
+    if path is not None and is_sharded(path) and cfg.trainer.strategy != "fsdp":
+        path = consolidated_for_resume(path, output_dir, rank_zero=_global_rank() == 0)
+    return path
 
 
 def _global_rank() -> int:

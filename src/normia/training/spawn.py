@@ -122,9 +122,9 @@ def _wait(procs: list[subprocess.Popen], forwarder: _Forwarder) -> int:
             return DIVERGED
         if failed:
             rank, code = failed[0]
-            if code == 130:  # a graceful stop: let the other ranks finish writing the checkpoint
+            if code in (130, 143):  # a graceful stop: let the other ranks finish writing the checkpoint
                 _terminate(procs, grace_s=120.0)
-                return 130
+                return code
             _terminate(procs)
             if code == 2:
                 raise UserError(f"rank {rank} refused the job (see its error above)")

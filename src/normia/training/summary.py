@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from normia.config.masking import mask_uri
 from normia.energy.accounting import summary_lines
 from normia.training.build import world_size
+from normia.training.checkpoint_writer import WRITER
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -50,6 +51,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     if params:
         share = 100.0 * params["trainable"] / max(params["total"], 1)
         lines.append(f"  parameters {params['trainable']:,} trainable of {params['total']:,} ({share:.2f}%)")
+    saves = summary.get("checkpoints") or {}
+    if saves.get("saves"):
+        lines.append(
+            f"  checkpoints {saves['saves']} saved, training blocked {saves['blocked_s']:.2f} s in total "
+            f"(background writes {saves['background_write_s']:.2f} s)"
+        )
     if summary.get("skipped_steps"):
         lines.append(f"  skipped   {summary['skipped_steps']} step(s) with a non-finite loss")
     if summary.get("energy"):
@@ -96,6 +103,11 @@ def run_summary(
         "best_checkpoint": roles["best"].best_model_path or None,
         "stopped_early": roles["stop"].stopped,
         "skipped_steps": roles["nonfinite"].skipped,
+        "checkpoints": {  # this process's saves (rank 0's in done.json): how long they held training
+            "saves": WRITER.saves,
+            "blocked_s": WRITER.blocked_s,
+            "background_write_s": WRITER.write_s,
+        },
         "energy": roles["energy"].report if "energy" in roles else None,
         "parameters": parameter_counts(trainer.lightning_module),
         "units": _data_units(cfg),

@@ -11,7 +11,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from normia.errors import UserError
+from normia.errors import UserError, stop_exit_code
 
 CONFIG_FILE_ENV = "NORMIA_JOB_CONFIG_FILE"  # a 0600 file in a 0700 folder, deleted once read
 PARENT_ENV = "NORMIA_PARENT_PID"
@@ -53,8 +53,8 @@ def main() -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as err:
+        return stop_exit_code(err)
     finally:
         close_process_group()
     return 0
