@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 # The suite's own test doubles (callbacks that stop, crash or probe a run) are code a config may name in tests
 # only; every normia process started by a test inherits this (config/trust.py).
 os.environ.setdefault("NORMIA_TRUSTED_TARGETS", "faults.,probes.,stop_at_step.")
+# The data digest manifest of the suite's processes: its own, not the user's ~/.cache (removed at the end).
+_DIGESTS = tempfile.mkdtemp(prefix="normia-test-digests-")
+os.environ.setdefault("NORMIA_DIGEST_CACHE", os.path.join(_DIGESTS, "digests.json"))
+atexit.register(shutil.rmtree, _DIGESTS, True)
 
 
 @pytest.fixture(autouse=True)

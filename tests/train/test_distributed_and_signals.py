@@ -21,6 +21,7 @@ import torch
 from mlflow import MlflowClient
 
 from normia.cli import main
+from normia.training.checkpoint import load_checkpoint_file
 
 COMMON = [
     "experiment=quickstart",
@@ -34,7 +35,7 @@ COMMON = [
 
 def _final_weights(workdir: Path, run: str) -> dict[str, torch.Tensor]:
     [ckpt] = (workdir / "outputs" / run).rglob("last.ckpt")
-    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    return load_checkpoint_file(ckpt)["state_dict"]  # a file, or FSDP's sharded folder
 
 
 @pytest.mark.slow
@@ -52,9 +53,7 @@ def test_two_processes_match_one_process(workdir: Path, strategy: str) -> None:
     assert main(["train", *COMMON, *two]) == 0
     single, ddp = _final_weights(workdir, "single"), _final_weights(workdir, "ddp")
     assert single.keys() == ddp.keys()
-    start = torch.load(next((workdir / "outputs" / "single").rglob("last.ckpt")), weights_only=True)[
-        "global_step"
-    ]
+    start = load_checkpoint_file(next((workdir / "outputs" / "single").rglob("last.ckpt")))["global_step"]
     assert start == 30
     for key in single:
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-5, msg=f"{key} differs")
@@ -76,7 +75,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_the_run(workdir: Path) -
         "trainer.enable_progress_bar=false",
         "trainer.max_epochs=-1",
         "trainer.max_steps=100000",
-        "trainer.checkpoint_every_n_steps=25",
+        "checkpoint.every_n_steps=25",
     ]
     proc = subprocess.Popen(
         cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -105,7 +104,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_the_run(workdir: Path) -
             "logger.system_metrics=false",
             "trainer.enable_progress_bar=false",
             "trainer.max_epochs=-1",
-            "trainer.checkpoint_every_n_steps=25",  # as recorded: a changed setting is refused on resume
+            "checkpoint.every_n_steps=25",
             f"trainer.max_steps={stopped_at + 10}",
             "resume=true",
         ]

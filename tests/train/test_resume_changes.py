@@ -160,3 +160,50 @@ def test_resume_allow_changes_lets_chosen_keys_through_but_never_optimizer_value
     now.resume_allow_changes = ["optim.lr", "data"]
     with pytest.raises(UserError, match=r"optim.lr \(0.1 -> 0.2\) changed, but the optimizer state"):
         resume_changes(now, old)
+
+
+def _recorded(devices: int, batch: int, accumulate: int = 1) -> object:
+    return OmegaConf.create(
+        {
+            "trainer": {
+                "devices": devices,
+                "num_nodes": 1,
+                "accumulate_grad_batches": accumulate,
+                "strategy": "fsdp",
+            },
+            "data": {"batch_size": batch},
+            "optim": {"lr": 0.01},
+        }
+    )
+
+
+@pytest.mark.parametrize("devices,batch,accumulate", [(3, 4, 1), (1, 12, 1), (1, 6, 2), (4, 3, 1)])
+def test_another_world_size_with_the_same_global_batch_is_the_same_training(
+    devices: int, batch: int, accumulate: int
+) -> None:
+    """Written on 2 ranks x 6 samples: resumed on any number of ranks that keeps 12 samples a step (the sampler
+    continues the same global order), with the change recorded like any allowed one."""
+    from normia.training.resume_check import resume_changes
+
+    now = _recorded(devices, batch, accumulate)
+    now.trainer.strategy = "ddp" if devices == 1 else "fsdp"
+    changes = resume_changes(now, _recorded(2, 6))
+    assert changes["trainer.devices"] == (2, devices)
+    assert "trainer.strategy" not in changes  # DDP and FSDP train the same model
+
+
+@pytest.mark.parametrize(
+    "devices,batch,fix",
+    [(5, 6, "a world size that divides 12"), (3, 6, "data.batch_size=4"), (4, 6, "data.batch_size=3")],
+)
+def test_another_global_batch_is_refused_with_the_batch_size_that_keeps_it(
+    devices: int, batch: int, fix: str
+) -> None:
+    from normia.training.resume_check import resume_changes
+
+    with pytest.raises(UserError, match=f"from 12 to {devices * batch}.*{fix}"):
+        resume_changes(_recorded(devices, batch), _recorded(2, 6))
+    # allowed on purpose: then it is the user's choice, and recorded
+    allowed = _recorded(devices, batch)
+    allowed.resume_allow_changes = ["trainer.devices"]
+    assert resume_changes(allowed, _recorded(2, 6))["trainer.devices"] == (2, devices)

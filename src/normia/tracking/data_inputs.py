@@ -14,7 +14,9 @@ Cost: each file is read once, in 1 MiB chunks (hashlib.sha256, rows counted in t
 gets a *partial* digest instead: sha256 over its size and its first and last 64 MiB, with its mtime recorded beside
 it; the record and every message say `partial`, because a change in the middle of such a file is not seen.
 Digests are cached per (path, size, mtime, inode) within a process, so `normia reproduce` reads a file once for its
-pre-run check and the run it starts in the same process.
+pre-run check and the run it starts in the same process, and across processes in a digest manifest
+(tracking/digest_manifest.py): a requeued job or the next run on the same corpus reuses the digest of every file
+whose path, size, mtime, inode and device are unchanged, and its record says so (`digest_reused`).
 
 Each input is recorded twice (mlflow_logger.py): as an MLflow dataset input (`mlflow.data.meta_dataset.MetaDataset`
 with a filesystem or code source and the digest: MLflow's own, well-kept record, shown in its UI's Dataset column)
@@ -32,6 +34,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from normia.tracking.digest_manifest import manifest, stat_key
 
 CHUNK_BYTES = 1 << 20  # 1 MiB reads
 PARTIAL_ABOVE_BYTES = 1 << 30  # files over 1 GiB get a partial digest
@@ -115,6 +119,12 @@ def file_digest(path: str | Path) -> Digest:
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
     if key in _CACHE:
         return _CACHE[key]
+    kept = manifest()
+    identity = stat_key(Path(key[0]), st)
+    known = kept.get(identity)
+    if known is not None:
+        _CACHE[key] = Digest(**known)
+        return _CACHE[key]
     sha = hashlib.sha256()
     if st.st_size > PARTIAL_ABOVE_BYTES:
         sha.update(f"partial-v1 size={st.st_size}\n".encode())
@@ -141,6 +151,7 @@ def file_digest(path: str | Path) -> Digest:
         rows = _parquet_rows(p) if p.suffix.lower() == ".parquet" else _count_rows(p, lines, last)
         digest = Digest(sha.hexdigest(), st.st_size, rows=rows, mtime=st.st_mtime)
     _CACHE[key] = digest
+    kept.put(identity, asdict(digest), st.st_size)
     return digest
 
 
@@ -205,6 +216,9 @@ class InputRecord:
     mtime: float | None = None
     error: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    digest_reused: bool = (
+        False  # every file's digest came from the digest manifest (unchanged stat), none read
+    )
 
     def to_json(self) -> str:
         """Compact JSON without empty fields (an MLflow tag holds 8000 characters)."""
@@ -299,6 +313,8 @@ def path_record(key: str, value: str | list[str], cwd: Path, roots: list[tuple[s
     if missing:
         record.error = f"{missing[0]} does not exist"
         return record
+    kept = manifest()
+    reused_before, computed_before = kept.reused, kept.computed
     try:
         if len(places) == 1 and places[0].is_dir():
             digest, kind = folder_digest(places[0]), "folder"
@@ -317,6 +333,7 @@ def path_record(key: str, value: str | list[str], cwd: Path, roots: list[tuple[s
         digest.partial,
         digest.mtime,
     )
+    record.digest_reused = kept.computed == computed_before and kept.reused > reused_before
     return record
 
 
@@ -422,7 +439,19 @@ def describe_inputs(
     records += _packaged(data, target)
     if not records:
         records.append(_generated(data, target))
+    manifest().save()
     return records
+
+
+def reuse_note(records: list[InputRecord]) -> str | None:
+    """One line naming the inputs whose digests came from the manifest (nothing read), or None."""
+    reused = [r.key for r in records if r.digest_reused]
+    if not reused:
+        return None
+    where = manifest().path
+    return (
+        f"data digests reused from {where} (size, mtime, inode unchanged; not re-read): {', '.join(reused)}"
+    )
 
 
 def input_tags(records: list[InputRecord]) -> dict[str, str]:

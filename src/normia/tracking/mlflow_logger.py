@@ -15,7 +15,13 @@ from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from normia.config.masking import mask_uri
-from normia.tracking.data_inputs import describe_inputs, input_tags, mlflow_datasets, recorded_inputs
+from normia.tracking.data_inputs import (
+    describe_inputs,
+    input_tags,
+    mlflow_datasets,
+    recorded_inputs,
+    reuse_note,
+)
 from normia.tracking.project_state import project_record
 from normia.tracking.run_tags import device_kind
 from normia.tracking.sqlite_seed import seed_sqlite_store
@@ -27,6 +33,9 @@ MAX_METRICS_PER_BATCH = 1000
 CUT_MARKER = " ...[cut: full value in config.yaml]"
 _REFUSED = re.compile(r"[^/\w.\- :]")  # mlflow.utils.validation: names hold only these characters
 RESUME_DATA_TAG = "normia.resume_data_changes"
+REUSED_TAG = (
+    "normia.data.digests_reused"  # inputs whose digest came from the manifest (not re-read) this attempt
+)
 STATUS = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 
 
@@ -108,6 +117,8 @@ class MlflowTracker(Logger):
             # What the run trained on and where (read here, before the first step, out of the timed steps).
             inputs = describe_inputs(self._dataset) if self._dataset else []
             self._tags.update(input_tags(inputs))
+            if _say_reused(inputs):
+                self._tags[REUSED_TAG] = ",".join(r.key for r in inputs if r.digest_reused)
             self._tags["normia.device"] = device_kind()
             experiment_id = _experiment_id(client, self.experiment_name)
             run = client.create_run(experiment_id, run_name=self.run_name, tags=self._tags)
@@ -153,7 +164,10 @@ class MlflowTracker(Logger):
         if not before:
             return
         changes = []
-        for record in describe_inputs(self._dataset):
+        now = describe_inputs(self._dataset)
+        if _say_reused(now):  # this attempt's (a requeue's) reuse, beside the first attempt's
+            client.set_tag(self._run_id, REUSED_TAG, ",".join(r.key for r in now if r.digest_reused))
+        for record in now:
             was = before.get(record.key)
             if was is not None and was.sha256 != record.sha256:
                 changes.append(f"{record.key} {was.label()} -> {record.sha256[:12]}")
@@ -279,3 +293,11 @@ def _experiment_id(client: Any, name: str) -> str:
         return client.create_experiment(name)
     except MlflowException:  # created meanwhile by another job of the same sweep
         return client.get_experiment_by_name(name).experiment_id
+
+
+def _say_reused(records: list) -> bool:
+    """Print which inputs' digests came from the digest manifest; True if any did."""
+    note = reuse_note(records)
+    if note:
+        print(note, flush=True)
+    return note is not None

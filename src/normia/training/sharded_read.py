@@ -49,6 +49,13 @@ def is_sharded(path: str | Path) -> bool:
     return folder.is_dir() and (folder / DCP_INDEX).is_file() and (folder / META).is_file()
 
 
+def check_index(path: str | Path) -> None:
+    """Read DCP's `.metadata` through the allow-list unpickler. Raises pickle.UnpicklingError naming what a crafted
+    file asked for (before DCP's own reader, which unpickles it with plain pickle, ever opens it)."""
+    with (Path(path) / DCP_INDEX).open("rb") as handle:
+        _MetadataUnpickler(handle).load()
+
+
 def _safe_reader(path: Path) -> Any:
     from torch.distributed.checkpoint import FileSystemReader
 
@@ -74,6 +81,7 @@ def read_dcp(path: str | Path) -> dict[str, Any]:
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
+    check_index(path)
     state: dict[str, Any] = {}
     # torch's own one-process reader (format_utils.dcp_to_torch_save does exactly this); private names guarded
     # by tests/test_private_apis.py.

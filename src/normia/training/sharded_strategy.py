@@ -21,7 +21,7 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import ModelParallelStrategy
 
 from normia.training.checkpoint_writer import WRITER
-from normia.training.sharded_read import DCP_INDEX, META, _MetadataUnpickler
+from normia.training.sharded_read import DCP_INDEX, META, check_index
 
 
 def partial_path(path: Path) -> Path:
@@ -107,15 +107,13 @@ class ShardedCheckpointStrategy(ModelParallelStrategy):
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
         """Lightning's load, after checking that DCP's index names only DCP's own classes (DCP unpickles it with
         plain pickle, which would run any code a crafted checkpoint names)."""
-        index = Path(checkpoint_path) / DCP_INDEX
-        if index.is_file():
+        if (Path(checkpoint_path) / DCP_INDEX).is_file():
             import pickle
 
             from normia.errors import UserError
 
             try:
-                with index.open("rb") as handle:
-                    _MetadataUnpickler(handle).load()
+                check_index(checkpoint_path)
             except pickle.UnpicklingError as err:
                 raise UserError(f"refusing to load {checkpoint_path}: {err}") from None
         return super().load_checkpoint(checkpoint_path, weights_only=True)
