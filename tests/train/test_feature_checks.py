@@ -151,7 +151,7 @@ def test_fsdp_really_shards_the_parameters(workdir: Path, monkeypatch: pytest.Mo
     tensors on both ranks (the weight comparison in test_distributed_and_signals cannot tell the two apart)."""
     code, ranks = _fsdp_shards(workdir, monkeypatch, devices=2)
     assert code == 0
-    assert {r["strategy"] for r in ranks} == {"ModelParallelStrategy"}
+    assert all("ModelParallelStrategy" in r["strategy"] for r in ranks)  # normia's sharded-checkpoint subclass
     for name, first in ranks[0]["params"].items():
         second = ranks[1]["params"][name]
         assert first["type"] == second["type"] == "DTensor", name
@@ -170,7 +170,7 @@ def test_fsdp_on_one_process_trains_with_dtensor_parameters(
     wrapped the parameters (DTensor), not a silent fallback to a plain single-device run."""
     code, [probe] = _fsdp_shards(workdir, monkeypatch, devices=1)
     assert code == 0
-    assert probe["strategy"] == "ModelParallelStrategy"
+    assert "ModelParallelStrategy" in probe["strategy"]
     assert {p["type"] for p in probe["params"].values()} == {"DTensor"}
 
 

@@ -76,23 +76,13 @@ def resume_changes(cfg: DictConfig, recorded: DictConfig | None) -> dict[str, tu
     }
     allowed = [str(k) for k in (OmegaConf.select(cfg, ALLOW_KEY, default=None) or [])]
     reshaped = [k for k in changed if k in GLOBAL_BATCH]
+    batch_note = ""
     if reshaped and not all(_listed(k, allowed) for k in reshaped):
         old, new = _global_batch(before), _global_batch(now)
         if old is not None and old == new:
             allowed += reshaped  # another world size, the same global batch: the same training
         elif old is not None and new is not None:
-            world = _product(now, GLOBAL_BATCH[:2])
-            per_device = old / (world * _product(now, GLOBAL_BATCH[3:])) if world else 0
-            fix = (
-                f"data.batch_size={int(per_device)} keeps it"
-                if per_device and per_device == int(per_device)
-                else f"a world size that divides {old} keeps it"
-            )
-            raise UserError(
-                f"resume: {_shown(changed, reshaped)} changes the global batch (devices x num_nodes x "
-                f"data.batch_size x accumulate_grad_batches) from {old} to {new}, so the run would not continue "
-                f"the same training; {fix}, or allow it with {ALLOW_KEY}=[{','.join(reshaped)}]"
-            )
+            batch_note = _global_batch_note(old, new, now)
     restored = [k for k in changed if k.startswith(RESTORED)]
     if restored:
         raise UserError(
@@ -103,10 +93,25 @@ def resume_changes(cfg: DictConfig, recorded: DictConfig | None) -> dict[str, tu
     refused = [k for k in changed if not k.startswith(EXTENDS_RUN) and not _listed(k, allowed)]
     if refused:
         raise UserError(
-            f"resume: {_shown(changed, refused)} changed since the checkpoint was written; resume with the "
-            f"recorded values, or allow them with {ALLOW_KEY}=[{','.join(refused)}]"
+            f"resume: {_shown(changed, refused)} changed since the checkpoint was written{batch_note}; resume "
+            f"with the recorded values, or allow them with {ALLOW_KEY}=[{','.join(refused)}]"
         )
     return changed
+
+
+def _global_batch_note(old: int, new: int, now: dict[str, Any]) -> str:
+    """Why a changed global batch is refused, and the per-device batch that would keep it."""
+    world = _product(now, GLOBAL_BATCH[:2])
+    per_device = old / (world * _product(now, GLOBAL_BATCH[3:])) if world else 0
+    fix = (
+        f"data.batch_size={int(per_device)} keeps it"
+        if per_device and per_device == int(per_device)
+        else f"a world size that divides {old} keeps it"
+    )
+    return (
+        f" (the global batch, devices x num_nodes x data.batch_size x accumulate_grad_batches, goes from {old} to "
+        f"{new}, so the run would not continue the same training: {fix})"
+    )
 
 
 def _product(values: dict[str, Any], keys: tuple[str, ...]) -> int:
