@@ -5,14 +5,16 @@ save_distributed_checkpoint=False gathers all of it on rank 0: ~96 GB at 8B para
 A checkpoint is a folder written under a hidden temporary name (`.NAME.partial`) and renamed by rank 0 once every
 rank has written its part: a crash in the middle of a save leaves the previous checkpoint as the newest complete
 one, and no half-folder is ever picked (its name is never one a reader looks for). With asynchronous=True the step
-loop is blocked only while DCP stages the shards to host memory (pinned on GPUs); the write and the rename run in
-the background (training/checkpoint_writer.py), on a gloo process group of their own so that they never interleave
+loop is barely blocked: DCP stages the shards to host memory (pinned on GPUs) in a thread while the next step's
+forward and backward run (they read the weights, never write them), and the next optimizer step waits for the
+staging to end before it updates them; the write and the rename run in the background (training/checkpoint_writer.py), on a gloo process group of their own so that they never interleave
 with the training's collectives. Design taken from torchtitan's components/checkpointer/dcp.py (async and
 async-with-pinned-memory modes, a separate gloo group)."""
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,7 @@ class ShardedCheckpointStrategy(ModelParallelStrategy):
         super().__init__(*args, save_distributed_checkpoint=True, **kwargs)
         self.asynchronous = asynchronous
         self._checkpoint_group: Any = None
+        self._staging: Any = None  # the last async save's staging future, until the next optimizer step
 
     def _group(self) -> Any:
         """A gloo group for checkpoint collectives (created on first use; every rank saves at the same step, so
@@ -69,6 +72,7 @@ class ShardedCheckpointStrategy(ModelParallelStrategy):
         if storage_options is not None:
             raise TypeError("storage_options are not supported by sharded checkpoints")
         path = Path(self.broadcast(str(filepath)))
+        self.finish_staging()
         WRITER.wait()  # the previous write ends first (on every rank): one write in flight at a time
         partial = partial_path(path)
         if self.is_global_zero and partial.exists():
@@ -84,8 +88,10 @@ class ShardedCheckpointStrategy(ModelParallelStrategy):
             from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
             pinned = self.root_device.type == "cuda"
-            stager = DefaultStager(StagingOptions(pinned, False, False, False))
-            written = dcp.async_save(shards, checkpoint_id=partial, process_group=group, async_stager=stager)
+            # (pinned memory, shared memory, staging in a thread, non-blocking copies on a side stream: CUDA only)
+            stager = DefaultStager(StagingOptions(pinned, False, True, pinned))
+            response = dcp.async_save(shards, checkpoint_id=partial, process_group=group, async_stager=stager)
+            self._staging, written = response.staging_completion, response.upload_completion
             rank_zero = self.is_global_zero
 
             def finish() -> None:
@@ -104,6 +110,27 @@ class ShardedCheckpointStrategy(ModelParallelStrategy):
             publish(partial, path)
         self.barrier("normia-sharded-save-published")
 
+    def optimizer_step(self, optimizer: Any, closure: Any, model: Any = None, **kwargs: Any) -> Any:
+        """Lightning's step, whose closure (forward and backward) is followed by the wait for a pending staging
+        copy: the weights and optimizer state change only after the closure, so the copy overlaps the compute."""
+        if self._staging is None:
+            return super().optimizer_step(optimizer, closure, model, **kwargs)
+
+        def closure_then_staged() -> Any:
+            result = closure()
+            self.finish_staging()
+            return result
+
+        return super().optimizer_step(optimizer, closure_then_staged, model, **kwargs)
+
+    def finish_staging(self) -> None:
+        """Wait for the last async save's copy to host memory (counted as time the save blocked training)."""
+        staging, self._staging = self._staging, None
+        if staging is not None:
+            started = time.perf_counter()
+            staging.result()
+            WRITER.blocked_s += time.perf_counter() - started
+
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
         """Lightning's load, after checking that DCP's index names only DCP's own classes (DCP unpickles it with
         plain pickle, which would run any code a crafted checkpoint names)."""
@@ -119,5 +146,6 @@ class ShardedCheckpointStrategy(ModelParallelStrategy):
         return super().load_checkpoint(checkpoint_path, weights_only=True)
 
     def teardown(self) -> None:
+        self.finish_staging()
         WRITER.wait()
         super().teardown()
