@@ -39,6 +39,9 @@ TARGETS = {t.key: t for t in (
     Target("normia_loss", "normia train 125M: triton and torch kernels, same loss curve", None),
     Target("normia_fsdp", "normia train 125M, trainer=fsdp on one GPU, to the end", None),
     Target("normia_resume", "normia train: Ctrl-C saves (exit 130), resume to max_steps", None),
+    # issue 22 (benchmarks/checkpoint.py)
+    Target("ckpt_async", "async checkpoint blocks training <= 10% of a synchronous sharded save", 0.10),
+    Target("ckpt_total", "sharded save total <= 1.5x the disk's write time for the same bytes", 1.5),
 )}  # fmt: skip
 FLCE_SHAPE = "8192x4096x128256"
 
@@ -278,9 +281,28 @@ def check_normia_train(doc: dict | None) -> dict[str, tuple[str, str]]:
     return out
 
 
+def check_checkpoint(doc: dict | None) -> dict[str, tuple[str, str]]:
+    """The checkpoint step's goals (benchmarks/checkpoint.py), for its largest preset; a CPU run is a check of the
+    script only."""
+    if not doc or not doc.get("goals"):
+        return {k: (NOT_MEASURED, "no checkpoint.json") for k in ("ckpt_async", "ckpt_total")}
+    goal = doc["goals"][-1]
+    where = f"{goal['preset']}, {doc.get('device', '?')}"
+    async_ratio, total_ratio = goal["async_blocking_over_sync_total"], goal["sharded_total_over_disk"]
+    out = {
+        "ckpt_async": (_verdict(async_ratio, TARGETS["ckpt_async"].threshold, below=True),
+                       f"{100 * async_ratio:.1f}% ({where})"),
+        "ckpt_total": (_verdict(total_ratio, TARGETS["ckpt_total"].threshold, below=True),
+                       f"{total_ratio:.2f}x ({where})"),
+    }  # fmt: skip
+    if "nccl" not in str(doc.get("device", "")):
+        out = {k: (NOT_MEASURED, f"CPU run: {v[1]}") for k, v in out.items()}
+    return out
+
+
 def targets(root: Path) -> list[str]:
     """One screen: one line per target, its figure, its verdict."""
-    found = {**check_kernels(root), **check_training(root)}
+    found = {**check_kernels(root), **check_training(root), **check_checkpoint(_load(root, "checkpoint"))}
     lines = ["| target | figure | verdict |", "| --- | --- | --- |"]
     for key, target in TARGETS.items():
         verdict, figure = found.get(key, (NOT_MEASURED, ""))

@@ -137,6 +137,12 @@ def fit_loop_checkpoint_keys() -> None:
             raise Moved(f"checkpoint['loops']['fit_loop'][{key!r}] has no {missing}")
 
 
+def _meta_file_name() -> None:
+    name = resolve("lightning.fabric.utilities.load._METADATA_FILENAME")
+    if name != "meta.pt":
+        raise Moved(f"Lightning's sharded checkpoint metadata file is now {name!r}, not 'meta.pt'")
+
+
 def omegaconf_nodes() -> None:
     from omegaconf import OmegaConf
 
@@ -215,6 +221,23 @@ PRIVATE_APIS: list[PrivateApi] = [
                "count the bytes each kernel reads and writes", is_a("torch.utils._python_dispatch.TorchDispatchMode", type)),
     PrivateApi("torch.utils._pytree.tree_flatten", "src/normia/bench/memory.py",
                "walk the tensors of an op's arguments", callable_with("torch.utils._pytree.tree_flatten")),
+    PrivateApi("torch.distributed.checkpoint.state_dict_loader._load_state_dict", "src/normia/training/sharded_read.py",
+               "read a sharded checkpoint in one process (as format_utils.dcp_to_torch_save does)",
+               callable_with("torch.distributed.checkpoint.state_dict_loader._load_state_dict",
+                             "state_dict", "storage_reader", "planner", "no_dist")),
+    PrivateApi("torch.distributed.checkpoint.default_planner._EmptyStateDictLoadPlanner",
+               "src/normia/training/sharded_read.py", "rebuild the saved structure without a template",
+               is_a("torch.distributed.checkpoint.default_planner._EmptyStateDictLoadPlanner", type)),
+    PrivateApi("torch.distributed.checkpoint.FileSystemReader.read_metadata (plain pickle)",
+               "src/normia/training/sharded_read.py",
+               "replaced by an allow-list unpickler; the .metadata file name must stay",
+               has_attrs("torch.distributed.checkpoint.filesystem", "_metadata_fn")),
+    # Lightning, checkpoints
+    PrivateApi("lightning.pytorch.callbacks.ModelCheckpoint._save_checkpoint", "src/normia/training/checkpoint.py",
+               "count the time best-checkpoint saves hold the step loop",
+               callable_with("lightning.pytorch.callbacks.ModelCheckpoint._save_checkpoint", "trainer", "filepath")),
+    PrivateApi("lightning.fabric.utilities.load._METADATA_FILENAME == 'meta.pt'", "src/normia/training/sharded_read.py",
+               "the non-tensor part of a sharded checkpoint, read without Lightning", _meta_file_name),
 ]  # fmt: skip
 
 

@@ -48,11 +48,12 @@ START=$(date +%s)
 
 if [ "$SLUG" = cpu ]; then
     BUDGET_S=${BUDGET_S:-1200}  # a 2-core CPU compiles slowly; nothing is timed against a target here
-    DEFAULT_STEPS="kernels train normia-train float8 gpu-tests scaling"
+    DEFAULT_STEPS="kernels train normia-train float8 gpu-tests scaling checkpoint"
 else
     BUDGET_S=${BUDGET_S:-480}
     DEFAULT_STEPS="kernels train normia-train float8 gpu-tests"
     [ "$GPUS" -gt 1 ] && DEFAULT_STEPS="$DEFAULT_STEPS scaling"
+    DEFAULT_STEPS="$DEFAULT_STEPS checkpoint"
 fi
 STEPS=${STEPS:-$DEFAULT_STEPS}
 
@@ -88,6 +89,7 @@ if [ "$SLUG" = cpu ]; then
     NORMIA_TRAIN=(--tiny --budget 400)
     TRAIN_COMPILE=(--sizes tiny --compile on --steps 3 --warmup 1 --threads 1)
     SCALING=(--size tiny --ranks 1 2 --steps 3 --warmup 1)
+    CHECKPOINT=(--presets tiny --repeats 1 --world 2 --backend gloo)
 else
     KERNELS=(--providers triton eager compile liger --min-time 0.1 --time-budget 70 --shapes
         rms_norm:4096x1024 rms_norm:16384x4096 rms_norm:32768x8192
@@ -100,6 +102,7 @@ else
     NORMIA_TRAIN=(--budget 125)
     TRAIN_COMPILE=(--sizes 1b --compile on --steps 10 --warmup 3)
     SCALING=(--size 125m --steps 10 --warmup 3)
+    CHECKPOINT=(--presets 1b --repeats 1 --world 1 --backend nccl)  # one GPU lent: sync vs async on one rank
 fi
 
 step kernels 90 $PY -m normia.cli bench kernels "${KERNELS[@]}" --out "$RESULTS"
@@ -111,6 +114,8 @@ step gpu-tests 55 $PY -m pytest -m gpu tests/ -q -p no:cacheprovider --continue-
     --junitxml="$RESULTS/gpu-tests.xml"
 step train-compile 110 $PY -m normia.cli bench train --name train_compile "${TRAIN_COMPILE[@]}" --out "$RESULTS"
 step scaling 30 $PY -m normia.cli bench scaling "${SCALING[@]}" --out "$RESULTS"
+# Last: it is the newest step, so a run short of time loses only it (1B: ~15 GB of weights and AdamW state).
+step checkpoint 90 $PY benchmarks/checkpoint.py "${CHECKPOINT[@]}" --out "$RESULTS"
 
 echo "== total $(($(date +%s) - START))s" | tee -a "$LOG"
 $PY benchmarks/summarize.py "$RESULTS" >"$RESULTS/summary.md" 2>>"$LOG"

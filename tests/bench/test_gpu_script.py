@@ -69,13 +69,17 @@ def test_targets_screen_has_one_line_per_target_with_the_verdict_its_threshold_g
     _write(tmp_path, "train_float8", [_train("1b", 0.4, 6.0e4), _train("1b", None, 7.2e4, float8=True, syncs=2.0)],
            {"energy": "nvml"})  # fmt: skip
     lines = summarize.targets(tmp_path)
-    assert lines[-1] == "6 PASS, 2 MISS, 3 NOT MEASURED"
+    assert lines[-1] == "6 PASS, 2 MISS, 5 NOT MEASURED"
     normia_rows = [{"run": "triton", "exit_code": 0, "tokens_per_s": 3e5, "peak_mem_gb": 9.0, "syncs_per_step": 0.0},
                    {"run": "fsdp", "exit_code": 2, "error": "error: trainer.strategy=fsdp needs at least 2 processes"}]  # fmt: skip
     checks = {"loss_curves": {"max_gap_nats": 0.01, "max_relative_gap": 0.002, "ok": True}, "fsdp": {"ok": False},
               "ctrl_c": "SIGINT at step 15", "resume": {"ok": True, "final_step": 30}}  # fmt: skip
     (tmp_path / "normia_train.json").write_text(json.dumps({"rows": normia_rows, "checks": checks,
                                                             "loss_tolerance_relative": 0.01}))  # fmt: skip
+    goals = [{"preset": "1b", "async_blocking_over_sync_total": 0.04, "sharded_total_over_disk": 1.7}]
+    (tmp_path / "checkpoint.json").write_text(
+        json.dumps({"device": "x86_64, nccl x 1 ranks", "goals": goals})
+    )
     lines = summarize.targets(tmp_path)
     rows = [line for line in lines if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == len(summarize.TARGETS)
@@ -91,7 +95,9 @@ def test_targets_screen_has_one_line_per_target_with_the_verdict_its_threshold_g
     assert verdict["normia_loss"] == "PASS" and "0.2% (<= 1%)" in rows[8]
     assert verdict["normia_fsdp"] == "MISS" and "needs at least 2 processes" in rows[9]
     assert verdict["normia_resume"] == "PASS"
-    assert lines[-1] == "8 PASS, 3 MISS, 0 NOT MEASURED"
+    assert verdict["ckpt_async"] == "PASS" and "4.0% (1b" in rows[11]
+    assert verdict["ckpt_total"] == "MISS"  # 1.7x the disk's time > 1.5x
+    assert lines[-1] == "9 PASS, 4 MISS, 0 NOT MEASURED"
 
 
 def test_targets_on_a_cpu_folder_are_not_measured_with_the_reason(tmp_path: Path) -> None:
@@ -151,16 +157,24 @@ def test_loss_gap_compares_the_steps_both_runs_recorded() -> None:
 
 @pytest.mark.slow
 def test_run_all_in_cpu_mode_ends_with_the_targets_screen(tmp_path: Path) -> None:
-    """benchmarks/gpu/run_all.sh on this CPU machine (tiny sizes), one step only to stay cheap (~20 s): the step
+    """benchmarks/gpu/run_all.sh on this CPU machine (tiny sizes), two steps only to stay cheap (~30 s): each
     runs under its limit, summary.md is written, and the last screen is the targets table."""
-    env = {**os.environ, "STEPS": "float8", "PYTHON": sys.executable, "NORMIA_SITE": str(tmp_path / "site")}
+    env = {
+        **os.environ,
+        "STEPS": "float8 checkpoint",
+        "PYTHON": sys.executable,
+        "NORMIA_SITE": str(tmp_path / "site"),
+    }
     out = subprocess.run(["bash", str(ROOT / "benchmarks/gpu/run_all.sh"), str(tmp_path / "r")], env=env,
                          capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
     lines = out.stdout.strip().splitlines()
-    assert "== float8: exit 0" in out.stdout
+    assert "== float8: exit 0" in out.stdout and "== checkpoint: exit 0" in out.stdout
     assert lines[-1].endswith("NOT MEASURED") and len([x for x in lines if x.startswith("| ")]) == 2 + len(
         summarize.TARGETS
     )
     assert "| target | figure | verdict |" in (tmp_path / "r" / "summary.md").read_text()
     rows = json.loads((tmp_path / "r" / "train_float8.json").read_text())["rows"]
     assert [(r["float8"], r["status"]) for r in rows] == [(False, "ok"), (True, "not measured")]
+    ckpt = json.loads((tmp_path / "r" / "checkpoint.json").read_text())
+    assert [r["mode"] for r in ckpt["rows"]] == ["gather_rank0", "sharded_sync", "sharded_async"]
+    assert "CPU run: " in out.stdout  # the checkpoint targets read the CPU figures as a script check only

@@ -134,14 +134,20 @@ def test_ddp_over_two_nodes_and_two_tasks_trains_with_slurm_ranks(tmp_path: Path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "strategy",
+    [[], ["trainer=fsdp", "trainer.accelerator=cpu", "checkpoint.keep_last=5"]],
+    ids=["ddp", "fsdp-sharded"],
+)
 def test_preempted_job_requeues_resumes_and_ends_bitwise_equal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: list[str]
 ) -> None:
+    """With FSDP each node's rank writes its own shards of the sharded checkpoint (issue 22)."""
     monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts in ./mlruns of the job's folder
     from mlflow.tracking import MlflowClient
     from submitit.slurm.slurm import SlurmJob
 
-    shape = [*COMMON, *DDP_2X1, *SLOW, "trainer.max_epochs=2"]
+    shape = [*COMMON, *DDP_2X1, *strategy, *SLOW, "trainer.max_epochs=2"]
     reference = tmp_path / "reference"
     code, text = normia_train(
         *shape, f"paths.output_dir={reference}"
@@ -153,6 +159,7 @@ def test_preempted_job_requeues_resumes_and_ends_bitwise_equal(
     code, text = normia_train(
         *WITH_MLFLOW,
         *DDP_2X1,
+        *strategy,
         *SLOW,
         "trainer.max_epochs=2",
         f"logger.tracking_uri={uri}",
@@ -184,6 +191,14 @@ def test_preempted_job_requeues_resumes_and_ends_bitwise_equal(
     # nothing redone: the job resumed from the step at which the signal stopped it
     assert resumed["step"] == saved["step"]
     assert not (out / "checkpoints" / "last-v1.ckpt").exists()  # one last.ckpt, the one the next resume reads
+    if strategy:
+        from normia.training.sharded_read import is_sharded
+
+        [written] = [Path(e["path"]) for e in events.read(out) if e["event"] == "checkpoint"]
+        assert is_sharded(written) and sorted(p.name for p in written.glob("*.distcp")) == [
+            "__0_0.distcp",
+            "__1_0.distcp",
+        ], "each node's rank writes its own shards"
     done = json.loads((out / "done.json").read_text())
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])

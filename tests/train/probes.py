@@ -41,7 +41,11 @@ class ShardProbe(L.Callback):
                     "full_numel": param.numel(),
                     "local_numel": local.numel(),
                 }
-        record = {"rank": trainer.global_rank, "strategy": [c.__name__ for c in type(trainer.strategy).__mro__], "params": params}
+        record = {
+            "rank": trainer.global_rank,
+            "strategy": [c.__name__ for c in type(trainer.strategy).__mro__],
+            "params": params,
+        }
         path = Path(self.out_dir) / f"shards-rank{trainer.global_rank}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))

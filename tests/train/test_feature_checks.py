@@ -151,7 +151,9 @@ def test_fsdp_really_shards_the_parameters(workdir: Path, monkeypatch: pytest.Mo
     tensors on both ranks (the weight comparison in test_distributed_and_signals cannot tell the two apart)."""
     code, ranks = _fsdp_shards(workdir, monkeypatch, devices=2)
     assert code == 0
-    assert all("ModelParallelStrategy" in r["strategy"] for r in ranks)  # normia's sharded-checkpoint subclass
+    assert all(
+        "ModelParallelStrategy" in r["strategy"] for r in ranks
+    )  # normia's sharded-checkpoint subclass
     for name, first in ranks[0]["params"].items():
         second = ranks[1]["params"][name]
         assert first["type"] == second["type"] == "DTensor", name
