@@ -31,11 +31,11 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from normia.tracking.digest_manifest import manifest, stat_key
+from normia.tracking.digest_manifest import manifest, stat_key, verify_budget_bytes
 
 CHUNK_BYTES = 1 << 20  # 1 MiB reads
 PARTIAL_ABOVE_BYTES = 1 << 30  # files over 1 GiB get a partial digest
@@ -78,6 +78,7 @@ class Digest:
     mtime: float = 0.0
 
 
+DIGEST_FIELDS = frozenset(f.name for f in fields(Digest))
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _CACHE: dict[tuple[str, int, int, int, int], Digest] = {}
 
@@ -123,8 +124,16 @@ def file_digest(path: str | Path) -> Digest:
     identity = stat_key(Path(key[0]), st)
     known = kept.get(identity)
     if known is not None:
-        _CACHE[key] = Digest(**known)
+        _CACHE[key] = Digest(**{k: v for k, v in known.items() if k in DIGEST_FIELDS})
         return _CACHE[key]
+    digest = _compute_digest(p, st)
+    _CACHE[key] = digest
+    kept.put(identity, asdict(digest), st.st_size)
+    return digest
+
+
+def _compute_digest(p: Path, st: os.stat_result) -> Digest:
+    """Read the file (or its edges, over PARTIAL_ABOVE_BYTES) and digest it."""
     sha = hashlib.sha256()
     if st.st_size > PARTIAL_ABOVE_BYTES:
         sha.update(f"partial-v1 size={st.st_size}\n".encode())
@@ -150,9 +159,33 @@ def file_digest(path: str | Path) -> Digest:
                 last = chunk[-1:]
         rows = _parquet_rows(p) if p.suffix.lower() == ".parquet" else _count_rows(p, lines, last)
         digest = Digest(sha.hexdigest(), st.st_size, rows=rows, mtime=st.st_mtime)
-    _CACHE[key] = digest
-    kept.put(identity, asdict(digest), st.st_size)
     return digest
+
+
+def verify_reused() -> list[str]:
+    """Re-read some of the digests this process took from the manifest (digest_manifest.py: least recently
+    verified first, up to NORMIA_DIGEST_VERIFY_MB) and drop those that no longer match. Returns the paths whose
+    digest was wrong: their stat identity lied (a file rewritten in place with its old mtime put back)."""
+    kept = manifest()
+    wrong = []
+    for identity in kept.due_for_check(verify_budget_bytes()):
+        path = Path(identity.split("\0", 1)[0])
+        try:
+            st = path.stat()
+            if stat_key(path, st) != identity:
+                continue  # changed since it was looked up: the next run reads it as new
+            fresh = _compute_digest(path, st)
+        except OSError:
+            continue
+        kept.verified += 1
+        if fresh.sha256 == (kept.entry(identity) or {}).get("sha256"):
+            kept.confirm(identity)
+        else:
+            kept.drop(identity)
+            for cached in [k for k in _CACHE if k[0] == str(path)]:
+                del _CACHE[cached]
+            wrong.append(str(path))
+    return wrong
 
 
 def _folder_files(folder: Path) -> Iterator[tuple[str, Path]]:
@@ -439,6 +472,15 @@ def describe_inputs(
     records += _packaged(data, target)
     if not records:
         records.append(_generated(data, target))
+    wrong = verify_reused()
+    if wrong:
+        print(
+            f"warning: the recorded data digest of {', '.join(wrong)} was wrong (the file changed although its "
+            "size, mtime, inode and device did not): read again",
+            flush=True,
+        )
+        manifest().save()
+        return describe_inputs(data, cwd, roots)  # the dropped entries are read this time
     manifest().save()
     return records
 
