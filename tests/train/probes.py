@@ -201,3 +201,46 @@ def samples_by_step(out_dir: str | Path) -> dict[int, list[float]]:
             row = json.loads(line)
             steps.setdefault(int(row["step"]), []).extend(row["ids"])
     return {step: sorted(ids) for step, ids in steps.items()}
+
+
+class WeightsEachStep(L.Callback):
+    """Writes, per rank, after every training batch: the step, whether this rank's parameters (its shards under
+    FSDP2) are all finite, and their sum in float64 (equal sums across a step: the step changed nothing)."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in pl_module.parameters()]
+        record = {
+            "step": trainer.global_step,
+            "finite": all(bool(torch.isfinite(t).all()) for t in local),
+            "sum": float(sum(t.detach().double().sum() for t in local)),
+        }
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(self.out_dir) / f"weights-rank{trainer.global_rank}.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class NanGradientAt(L.Callback):
+    """One rank's gradient shard becomes NaN after the backward of the batch at `step` (a bad GPU, a flaky link):
+    the loss stays finite, so only a gradient check sees it, and only that rank holds the bad values."""
+
+    def __init__(self, step: int, rank: int = 0):
+        self.step, self.rank = int(step), int(rank)
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self.step or trainer.global_rank != self.rank:
+            return
+        for p in pl_module.parameters():
+            if p.grad is not None:
+                grad = p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+                with torch.no_grad():
+                    grad.view(-1)[0] = float("nan")
+                return
+
+
+def weights_by_step(out_dir: str | Path, rank: int) -> dict[int, dict[str, Any]]:
+    """{step: record} of WeightsEachStep for one rank."""
+    lines = (Path(out_dir) / f"weights-rank{rank}.jsonl").read_text().splitlines()
+    return {r["step"]: r for r in map(json.loads, lines)}

@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 
 from normia.errors import UserError, did_you_mean
 from normia.training.callbacks import max_over_ranks
@@ -48,11 +49,16 @@ class NonFiniteLoss(L.Callback):
     step whose loss was non-finite; mode='skip': the optimizer step of a batch with a non-finite loss is dropped on
     every rank, and the count is logged.
 
-    'stop' reads no value per step (issue 15: on a GPU each read is a host-device sync): the losses of the last
-    `every` batches are kept as device tensors and checked in one read every `every` batches (the logging interval),
-    before any validation and before any checkpoint is written. A diverged run therefore fails at most `every - 1`
-    steps after the bad one, with the weights of those steps never validated nor saved, so the last checkpoint stays
-    sound. 'skip' must decide before each optimizer step, so it reads the loss every step."""
+    'stop' reads no value per step (issue 15: on a GPU each read is a host-device sync), and applies no step whose
+    loss or gradients are not finite (issue 23): before each optimizer step, a flag computed on the device (loss and
+    gradient norm finite, agreed by every rank in one small all-reduce) is handed to the optimizer as `found_inf`,
+    the way torch's GradScaler skips steps, so a fused Adam/AdamW/SGD (normia's optimizers, training/optim.py) leaves
+    weights and state untouched without the host ever looking. The losses are then read once every `every`
+    batches (the logging interval), before any validation and before any checkpoint is written, and the run fails
+    naming the first bad step. An optimizer that cannot take `found_inf` (not fused, or under fp16's GradScaler,
+    which skips such steps itself) gets no such guard: up to `every - 1` bad steps may be applied before the check,
+    never validated nor saved. 'skip' must decide before each optimizer step on the host, so it reads the loss every
+    step."""
 
     def __init__(self, mode: str = "stop", every: int = 1):
         if mode not in NONFINITE_CHOICES:
@@ -67,6 +73,11 @@ class NonFiniteLoss(L.Callback):
         self._window: list[
             tuple[int, int, torch.Tensor]
         ] = []  # (step, epoch, detached loss) since the last check
+        self._step_start = 0  # index in _window of the current optimizer step's first micro-batch
+        self.guarded: bool | None = None  # whether the device-side guard ran (None: no step yet)
+        self._first_bad: torch.Tensor | None = (
+            None  # on the device: first skipped step since the check, or -1
+        )
 
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
@@ -79,6 +90,10 @@ class NonFiniteLoss(L.Callback):
             self._bad_value = value
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        for optimizer in trainer.optimizers if self.guarded else ():
+            for name in ("found_inf", "grad_scale"):  # this step's only: nothing else may see them
+                if name in vars(optimizer):
+                    delattr(optimizer, name)
         self._batches += 1
         if self._batches >= self.every:
             self.check(trainer, pl_module)
@@ -99,10 +114,10 @@ class NonFiniteLoss(L.Callback):
         self._batches = 0
         bad_targets = deferred_target_error()
         first = self._first_nonfinite() if self.mode == "stop" else None
-        # One all-reduce for both verdicts: 2 bad targets (data), 1 non-finite loss, 0 neither; the larger wins.
-        verdict = max_over_ranks(
-            2 if bad_targets is not None else 1 if first is not None else 0, pl_module.device
-        )
+        skipped_at = self._first_skipped()
+        # One all-reduce for both verdicts: 2 bad targets (data), 1 non-finite loss or gradients, 0 neither.
+        diverged = first is not None or skipped_at is not None
+        verdict = max_over_ranks(2 if bad_targets is not None else 1 if diverged else 0, pl_module.device)
         if verdict == 2:
             if bad_targets is None:
                 raise SystemExit(BadTargets.exit_code)  # another rank says why
@@ -111,17 +126,29 @@ class NonFiniteLoss(L.Callback):
             if trainer.global_rank != 0:
                 raise SystemExit(TrainingDiverged.exit_code)  # every rank stops here; rank 0 says why, once
             if first is not None:
-                where = f"{first[2]} at step {first[0]} (epoch {first[1]})"
+                where = f"loss is {first[2]} at step {first[0]} (epoch {first[1]})"
+            elif skipped_at is not None:
+                where = f"gradients are not finite at step {skipped_at} (the loss was finite)"
             else:
-                where = f"non-finite on another rank (checked at step {trainer.global_step})"
+                where = f"loss is non-finite on another rank (checked at step {trainer.global_step})"
+            unapplied = "; that step was not applied" if skipped_at is not None else ""
             raise TrainingDiverged(
-                f"training diverged: loss is {where}; "
+                f"training diverged: {where}{unapplied}; "
                 "lower optim.lr or set trainer.gradient_clip_val, or trainer.on_nonfinite_loss=skip to skip such steps"
             )
+
+    def _first_skipped(self) -> int | None:
+        """The first optimizer step the device-side guard skipped since the last check (one host read), or None."""
+        first, self._first_bad = self._first_bad, None
+        if first is None:
+            return None
+        step = int(first.item())
+        return step if step >= 0 else None
 
     def _first_nonfinite(self) -> tuple[int, int, float] | None:
         """(step, epoch, loss) of the first non-finite loss kept since the last check, in one host read."""
         window, self._window = self._window, []
+        self._step_start = 0
         if not window:
             return None
         losses = torch.stack([loss.float().sum() for _, _, loss in window])
@@ -135,6 +162,17 @@ class NonFiniteLoss(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         if self.mode != "skip":
+            losses = [loss for _, _, loss in self._window[self._step_start :]]
+            self._step_start = len(self._window)
+            self.guarded = can_skip_on_device(optimizer, trainer)
+            if self.guarded:  # GradScaler's protocol, read by torch's fused optimizers after the closure
+                inner = getattr(optimizer, "optimizer", optimizer)  # Lightning's wrapper, where there is one
+                inner.grad_scale = None
+                inner.found_inf = bad = step_is_bad(losses, inner, pl_module.device)
+                if self._first_bad is None:
+                    self._first_bad = torch.full((), -1.0, device=bad.device)
+                fresh = (bad > 0) & (self._first_bad < 0)
+                self._first_bad = torch.where(fresh, float(trainer.global_step), self._first_bad)
             return
         bad = max_over_ranks(int(self._bad_value is not None), pl_module.device)
         self._bad_value = None
@@ -149,6 +187,38 @@ class NonFiniteLoss(L.Callback):
             )
         for logger in trainer.loggers:
             logger.log_metrics({"train/skipped_steps": float(self.skipped)}, trainer.global_step)
+
+
+def can_skip_on_device(optimizer: torch.optim.Optimizer, trainer: L.Trainer) -> bool:
+    """Whether `optimizer` skips its update when given `found_inf` (torch's fused Adam, AdamW and SGD do), and no
+    GradScaler (fp16) is already handing it one."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # Lightning's wrapper, where there is one
+    if not getattr(inner, "_step_supports_amp_scaling", False):
+        return False
+    return getattr(trainer.precision_plugin, "scaler", None) is None
+
+
+def step_is_bad(
+    losses: list[torch.Tensor], optimizer: torch.optim.Optimizer, device: torch.device
+) -> torch.Tensor:
+    """1.0 when a loss of this step or a gradient is not finite on any rank, else 0.0: a float32 scalar tensor on
+    `device`, computed without a host read (the ranks agree in one all-reduce of one element, queued on the device).
+    Sharded gradients (FSDP's DTensors) are checked by each rank on its own shard, hence the all-reduce."""
+    grads = [
+        p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+        for group in optimizer.param_groups
+        for p in group["params"]
+        if p.grad is not None
+    ]
+    parts = [torch.stack([loss.float().sum() for loss in losses]).to(device)] if losses else []
+    if grads:
+        parts.append(torch.nn.utils.get_total_norm(grads, foreach=None).float().reshape(1).to(device))
+    if not parts:
+        return torch.zeros((), dtype=torch.float32, device=device)
+    bad = (~torch.isfinite(torch.cat([p.reshape(-1) for p in parts]))).any().float()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bad
 
 
 def nonfinite_mode(cfg: Any) -> str:

@@ -16,11 +16,21 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: DictConfig) -> to
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
+    fused = fused_supported(params)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused)
+
+
+def fused_supported(params: list[torch.nn.Parameter]) -> bool | None:
+    """True where torch's fused implementation runs (floating-point parameters on CPU or CUDA): one kernel per
+    parameter group instead of a loop, and the `found_inf` argument with which a step whose loss or gradients are
+    not finite is skipped on the device (training/health.py). None (torch's default choice) elsewhere."""
+    if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+        return True
+    return None
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, scheduler: str, min_ratio: float) -> float:
