@@ -288,10 +288,10 @@ def check_checkpoint(doc: dict | None) -> dict[str, tuple[str, str]]:
         return {k: (NOT_MEASURED, "no checkpoint.json") for k in ("ckpt_async", "ckpt_total")}
     goal = doc["goals"][-1]
     where = f"{goal['preset']}, {doc.get('device', '?')}"
-    async_ratio, total_ratio = goal["async_blocking_over_sync_total"], goal["sharded_total_over_disk"]
+    async_ratio, total_ratio = goal.get("async_blocking_over_sync_total"), goal["sharded_total_over_disk"]
     out = {
         "ckpt_async": (_verdict(async_ratio, TARGETS["ckpt_async"].threshold, below=True),
-                       f"{100 * async_ratio:.1f}% ({where})"),
+                       f"{100 * async_ratio:.1f}% ({where})" if async_ratio is not None else "async not run"),
         "ckpt_total": (_verdict(total_ratio, TARGETS["ckpt_total"].threshold, below=True),
                        f"{total_ratio:.2f}x ({where})"),
     }  # fmt: skip
