@@ -88,8 +88,32 @@ class TaskModule(L.LightningModule):
         hook = getattr(self.model, "configure_callbacks", None)
         return list(hook()) if callable(hook) else []
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning's clipping, except under bf16 mixed precision (no GradScaler: nothing to unscale), where
+        Lightning refuses every optimizer that "unscales internally", i.e. every fused one, a check meant for fp16's
+        GradScaler. normia's optimizers are fused: that is how a non-finite step is skipped on the device
+        (training/health.py), so the clipping runs here through Lightning's plain implementation."""
+        precision = self.trainer.precision_plugin
+        if gradient_clip_val and getattr(precision, "scaler", "none here") is None:
+            from lightning.pytorch.plugins.precision.precision import Precision
+            from lightning.pytorch.utilities import GradClipAlgorithmType
+
+            algorithm = GradClipAlgorithmType(gradient_clip_algorithm or GradClipAlgorithmType.NORM)
+            Precision.clip_gradients(precision, optimizer, gradient_clip_val, algorithm)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> dict:
-        optimizer = build_optimizer(self.model.parameters(), self.optim_cfg)
+        # fp16's GradScaler and a fused optimizer cannot be combined with clipping (Lightning refuses it, and the
+        # gradients would be clipped while still scaled): the unfused optimizer there.
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        fused = not (scaled and self.trainer.gradient_clip_val)
+        optimizer = build_optimizer(self.model.parameters(), self.optim_cfg, fused=fused)
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = build_scheduler(optimizer, self.optim_cfg, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -9,14 +9,17 @@ import torch
 from omegaconf import DictConfig
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: DictConfig) -> torch.optim.Optimizer:
-    """AdamW/Adam/SGD; weight decay is applied to matrices only (not to norms and biases), as in LLM recipes."""
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], cfg: DictConfig, fused: bool = True
+) -> torch.optim.Optimizer:
+    """AdamW/Adam/SGD; weight decay is applied to matrices only (not to norms and biases), as in LLM recipes.
+    fused=True: torch's fused implementation wherever it runs (fused_supported); False: torch's default."""
     params = [p for p in params if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
-    fused = fused_supported(params)
+    fused = fused_supported(params) if fused else None
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)
     if cfg.name == "adam":
