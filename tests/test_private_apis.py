@@ -162,6 +162,31 @@ def optuna_trial_id() -> None:
         raise Moved("optuna FrozenTrial has no int _trial_id")
 
 
+def _fused_step_skips_on_found_inf() -> None:
+    import torch
+
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([param], lr=0.1, fused=True)
+    if not getattr(optimizer, "_step_supports_amp_scaling", False):
+        raise Moved("fused AdamW no longer declares _step_supports_amp_scaling")
+    param.grad = torch.ones(3)
+    optimizer.grad_scale, optimizer.found_inf = None, torch.ones(())
+    optimizer.step()
+    if not torch.equal(param.detach(), torch.ones(3)):
+        raise Moved("fused AdamW applied a step although found_inf was set")
+
+
+def _bf16_has_no_scaler_and_plain_clipping() -> None:
+    from lightning.pytorch.plugins.precision.amp import MixedPrecision
+
+    if MixedPrecision("bf16-mixed", "cpu").scaler is not None:
+        raise Moved("MixedPrecision('bf16-mixed').scaler is not None")
+    callable_with(
+        "lightning.pytorch.plugins.precision.precision.Precision.clip_gradients",
+        "optimizer", "clip_val", "gradient_clip_algorithm",
+    )()  # fmt: skip
+
+
 PRIVATE_APIS: list[PrivateApi] = [
     # Lightning
     PrivateApi("Trainer._logger_connector.on_batch_end/update_train_step_metrics", "src/normia/training/callbacks.py",
@@ -238,6 +263,13 @@ PRIVATE_APIS: list[PrivateApi] = [
                callable_with("lightning.pytorch.callbacks.ModelCheckpoint._save_checkpoint", "trainer", "filepath")),
     PrivateApi("lightning.fabric.utilities.load._METADATA_FILENAME == 'meta.pt'", "src/normia/training/sharded_read.py",
                "the non-tensor part of a sharded checkpoint, read without Lightning", _meta_file_name),
+    # torch and Lightning, the device-side non-finite guard (issue 23)
+    PrivateApi("optimizer.found_inf / grad_scale / _step_supports_amp_scaling (GradScaler's protocol)",
+               "src/normia/training/health.py", "skip a non-finite step on the device in a fused optimizer",
+               _fused_step_skips_on_found_inf),
+    PrivateApi("MixedPrecision.scaler, Precision.clip_gradients", "src/normia/training/module.py",
+               "clip under bf16 with a fused optimizer (Lightning refuses it under any mixed precision)",
+               _bf16_has_no_scaler_and_plain_clipping),
 ]  # fmt: skip
 
 
