@@ -291,6 +291,8 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, out: str) 
 
 
 def _report(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    from normia.bench.device import cpu_model
+
     by = {(r["preset"], r["mode"]): r for r in rows}
     goals = []
     for preset in args.presets.split(","):
@@ -319,7 +321,7 @@ def _report(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
         "benchmark": "checkpoint",
         "date": _dt.date.today().isoformat(),
         "device": f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), {args.backend} x {args.world} ranks",
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "scratch_filesystem": args.scratch,
         "repeats": args.repeats,
@@ -327,16 +329,6 @@ def _report(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
         "rows": rows,
         "goals": goals,
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:

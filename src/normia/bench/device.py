@@ -44,7 +44,8 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -67,7 +68,7 @@ def describe(device: torch.device) -> DeviceInfo:
         return DeviceInfo(
             device, name, _slug(name), _gpu_driver(), props.total_memory, torch.cuda.device_count()
         )
-    model = _cpu_model()
+    model = cpu_model()
     return DeviceInfo(device, f"cpu: {model}", "cpu", platform.platform(), _cpu_memory(), 1)
 
 
