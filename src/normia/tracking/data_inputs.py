@@ -177,7 +177,6 @@ def verify_reused() -> list[str]:
             fresh = _compute_digest(path, st)
         except OSError:
             continue
-        kept.verified += 1
         if fresh.sha256 == (kept.entry(identity) or {}).get("sha256"):
             kept.confirm(identity)
         else:

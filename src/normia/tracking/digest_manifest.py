@@ -54,9 +54,12 @@ def verify_budget_bytes() -> int:
     except ValueError:
         value = -1.0
     if value < 0:
-        raise ValueError(
-            f"{VERIFY_ENV}={raw!r} is not a number of MiB >= 0 (0 turns the re-verification off)"
+        print(
+            f"warning: {VERIFY_ENV}={raw!r} is not a number of MiB >= 0 (0 turns the re-verification off); "
+            f"using {DEFAULT_VERIFY_MB}",
+            flush=True,
         )
+        return DEFAULT_VERIFY_MB << 20
     return int(value * (1 << 20))
 
 
@@ -75,8 +78,7 @@ class DigestManifest:
         self._dropped: set[str] = set()
         self.reused = 0
         self.computed = 0
-        self.verified = 0  # reused digests re-read to check them (not counted in `computed`)
-        self.reused_keys: list[str] = []  # in the order they were reused
+        self.reused_keys: dict[str, None] = {}  # an ordered set: in the order they were reused
         self._checked: set[str] = set()
         self._verify_left: int | None = None  # of this process's budget
 
@@ -92,8 +94,7 @@ class DigestManifest:
         found = self._load().get(key)
         if found is not None:
             self.reused += 1
-            if key not in self.reused_keys:
-                self.reused_keys.append(key)
+            self.reused_keys[key] = None
         return found
 
     def entry(self, key: str) -> dict[str, Any] | None:
