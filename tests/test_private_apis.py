@@ -162,6 +162,35 @@ def optuna_trial_id() -> None:
         raise Moved("optuna FrozenTrial has no int _trial_id")
 
 
+def _flight_recorder_records_collectives() -> None:
+    """One gloo rank with TORCH_FR_BUFFER_SIZE set: an all-reduce shows up in _dump_fr_trace's pickle."""
+    import os
+    import pickle
+    import tempfile
+
+    import torch
+    import torch.distributed as dist
+    from torch._C._distributed_c10d import _dump_fr_trace
+
+    before = os.environ.get("TORCH_FR_BUFFER_SIZE")
+    os.environ["TORCH_FR_BUFFER_SIZE"] = "10"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=0, world_size=1)
+            try:
+                dist.all_reduce(torch.ones(2))
+                entries = pickle.loads(_dump_fr_trace())["entries"]
+            finally:
+                dist.destroy_process_group()
+    finally:
+        if before is None:
+            os.environ.pop("TORCH_FR_BUFFER_SIZE")
+        else:
+            os.environ["TORCH_FR_BUFFER_SIZE"] = before
+    if not any("all_reduce" in str(e.get("profiling_name", "")) for e in entries):
+        raise Moved(f"no all_reduce among the flight recorder's entries: {entries}")
+
+
 def _fused_step_skips_on_found_inf() -> None:
     import torch
 
@@ -267,6 +296,9 @@ PRIVATE_APIS: list[PrivateApi] = [
     PrivateApi("optimizer.found_inf / grad_scale / _step_supports_amp_scaling (GradScaler's protocol)",
                "src/normia/training/health.py", "skip a non-finite step on the device in a fused optimizer",
                _fused_step_skips_on_found_inf),
+    PrivateApi("torch._C._distributed_c10d._dump_fr_trace (flight recorder, TORCH_FR_BUFFER_SIZE)",
+               "src/normia/training/watchdog.py", "dump each rank's recent collectives when the run hangs",
+               _flight_recorder_records_collectives),
     PrivateApi("MixedPrecision.scaler, Precision.clip_gradients", "src/normia/training/module.py",
                "clip under bf16 with a fused optimizer (Lightning refuses it under any mixed precision)",
                _bf16_has_no_scaler_and_plain_clipping),

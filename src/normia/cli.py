@@ -44,6 +44,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "hyperparameter search with Optuna: normia search experiment=quickstart search=quickstart n_trials=12",
     ),
+    "check-nodes": (
+        "normia.launch.check_nodes_cli",
+        "main",
+        "pre-flight device and network check of Slurm nodes: normia check-nodes launcher=austral launcher.nodes=2",
+    ),
     "info": ("normia.info", "main", "versions, devices and SLURM environment"),
     "bench": ("normia.bench.cli", "main", "benchmarks: normia bench kernels|train|scaling"),
     "reproduce": ("normia.reproduce", "main", "re-run a recorded MLflow run and compare its metrics"),

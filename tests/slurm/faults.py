@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -53,3 +54,22 @@ class SlowExit(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _LINGER.append(_Lingering(self.seconds))
+
+
+class HangOnFirstAttempt(L.Callback):
+    """Rank `rank` stops making progress at `at_step` in the job's first attempt only (SLURM_RESTART_COUNT unset or
+    0), as a bad node would hang it; the requeued attempt, elsewhere, runs through."""
+
+    def __init__(self, rank: int = 1, at_step: int = 4):
+        self.rank = rank
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        import os
+
+        first = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0
+        if first and trainer.global_rank == self.rank and trainer.global_step == self.at_step:
+            (Path(trainer.default_root_dir) / "hung_at").write_text(
+                str(time.time())
+            )  # for the test's figures
+            time.sleep(3600)

@@ -67,12 +67,15 @@ def test_austral_preset_renders_its_partition_gpus_signal_and_modules() -> None:
         "each rank: accelerator=gpu, devices=4 per node x 2 node(s), strategy=ddp",
         "resources: 2 node(s) x 4 GPU(s), 8 rank(s), partition gpu_h200",
         "master address: the job's first node (set launcher.master_addr where node names do not resolve)",
+        "pre-flight: devices and network checked before training (launcher.preflight=auto); a failing or hanging "
+        "node is excluded and the job requeued",
     ):
         assert line in text, line
     assert "dry run: nothing submitted (1 job(s) would be)" in text
     assert list(Path.cwd().iterdir()) == []
     code, text = dry_run("launcher=austral", "trainer=gpu", "launcher.python=python")  # the preset's defaults
     assert code == 0, text
+    assert "pre-flight: off (launcher.preflight=auto; auto checks jobs of 2+ nodes)" in text
     assert "#SBATCH --gpus=1" in text and "#SBATCH --partition=gpu" in text and "--cpus-per-task=8" in text
 
 
@@ -157,7 +160,13 @@ def test_no_time_limit_is_refused_with_why(limit: str) -> None:
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("+tags={a%b: 1}", "tags.a%b"), ("energy.pue=0.8", "energy.pue=0.8: a PUE is facility energy")],
+    [
+        ("+tags={a%b: 1}", "tags.a%b"),
+        ("energy.pue=0.8", "energy.pue=0.8: a PUE is facility energy"),
+        ("launcher.preflight=maybe", "launcher.preflight=maybe: give auto (jobs of 2+ nodes), true or false"),
+        ("launcher.preflight_slow_factor=0.5", "launcher.preflight_slow_factor=0.5: give a factor above 1"),
+        ("launcher.exclude_failed_nodes=perhaps", "launcher.exclude_failed_nodes"),
+    ],
 )
 def test_what_would_fail_on_the_node_is_refused_before_submission(override: str, message: str) -> None:
     """A tag MLflow refuses and an impossible energy setting used to be found by the job on the node."""

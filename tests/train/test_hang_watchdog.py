@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from normia.training.watchdog import HANG_EXIT_CODE, STEP_FACTOR, HangWatchdog, culprits, describe
+from normia.training.watchdog import (
+    HANG_EXIT_CODE,
+    STEP_FACTOR,
+    HangWatchdog,
+    blamed_nodes,
+    culprits,
+    describe,
+)
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT_S = 4
@@ -81,6 +88,14 @@ def test_one_hung_rank_ends_the_ddp_job_and_is_named(workdir: Path) -> None:
         stacks = (folder / "hang" / f"rank-{rank}.txt").read_text()
         assert json.loads(stacks.splitlines()[0])["rank"] == rank and 'File "' in stacks
     assert json.loads((folder / "hang.json").read_text())["culprits"][0]["rank"] == 1
+    # torch's flight recorder, one file per rank: rank 0 entered a collective that rank 1 never reached
+    import pickle
+
+    entries = [
+        pickle.loads((folder / "hang" / "flight_recorder" / f"rank_{r}").read_bytes())["entries"]
+        for r in (0, 1)
+    ]
+    assert entries[1] and len(entries[0]) > len(entries[1]), [len(e) for e in entries]
     assert run["status"] == "FAILED" and "rank 1 on" in run["normia.failure"]
     for pid_file in probe.glob("rank*.pid"):
         assert not alive(int(pid_file.read_text())), f"{pid_file.name}: a rank is still running"
@@ -112,6 +127,22 @@ def test_culprits_are_the_ranks_behind_or_outside_the_collective_or_silent() -> 
     # every rank at the same point, none in a collective: a stall shared by all
     shared = describe([report(0, 9), report(1, 9)], 2, Path("/run/hang"))
     assert "every rank stopped at the same point" in shared and "/run/hang" in shared
+
+
+def test_only_a_hang_pinned_on_some_ranks_blames_their_nodes() -> None:
+    reports = [report(0, 30), report(1, 27), report(2, 30)]
+    assert blamed_nodes(culprits(reports, 3), 3) == ["node1"]
+    # a silent rank is placed on its node by the map gathered at setup, and named in the error line
+    silent = culprits([report(0, 30), report(2, 30)], 3, ["a", "b", "c"])
+    assert blamed_nodes(silent, 3) == ["b"]
+    assert "rank 1 on b did not arrive" in describe(
+        [report(0, 30), report(2, 30)], 3, Path("/h"), ["a", "b", "c"]
+    )
+    # without the map the silent rank's node is unknown: nothing to exclude
+    assert blamed_nodes(culprits([report(0, 30), report(2, 30)], 3), 3) == []
+    # every rank stalled at the same point (data, a file system), or the only rank: no node to blame
+    assert blamed_nodes(culprits([report(0, 9), report(1, 9)], 2), 2) == []
+    assert blamed_nodes(culprits([report(0, 9)], 1), 1) == []
 
 
 def test_the_limit_is_generous_until_two_steps_then_follows_the_step_time() -> None:

@@ -31,15 +31,22 @@ class TrainJob:
                     self.cfg.paths.output_dir,
                     "job_start",
                     host=os.uname().nodename,
+                    node=os.environ.get("SLURMD_NODENAME"),
                     cwd=os.getcwd(),
                     **project,
                 )
+            from normia.launch.preflight_run import run_preflight
+            from normia.launch.preflight_run import wanted as preflight_wanted
             from normia.launch.rendezvous import check_master_resolves
             from normia.training.run import run_training
             from normia.versions import check_supported_versions
 
             check_supported_versions()  # the node's environment (launcher.setup's modules) may differ from ours
             check_master_resolves()
+            if preflight_wanted(self.cfg):  # before data and model: a bad node costs seconds, and is named
+                code = run_preflight(self.cfg, self.cfg.paths.output_dir)
+                if code is not None:
+                    raise SystemExit(code)
             return run_training(self.cfg)
         finally:
             # The job is over (done, failed, or checkpointed for a requeue): a late signal must not kill the
@@ -49,3 +56,25 @@ class TrainJob:
 
     def __repr__(self) -> str:
         return f"TrainJob({self.cfg.get('name')}, output_dir={self.cfg.paths.output_dir})"
+
+
+class CheckNodesJob(TrainJob):
+    """`normia check-nodes`: the pre-flight check alone (normia.launch.preflight_run), no data, no model. The table
+    goes to <output_dir>/preflight.json and the job's log; failing nodes end the job with PREFLIGHT_EXIT_CODE."""
+
+    def __call__(self) -> float | None:
+        signals.install()
+        try:
+            from normia.launch.preflight_run import run_preflight
+            from normia.launch.rendezvous import check_master_resolves
+
+            check_master_resolves()
+            code = run_preflight(self.cfg, self.cfg.paths.output_dir)
+            if code is not None:
+                raise SystemExit(code)
+            return None
+        finally:
+            signals.ignore_until_exit()
+
+    def __repr__(self) -> str:
+        return f"CheckNodesJob(output_dir={self.cfg.paths.output_dir})"

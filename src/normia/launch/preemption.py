@@ -7,6 +7,9 @@ visible only once complete, and last.ckpt pointed at it), then rank 0 requeues t
 most max_requeues times) and every rank exits. The requeued job starts the same command, and run_training resumes
 from last.ckpt: same step, optimizer, LR schedule, RNG, data position and MLflow run. Lightning's own auto-requeue
 is off (SLURMEnvironment(auto_requeue=False)) and submitit's handler is replaced, so nothing else requeues.
+
+A fault of a node (a hang the watchdog pins on some ranks, an NCCL or GPU error) requeues the job too, with that node
+excluded (normia.launch.node_failure), when `exclude_failed_nodes` is on; an error of the code is not requeued.
 """
 
 from __future__ import annotations
@@ -24,10 +27,18 @@ from normia.training.callbacks import flush_step_metrics, max_over_ranks
 
 
 class SlurmPreemption(L.Callback):
-    def __init__(self, check_every_n_steps: int = 1, requeue: bool = True, max_requeues: int = 10):
+    def __init__(
+        self,
+        check_every_n_steps: int = 1,
+        requeue: bool = True,
+        max_requeues: int = 10,
+        exclude_failed_nodes: bool = True,
+    ):
         self.check_every_n_steps = max(1, int(check_every_n_steps))
         self.requeue = requeue
         self.max_requeues = max_requeues
+        self.exclude_failed_nodes = exclude_failed_nodes
+        self._root = Path(".")
         self._last_step = -1
         self._first_step_seen = False
 
@@ -35,6 +46,43 @@ class SlurmPreemption(L.Callback):
     # point where that may have happened. Only flags are set, whoever installed last.
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         signals.install()
+        self._root = Path(trainer.default_root_dir)
+        if self.requeue and self.exclude_failed_nodes:
+            from normia.training.watchdog import HangWatchdog
+
+            for callback in trainer.callbacks:
+                if isinstance(callback, HangWatchdog):
+                    callback.on_hang = self._requeue_away
+
+    def _requeue_away(self, nodes: list[str], reason: str) -> str | None:
+        """The watchdog pinned a hang on `nodes`: requeue the job without them (None when it was not)."""
+        from normia.launch.node_failure import requeue_excluding
+
+        return requeue_excluding(nodes, reason, self._root, self.max_requeues)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """An NCCL or GPU error on this rank is its node's fault: requeue away from the node (errors of the code
+        are left to fail the job)."""
+        if not (self.requeue and self.exclude_failed_nodes):
+            return
+        from normia.launch.node_failure import hardware_fault, requeue_excluding
+        from normia.node import node_name
+
+        fault = hardware_fault(exception)
+        if fault is None:
+            return
+        node = node_name()
+        said = requeue_excluding(
+            [node], f"rank {trainer.global_rank} on {node}: {fault}", self._root, self.max_requeues
+        )
+        if said:
+            print(f"normia: rank {trainer.global_rank} on {node} failed with a fault of the node ({fault}); {said}",
+                  flush=True)  # fmt: skip
+            for logger in trainer.loggers:
+                if hasattr(logger, "final_status"):
+                    logger.final_status = "KILLED"  # the requeued job reopens the run
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         signals.install()
@@ -54,6 +102,9 @@ class SlurmPreemption(L.Callback):
             self._first_step_seen = True
             if trainer.is_global_zero:
                 events.record(trainer.default_root_dir, "first_step", step=step)
+                from normia.launch.preflight_run import attach_to_run
+
+                attach_to_run(trainer.loggers)  # the MLflow run is open by now (it opens at train start)
         if step % self.check_every_n_steps:
             return
         action = max_over_ranks(signals.STATE.action, pl_module.device)  # the strongest action any rank got

@@ -48,7 +48,8 @@ def apply_launcher_to_trainer(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> int:
+def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool, check_only: bool = False) -> int:
+    """Submit `jobs` (training; with `check_only`, `normia check-nodes`: the nodes' pre-flight check alone)."""
     if not jobs:
         return 0
     if jobs[0].launcher.name == "srun":
@@ -98,7 +99,7 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool) -> 
         )
     for cfg in pending:
         _preflight(cfg)
-    submitted = _submit(spec, params, folder, pending, env_file, place)
+    submitted = _submit(spec, params, folder, pending, env_file, place, check_only)
     _print_submitted(spec, partition, submitted, pending)
     if spec.wait:
         return _wait_and_report(submitted)
@@ -151,11 +152,13 @@ def _submit(
     pending: list[DictConfig],
     env_file: Path | None = None,
     place: JobPlace | None = None,
+    check_only: bool = False,
 ) -> list[Any]:
     import submitit
 
-    from normia.launch.job import TrainJob
+    from normia.launch.job import CheckNodesJob, TrainJob
 
+    job_class = CheckNodesJob if check_only else TrainJob
     private_folder(folder)
     before = set(folder.iterdir())
     executor = submitit.SlurmExecutor(
@@ -168,10 +171,10 @@ def _submit(
         if env_file is not None:
             write_env_file(env_file, spec)
         if len(pending) == 1:
-            jobs = [executor.submit(TrainJob(pending[0], place))]
+            jobs = [executor.submit(job_class(pending[0], place))]
         else:
             with executor.batch():
-                jobs = [executor.submit(TrainJob(cfg, place)) for cfg in pending]
+                jobs = [executor.submit(job_class(cfg, place)) for cfg in pending]
     except Exception as err:  # sbatch refused: leave nothing behind, show Slurm's own words
         for path in set(folder.iterdir()) - before:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -205,6 +208,14 @@ def _resources(spec: SlurmLauncherCfg, partition: str | None) -> str:
 def _print_plan(spec: SlurmLauncherCfg, partition: str | None, pending: list[DictConfig], total: int) -> None:
     print(f"resources: {_resources(spec, partition)}")
     print(describe_python(spec))
+    mode = str(spec.preflight).lower()
+    checked = mode == "true" or (mode == "auto" and spec.nodes > 1)
+    print(
+        "pre-flight: "
+        + ("devices and network checked before training (launcher.preflight=" + mode + ")" if checked
+           else "off (launcher.preflight=" + mode + "; auto checks jobs of 2+ nodes)")
+        + ("; a failing or hanging node is excluded and the job requeued" if spec.exclude_failed_nodes else "")
+    )  # fmt: skip
     if spec.nodes > 1:
         where = (
             spec.master_addr

@@ -33,6 +33,8 @@ class PartitionLimits:
     note: str = ""
     # GPUs split with MIG: a process sees one slice and NCCL does not span slices, so one rank per job only.
     mig: bool = False
+    # all-reduce bus bandwidth (GB/s) under which the pre-flight check fails a multi-GPU job here (NCCL only)
+    min_busbw_gbps: float | None = None
 
 
 @dataclass
@@ -54,6 +56,11 @@ class SlurmLauncherCfg:
     signal: str = "USR1"
     signal_delay_s: int = 120
     max_requeues: int = 10
+    # a hang the watchdog pins on some ranks, an NCCL or GPU error: requeue the job with that node excluded
+    exclude_failed_nodes: bool = True
+    # device and network check before training (normia.launch.node_check): auto = jobs of 2+ nodes, true, false
+    preflight: str = "auto"
+    preflight_slow_factor: float = 3.0
     master_addr: str | None = None  # None: Lightning takes the first node of the job
     # shell lines run before srun: module load, source venv, ...
     setup: list[str] = field(default_factory=list)
@@ -113,6 +120,12 @@ def _check_values(spec: SlurmLauncherCfg) -> None:
         raise UserError(
             f"launcher.tasks_per_node={spec.tasks_per_node} with launcher.gpus_per_node={spec.gpus_per_node}: "
             "normia runs one task per GPU; drop launcher.tasks_per_node"
+        )
+    if str(spec.preflight).lower() not in ("auto", "true", "false"):
+        raise UserError(f"launcher.preflight={spec.preflight}: give auto (jobs of 2+ nodes), true or false")
+    if spec.preflight_slow_factor <= 1:
+        raise UserError(
+            f"launcher.preflight_slow_factor={spec.preflight_slow_factor:g}: give a factor above 1 (default 3)"
         )
     if spec.signal not in SIGNALS:
         raise UserError(f"launcher.signal='{spec.signal}' is not valid{did_you_mean(spec.signal, SIGNALS)}")

@@ -75,6 +75,8 @@ class MlflowTracker(Logger):
         self._may_start = False
         self.final_status: str | None = None
         self._noted: set[str] = set()
+        # the node name prefixing rank 0's system metrics in a multi-node run (normia.tracking.node_metrics)
+        self.node_id: str | None = None
 
     @property
     def name(self) -> str:
@@ -185,16 +187,7 @@ class MlflowTracker(Logger):
             client.log_batch(self._run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
 
     def _start_system_metrics(self) -> None:
-        try:
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-            self._monitor = SystemMetricsMonitor(
-                self._run_id, sampling_interval=10, samples_before_logging=1, tracking_uri=self.tracking_uri
-            )
-            self._monitor.start()
-        except Exception as err:  # psutil missing or an unsupported platform: tracking goes on without them
-            print(f"warning: MLflow system metrics are off ({err})")
-            self._monitor = None
+        self._monitor = start_system_metrics(self._run_id, self.tracking_uri, self.node_id)
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
@@ -301,3 +294,20 @@ def _say_reused(records: list) -> bool:
     if note:
         print(note, flush=True)
     return note is not None
+
+
+def start_system_metrics(run_id: str, tracking_uri: str, node_id: str | None = None) -> Any:
+    """MLflow's system metrics monitor (CPU, memory, disk, network, GPU) for `run_id`, sampled every 10 s; with
+    `node_id` its metrics are `system/<node_id>/...`, so several nodes can report into one run. None (with a
+    warning) where it cannot run: psutil missing or an unsupported platform; tracking goes on without them."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(
+            run_id, sampling_interval=10, samples_before_logging=1, tracking_uri=tracking_uri, node_id=node_id
+        )
+        monitor.start()
+        return monitor
+    except Exception as err:
+        print(f"warning: MLflow system metrics are off ({err})")
+        return None

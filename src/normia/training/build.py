@@ -117,6 +117,12 @@ def build_callbacks(
         "nonfinite": NonFiniteLoss(nonfinite_mode(cfg), every=int(cfg.trainer.log_every_n_steps or 1)),
         "monitor": MonitorCheck(cfg.monitor),
     }
+    if tracker is not None and tracker.system_metrics and int(cfg.trainer.num_nodes) > 1:
+        from normia.tracking.node_metrics import NodeSystemMetrics
+
+        roles["node_metrics"] = NodeSystemMetrics(
+            tracker
+        )  # after "state", which opens the run at train start
     energy = energy_callback(cfg.get("energy"), tracker)  # None for energy=off
     if energy is not None:
         roles["energy"] = energy

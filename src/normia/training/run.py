@@ -3,6 +3,7 @@ all end here; a job whose output_dir holds checkpoints/last.ckpt resumes from it
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -30,6 +31,7 @@ from normia.training.refusal import nothing_left_if_refused
 from normia.training.resume_check import describe, recorded_config, resume_changes
 from normia.training.sharded_read import is_sharded
 from normia.training.summary import print_summary, run_summary
+from normia.training.watchdog import enable_flight_recorder
 
 DONE = "done.json"
 
@@ -37,10 +39,15 @@ DONE = "done.json"
 def run_training(cfg: DictConfig) -> float | None:
     """Fit one job; return the monitored metric (best value if a best checkpoint was tracked)."""
     started = time.perf_counter()
+    atexit.unregister(release_gloo_group)  # registered once, however many fits this process runs
+    atexit.register(release_gloo_group)
     WRITER.reset()  # this fit's checkpoint counters (normia search runs several fits in one process)
     quiet_libraries()
     output_dir = Path(cfg.paths.output_dir)
     os.environ["NORMIA_KERNELS"] = str(cfg.kernels)
+    enable_flight_recorder(
+        int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
+    )  # before Lightning's process group
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # Model and data first: a bad input (missing file, wrong column) is refused before anything is written.
     model = instantiate_node(cfg.model, "model")
@@ -93,6 +100,21 @@ def run_training(cfg: DictConfig) -> float | None:
     if stopped.stopped:
         raise Stopped(stopped.exit_code)
     return result
+
+
+def release_gloo_group() -> None:
+    """At exit, while the interpreter is still whole: a gloo process group left to interpreter finalization can abort
+    the finished process (SIGABRT, "terminate called without an active exception": its worker threads release
+    tensors after the interpreter is gone; pytorch/pytorch#190489), which turned a COMPLETED Slurm task into a failed
+    one here. Lightning does not destroy the group it made. NCCL groups are left alone: destroying one whose peer
+    died can block."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+            dist.destroy_process_group()
+    except Exception:  # an exit handler must not fail the exit
+        pass
 
 
 def _fit(trainer: L.Trainer, module: TaskModule, datamodule: Any, ckpt_path: Path | None) -> None:

@@ -13,10 +13,11 @@ Inspired by NVIDIA's resiliency extension's straggler scores (relative to the me
 
 from __future__ import annotations
 
-import socket
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
+
+from normia.node import nodes_of_ranks
 
 THRESHOLD = 1.2
 PATIENCE = 3
@@ -102,9 +103,5 @@ def gather_means(trainer: Any, device: Any, mean: float | None) -> list[float] |
 
 
 def gather_hosts(trainer: Any) -> list[str]:
-    """Each rank's host name, once (an object all-gather)."""
-    import torch.distributed as dist
-
-    hosts: list[Any] = [None] * trainer.world_size
-    dist.all_gather_object(hosts, socket.gethostname())
-    return [str(h) for h in hosts]
+    """Each rank's node (normia.node.node_name), once (an object all-gather)."""
+    return nodes_of_ranks(trainer.world_size)

@@ -8,7 +8,11 @@ batch end, validation batches, checkpoint saves). When no progress is seen for t
    (ranks move through the same hooks in lockstep, so the one behind is the one the others wait for), and the
    ranks that wrote nothing (a process frozen outside Python);
 3. the lowest rank that answered writes `<output_dir>/hang.json`, prints one `error:` line, and (rank 0, which owns
-   the MLflow run) marks the run FAILED with the message in the tag `normia.failure`;
+   the MLflow run) marks the run FAILED with the message in the tag `normia.failure`. When the culprits are some
+   ranks (not all: a stall shared by every rank is data or a file system, not a node) and `on_hang` is set (Slurm
+   jobs: normia.launch.preemption), it is called with their nodes first; if it requeued the job away from them, the
+   run is KILLED instead (it goes on after the requeue) with the tags `normia.requeued_after` and
+   `normia.excluded_nodes`;
 4. every rank exits with HANG_EXIT_CODE (124, as `timeout` does) through os._exit: a thread cannot unblock a
    collective, and Python's normal exit would wait for it.
 
@@ -23,22 +27,30 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
-import socket
 import statistics
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+
+from normia.node import node_name, nodes_of_ranks
 
 HANG_EXIT_CODE = 124
 STEP_FACTOR = 20.0  # a step 20x slower than the median is not a slow step, it is a hang
 GATHER_S = 8.0  # how long a rank waits for the others' stack files before naming the culprits
 HANG_DIR = "hang"
 SUMMARY = "hang.json"
+# torch's flight recorder: the last collectives of each process group (name, sizes, state: scheduled, started,
+# completed), kept by c10d when TORCH_FR_BUFFER_SIZE > 0 (normia sets FLIGHT_RECORDER_ENTRIES for multi-rank runs, as
+# torchtitan does with comm.trace_buf_size). Dumped on a hang, one file per rank, in the layout torch's analyser reads:
+# `python -m torch.distributed.flight_recorder.fr_trace <run>/hang/flight_recorder` names the collective a rank missed.
+FLIGHT_RECORDER_DIR = "flight_recorder"
+FLIGHT_RECORDER_ENTRIES = 2000
 
 
 class HangWatchdog(L.Callback):
@@ -49,6 +61,10 @@ class HangWatchdog(L.Callback):
         timeout_s: floor of the limit after the first steps, in seconds.
         first_timeout_s: the limit before two steps completed and during slow phases, in seconds.
         tracker: the MLflow logger (rank 0's), marked FAILED on a hang; None without MLflow.
+
+    Attributes:
+        on_hang: called by the leading rank with the culprits' nodes and the error line when the hang is pinned on
+            some ranks; returns a sentence when it requeued the job away from those nodes, else None.
     """
 
     def __init__(self, output_dir: str, timeout_s: float, first_timeout_s: float, tracker: Any = None):
@@ -67,6 +83,8 @@ class HangWatchdog(L.Callback):
         self._world = 1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._nodes: list[str] = []  # node of each rank, to name a rank that writes no report
+        self.on_hang: Callable[[list[str], str], str | None] | None = None
 
     # -- progress, from the training loop's thread: clock reads and assignments only --------------------------
     def mark(self, phase: str, slow: bool = False) -> None:
@@ -79,6 +97,7 @@ class HangWatchdog(L.Callback):
         if stage != "fit" or self._thread is not None:
             return
         self._rank, self._world = trainer.global_rank, trainer.world_size
+        self._nodes = nodes_of_ranks(self._world)
         self.mark("setting up the fit", slow=True)
         self._thread = threading.Thread(target=self._watch, name="normia-hang-watchdog", daemon=True)
         self._thread.start()
@@ -145,7 +164,7 @@ class HangWatchdog(L.Callback):
         folder.mkdir(parents=True, exist_ok=True)
         me = {
             "rank": self._rank,
-            "host": socket.gethostname(),
+            "host": node_name(),
             "pid": os.getpid(),
             "progress": self.progress,
             "phase": self.phase,
@@ -154,16 +173,23 @@ class HangWatchdog(L.Callback):
             **main_thread_position(),
         }
         write_stacks(folder / f"rank-{self._rank}.txt", me)
+        dump_flight_recorder(folder / FLIGHT_RECORDER_DIR, self._rank)
         reports = gather(folder, self._world, me, GATHER_S)
         leader = min(r["rank"] for r in reports)
         if self._rank == leader:
-            message = describe(reports, self._world, folder)
-            summary = {"message": message, "culprits": culprits(reports, self._world), "reports": reports}
+            guilty = culprits(reports, self._world, self._nodes)
+            message = describe(reports, self._world, folder, self._nodes)
+            nodes = blamed_nodes(guilty, self._world)
+            requeued = self.on_hang(nodes, message) if nodes and self.on_hang is not None else None
+            if requeued:
+                message = f"{message}; {requeued}"
+            summary = {"message": message, "culprits": guilty, "requeued": requeued, "reports": reports}
             tmp = self.output_dir / f".{SUMMARY}.{os.getpid()}"
             tmp.write_text(json.dumps(summary, indent=1))
             print(f"error: {message}", file=sys.stderr, flush=True)
             if self._rank == 0:
-                mark_failed(self.tracker, message)
+                mark_failed(self.tracker, message, nodes if requeued else None)
+            # Published last: the other ranks exit when they see it, and srun then ends this one.
             tmp.replace(self.output_dir / SUMMARY)
         else:
             deadline = (
@@ -200,6 +226,35 @@ def write_stacks(path: Path, header: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def enable_flight_recorder(world: int) -> None:
+    """Keep c10d's record of recent collectives in a multi-rank run (before the process group is made); a value the
+    user set wins."""
+    if world > 1 and not os.environ.get("TORCH_NCCL_TRACE_BUFFER_SIZE"):
+        os.environ.setdefault("TORCH_FR_BUFFER_SIZE", str(FLIGHT_RECORDER_ENTRIES))
+
+
+def dump_flight_recorder(folder: Path, rank: int) -> Path | None:
+    """This rank's flight recorder (c10d's pickle: NCCL on GPUs, gloo on CPUs) as <folder>/rank_<rank>; None when
+    there is no process group or nothing recorded. Never raises: the hang must end."""
+    try:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return None
+        from torch._C._distributed_c10d import _dump_fr_trace
+
+        data = _dump_fr_trace()
+        if not data:
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"rank_{rank}"
+        path.write_bytes(data)
+        return path
+    except Exception as err:  # a record, not the exit
+        print(f"warning: no flight-recorder dump on rank {rank}: {err}", file=sys.stderr)
+        return None
+
+
 def read_report(path: Path) -> dict[str, Any] | None:
     try:
         with open(path) as handle:
@@ -221,10 +276,23 @@ def gather(folder: Path, world: int, mine: dict[str, Any], seconds: float) -> li
     return sorted(reports, key=lambda r: r["rank"])
 
 
-def culprits(reports: list[dict[str, Any]], world: int) -> list[dict[str, Any]]:
-    """The ranks the others wait for: those that wrote no report, else those whose loop got least far."""
+def blamed_nodes(guilty: list[dict[str, Any]], world: int) -> list[str]:
+    """The nodes a hang is pinned on: those of the culprits when they are some ranks, not all of them (a stall
+    shared by every rank, or the only rank's, may be data or a file system: moving the job would not help)."""
+    if len(guilty) >= world:
+        return []
+    return sorted({str(c["host"]) for c in guilty if c.get("host")})
+
+
+def culprits(
+    reports: list[dict[str, Any]], world: int, nodes: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The ranks the others wait for: those that wrote no report, else those whose loop got least far. A rank
+    without a report is placed on its node from `nodes` (every rank's node, by rank) when known."""
     seen = {r["rank"] for r in reports}
-    silent = [{"rank": k, "host": None, "phase": "no report: frozen outside Python or gone"} for k in range(world)
+    known = nodes or []
+    silent = [{"rank": k, "host": known[k] if k < len(known) else None,
+               "phase": "no report: frozen outside Python or gone"} for k in range(world)
               if k not in seen]  # fmt: skip
     if silent:
         return silent
@@ -235,13 +303,14 @@ def culprits(reports: list[dict[str, Any]], world: int) -> list[dict[str, Any]]:
     return outside if outside and len(outside) < len(behind) else behind
 
 
-def describe(reports: list[dict[str, Any]], world: int, folder: Path) -> str:
+def describe(reports: list[dict[str, Any]], world: int, folder: Path, nodes: list[str] | None = None) -> str:
     """The one-line error: who, where, for how long, and where the stacks are."""
     waited = max(r["waited_s"] for r in reports)
-    guilty = culprits(reports, world)
+    guilty = culprits(reports, world, nodes)
 
     def who(c: dict[str, Any]) -> str:
-        host = f" on {c['host']} (pid {c['pid']})" if c.get("host") else ""
+        pid = f" (pid {c['pid']})" if c.get("pid") else ""
+        host = f" on {c['host']}{pid}" if c.get("host") else ""
         where = f", in {c['where']}" if c.get("where") else ""
         return f"rank {c['rank']}{host} did not arrive (it was at {c['phase']}{where})"
 
@@ -261,8 +330,10 @@ def describe(reports: list[dict[str, Any]], world: int, folder: Path) -> str:
     )
 
 
-def mark_failed(tracker: Any, message: str) -> None:
-    """Rank 0's MLflow run: FAILED, with the message as the tag normia.failure. Best effort: a hang must end."""
+def mark_failed(tracker: Any, message: str, excluded: list[str] | None = None) -> None:
+    """Rank 0's MLflow run: FAILED, with the message as the tag normia.failure; or, when the job was requeued away
+    from `excluded` nodes, KILLED (the requeued job reopens it) with the tags normia.requeued_after and
+    normia.excluded_nodes. Best effort: a hang must end."""
     run_id = getattr(tracker, "version", None)
     if tracker is None or not run_id:
         return
@@ -270,6 +341,13 @@ def mark_failed(tracker: Any, message: str) -> None:
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=tracker.tracking_uri)
+        if excluded:
+            before = client.get_run(run_id).data.tags.get("normia.excluded_nodes", "")
+            nodes = sorted({*before.split(","), *excluded} - {""})
+            client.set_tag(run_id, "normia.requeued_after", message[:5000])
+            client.set_tag(run_id, "normia.excluded_nodes", ",".join(nodes))
+            client.set_terminated(run_id, status="KILLED")
+            return
         client.set_tag(run_id, "normia.failure", message[:5000])
         client.set_terminated(run_id, status="FAILED")
     except Exception as err:  # the store may be what hangs; say so, and still end
