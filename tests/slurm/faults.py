@@ -56,20 +56,27 @@ class SlowExit(L.Callback):
         _LINGER.append(_Lingering(self.seconds))
 
 
-class HangOnFirstAttempt(L.Callback):
-    """Rank `rank` stops making progress at `at_step` in the job's first attempt only (SLURM_RESTART_COUNT unset or
-    0), as a bad node would hang it; the requeued attempt, elsewhere, runs through."""
+class NodeFaultOnFirstAttempt(L.Callback):
+    """Rank `rank` meets a fault of its node at `at_step` in the job's first attempt only (SLURM_RESTART_COUNT unset
+    or 0); the requeued attempt, elsewhere, runs through. `fault`: "hang" (stops making progress, as a bad GPU or link
+    would hang it) or "nccl" (raises NCCL's 'unhandled system error' message, which CPU machines cannot produce)."""
 
-    def __init__(self, rank: int = 1, at_step: int = 4):
+    def __init__(self, rank: int = 1, at_step: int = 4, fault: str = "hang"):
         self.rank = rank
         self.at_step = at_step
+        self.fault = fault
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         import os
 
         first = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0
         if first and trainer.global_rank == self.rank and trainer.global_step == self.at_step:
-            (Path(trainer.default_root_dir) / "hung_at").write_text(
+            (Path(trainer.default_root_dir) / "fault_at").write_text(
                 str(time.time())
             )  # for the test's figures
+            if self.fault == "nccl":
+                raise RuntimeError(
+                    "NCCL error in: ProcessGroupNCCL.cpp:1935, unhandled system error (run with NCCL_DEBUG=INFO for "
+                    "details), NCCL version 2.21.5"
+                )
             time.sleep(3600)

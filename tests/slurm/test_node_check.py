@@ -41,6 +41,10 @@ def test_judge_names_the_slow_rank_and_device_problems_but_not_a_floor_on_gloo()
     # with NCCL the floor is judged, and a whole-group figure names every node
     on_nccl = judge(ranks, allreduce, floor_gbps=100.0, judge_floor=True, slow_factor=3.0)
     assert sorted(on_nccl) == ["node0", "node1", "node2", "node3"]
+    # one rank moves no bytes: its zero bus bandwidth is not judged against a floor
+    assert (
+        judge([report(0, 4.0)], [{"bytes": 1.0, "seconds": 1.0, "busbw_gbps": 0.0}], 100.0, True, 3.0) == {}
+    )
     # two ranks share their only pair: nobody is singled out
     assert judge([report(0, 4.0), report(1, 0.1)], [], None, False, 3.0) == {}
 
@@ -96,3 +100,35 @@ def test_a_healthy_group_passes_and_reports_its_figures(tmp_path: Path, world: i
     print(
         f"\nMEASURED pre-flight, {world} gloo ranks on one machine:", json.dumps({"seconds": verdict.seconds})
     )
+
+
+def _one_gpu_rank(store: str, out: str) -> None:
+    import torch
+
+    torch.cuda.set_device(0)
+    dist.init_process_group("nccl", init_method=f"file://{store}", rank=0, world_size=1)
+    verdict = check_nodes("gpu-node")
+    Path(out).write_text(verdict.to_json())
+    dist.destroy_process_group()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (NCCL, NVML)")
+def test_on_a_gpu_the_device_is_read_through_nvml_and_nccl_is_timed(tmp_path: Path) -> None:
+    """The GPU path of the pre-flight check (the GPU script's gpu-tests step): NCCL all-reduce figures, the device's
+    name, NVML's counters read (nvidia-ml-py is in the bench extra), and a healthy GPU passes."""
+    context = mp.get_context("spawn")
+    proc = context.Process(target=_one_gpu_rank, args=(str(tmp_path / "store"), str(tmp_path / "v.json")))
+    proc.start()
+    proc.join(300)
+    assert proc.exitcode == 0
+    verdict = Verdict.from_json((tmp_path / "v.json").read_text())
+    print(
+        "\nMEASURED pre-flight on one GPU:",
+        verdict.summary(),
+        verdict.ranks[0].device,
+        verdict.ranks[0].notes,
+    )
+    assert verdict.backend == "nccl" and verdict.ranks[0].device.startswith("cuda:0 ")
+    assert not any("NVML" in note for note in verdict.ranks[0].notes), verdict.ranks[0].notes
+    assert verdict.failed == {}, verdict.lines()

@@ -263,7 +263,9 @@ def judge(
                     f"rank {report.rank}: pair bandwidth {mine:.2f} GB/s, {typical / mine:.1f}x below the median "
                     f"{typical:.2f} GB/s (launcher.preflight_slow_factor={slow_factor:g})"
                 )
-    if floor_gbps and judge_floor and allreduce:
+    if (
+        floor_gbps and judge_floor and allreduce and len(ranks) > 1
+    ):  # one rank moves no bytes: no bus to judge
         biggest = allreduce[-1]
         if biggest["busbw_gbps"] < floor_gbps:
             for node in sorted({r.node for r in ranks}):

@@ -16,8 +16,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from normia.launch import events
 
@@ -175,3 +177,25 @@ def _partition_nodes(partition: str) -> list[str] | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return sorted(set(done.stdout.split())) if done.returncode == 0 else None
+
+
+def tag_exclusions(trackers: list[Any], output_dir: str | Path) -> None:
+    """Rank 0 of a requeued attempt, once the MLflow run is reopened: the nodes every earlier attempt excluded
+    (slurm_events.jsonl) as the tag normia.excluded_nodes, the last reason as normia.requeued_after. Whatever
+    requeued the job (a hang, an NCCL or GPU error on any rank, the pre-flight check), the run says it here."""
+    requeues = [e for e in events.read(output_dir) if e.get("event") == "requeued_excluding"]
+    if not requeues:
+        return
+    nodes = ",".join(sorted({n for e in requeues for n in e.get("nodes", [])}))
+    for tracker in trackers:
+        client, run_id = getattr(tracker, "experiment", None), getattr(tracker, "version", None)
+        if client is None or not run_id or not hasattr(client, "set_tag"):
+            continue
+        try:
+            client.set_tag(run_id, "normia.excluded_nodes", nodes)
+            client.set_tag(run_id, "normia.requeued_after", str(requeues[-1].get("reason", ""))[:5000])
+        except Exception as err:  # a record, not the training
+            print(
+                f"warning: the excluded nodes were not recorded in MLflow run {run_id}: {err}",
+                file=sys.stderr,
+            )

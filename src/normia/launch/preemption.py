@@ -102,9 +102,12 @@ class SlurmPreemption(L.Callback):
             self._first_step_seen = True
             if trainer.is_global_zero:
                 events.record(trainer.default_root_dir, "first_step", step=step)
+                from normia.launch.node_failure import tag_exclusions
                 from normia.launch.preflight_run import attach_to_run
 
-                attach_to_run(trainer.loggers)  # the MLflow run is open by now (it opens at train start)
+                # the MLflow run is open by now (it opens at train start)
+                attach_to_run(trainer.loggers)
+                tag_exclusions(trainer.loggers, trainer.default_root_dir)
         if step % self.check_every_n_steps:
             return
         action = max_over_ranks(signals.STATE.action, pl_module.device)  # the strongest action any rank got
