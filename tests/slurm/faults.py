@@ -59,7 +59,8 @@ class SlowExit(L.Callback):
 class NodeFaultOnFirstAttempt(L.Callback):
     """Rank `rank` meets a fault of its node at `at_step` in the job's first attempt only (SLURM_RESTART_COUNT unset
     or 0); the requeued attempt, elsewhere, runs through. `fault`: "hang" (stops making progress, as a bad GPU or link
-    would hang it) or "nccl" (raises NCCL's 'unhandled system error' message, which CPU machines cannot produce)."""
+    would hang it), "ecc" or "nccl" (raise CUDA's uncorrectable-ECC or NCCL's 'unhandled system error' message, which
+    CPU machines cannot produce)."""
 
     def __init__(self, rank: int = 1, at_step: int = 4, fault: str = "hang"):
         self.rank = rank
@@ -79,4 +80,6 @@ class NodeFaultOnFirstAttempt(L.Callback):
                     "NCCL error in: ProcessGroupNCCL.cpp:1935, unhandled system error (run with NCCL_DEBUG=INFO for "
                     "details), NCCL version 2.21.5"
                 )
+            if self.fault == "ecc":
+                raise RuntimeError("CUDA error: uncorrectable ECC error encountered")
             time.sleep(3600)

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
-from normia.launch.node_check import RankReport, Verdict, check_nodes, exchange, judge, round_robin
+from normia.launch.node_check import (
+    RankReport,
+    Verdict,
+    check_nodes,
+    device_report,
+    exchange,
+    group_problems,
+    judge,
+    round_robin,
+)
 
 
 @pytest.mark.parametrize("world", [2, 3, 4, 5, 8])
@@ -31,22 +40,36 @@ def report(rank: int, gbps: float, problems: list[str] | None = None) -> RankRep
     return RankReport(rank, f"node{rank}", "cpu", problems or [], [], {99: gbps})
 
 
-def test_judge_names_the_slow_rank_and_device_problems_but_not_a_floor_on_gloo() -> None:
+def test_judge_names_the_slow_rank_and_device_problems() -> None:
     ranks = [report(0, 4.0), report(1, 0.5), report(2, 4.2), report(3, 3.9, ["uncorrected ECC errors: 2"])]
-    allreduce = [{"bytes": 1.0, "seconds": 1.0, "busbw_gbps": 1.0}]
-    failed = judge(ranks, allreduce, floor_gbps=100.0, judge_floor=False, slow_factor=3.0)
+    failed = judge(ranks, slow_factor=3.0)
     assert sorted(failed) == ["node1", "node3"]
     assert "pair bandwidth 0.50 GB/s" in failed["node1"][0] and "median" in failed["node1"][0]
     assert failed["node3"] == ["rank 3: uncorrected ECC errors: 2"]
-    # with NCCL the floor is judged, and a whole-group figure names every node
-    on_nccl = judge(ranks, allreduce, floor_gbps=100.0, judge_floor=True, slow_factor=3.0)
-    assert sorted(on_nccl) == ["node0", "node1", "node2", "node3"]
-    # one rank moves no bytes: its zero bus bandwidth is not judged against a floor
-    assert (
-        judge([report(0, 4.0)], [{"bytes": 1.0, "seconds": 1.0, "busbw_gbps": 0.0}], 100.0, True, 3.0) == {}
-    )
     # two ranks share their only pair: nobody is singled out
-    assert judge([report(0, 4.0), report(1, 0.1)], [], None, False, 3.0) == {}
+    assert judge([report(0, 4.0), report(1, 0.1)], 3.0) == {}
+
+
+def test_the_floor_is_a_figure_of_the_group_judged_with_nccl_only() -> None:
+    slow = [{"bytes": 32.0 * 2**20, "seconds": 1.0, "busbw_gbps": 1.0}]
+    [problem] = group_problems(4, slow, floor_gbps=100.0, judge_floor=True)
+    assert "1.0 GB/s at 32 MiB is under the partition's floor 100 GB/s" in problem
+    assert group_problems(4, slow, floor_gbps=100.0, judge_floor=False) == []  # gloo: measured, not judged
+    assert group_problems(1, slow, floor_gbps=100.0, judge_floor=True) == []  # one rank moves no bytes
+    assert group_problems(4, slow, floor_gbps=None, judge_floor=True) == []
+
+
+def test_a_gpu_that_fails_to_answer_is_a_problem_of_its_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    def broken() -> bool:
+        raise RuntimeError("CUDA error: uncorrectable ECC error encountered")
+
+    monkeypatch.setattr(torch.cuda, "is_available", broken)  # what a broken GPU does to the first CUDA call
+    report_ = device_report(3, "node7")
+    assert report_.problems == ["the GPU failed to answer: CUDA error: uncorrectable ECC error encountered"]
+    assert judge([report_], 3.0) == {"node7": ["rank 3: the GPU failed to answer: CUDA error: uncorrectable ECC "
+                                              "error encountered"]}  # fmt: skip
 
 
 def _rank(rank: int, world: int, store: str, slow_rank: int, delay_s: float, out: str) -> None:

@@ -214,13 +214,14 @@ def test_preempted_job_requeues_resumes_and_ends_bitwise_equal(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["hang", "nccl"])
+@pytest.mark.parametrize("fault", ["hang", "ecc", "nccl"])
 def test_a_fault_of_a_node_requeues_the_job_without_that_node_into_the_same_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
-    """Issue 23: in the first attempt rank 1 hangs (the watchdog names it and its node) or fails with an NCCL error;
-    the job is requeued with that node excluded, and the second attempt runs on the other node, resumed from the
-    last checkpoint into the same MLflow run, which records the exclusion."""
+    """Issue 23: in the first attempt rank 1 hangs (the watchdog names it and its node) or fails with a GPU error: the
+    job is requeued with that node excluded, and the second attempt runs on the other node. An NCCL network error
+    names no node: the job is requeued as it is. Either way it resumes from the last checkpoint into the same MLflow
+    run, which records why (and the exclusion)."""
     monkeypatch.chdir(tmp_path)
     from mlflow.tracking import MlflowClient
 
@@ -243,15 +244,19 @@ def test_a_fault_of_a_node_requeues_the_job_without_that_node_into_the_same_run(
     assert states[job_id][0] == "COMPLETED", (states, log)
     starts = {e["restart"]: e for e in log if e["event"] == "job_start"}
     first_node = starts[0]["node"]
-    [requeue] = [e for e in log if e["event"] == "requeued_excluding"]
-    assert requeue["restart"] == 0 and requeue["nodes"] == [first_node], log
-    assert starts[1]["node"] not in (None, first_node), "the requeued job ran on the excluded node"
+    [requeue] = [e for e in log if e["event"] == "requeued_after_fault"]
+    blamed = [] if fault == "nccl" else [first_node]
+    assert requeue["restart"] == 0 and requeue["nodes"] == blamed, log
+    if blamed:
+        assert starts[1]["node"] not in (None, first_node), "the requeued job ran on the excluded node"
     if fault == "hang":
         hung = json.loads((out / "hang.json").read_text())
         assert [c["rank"] for c in hung["culprits"]] == [1] and hung["culprits"][0]["host"] == first_node
         assert f"requeued excluding {first_node}" in hung["message"]
     else:
-        assert "unhandled system error" in requeue["reason"] and requeue["reason"].startswith("rank 1 on ")
+        assert requeue["reason"].startswith("rank 1 on ") and (
+            "ECC" in requeue["reason"] or "NCCL" in requeue["reason"]
+        )
     resumed = wait_event(out, "train_start", restart=1, timeout_s=1)
     assert resumed["step"] == 4  # the checkpoint before the fault, not a fresh start
     fault_at = float((out / "fault_at").read_text())
@@ -270,17 +275,17 @@ def test_a_fault_of_a_node_requeues_the_job_without_that_node_into_the_same_run(
     client = MlflowClient(tracking_uri=uri)
     [run] = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
     assert run.info.run_id == done["mlflow_run_id"] and run.info.status == "FINISHED"
-    assert run.data.tags["normia.excluded_nodes"] == first_node
+    assert run.data.tags.get("normia.excluded_nodes") == (first_node if blamed else None)
     assert "rank 1" in run.data.tags["normia.requeued_after"] and "normia.failure" not in run.data.tags
 
 
 @pytest.mark.slow
 def test_a_two_node_job_checks_its_nodes_before_training_and_records_the_table(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_server: str
 ) -> None:
     """Issue 23: the pre-flight check runs by default on a job of 2+ nodes, before data and model; its table is in
     the run folder and the MLflow run, and its duration is the figure the issue asks for (goal < 30 s). System
-    metrics come from both nodes, each under its node's name."""
+    metrics come from both nodes, each under its node's name (an MLflow server: several nodes may write to it)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(
         "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1"
@@ -288,7 +293,7 @@ def test_a_two_node_job_checks_its_nodes_before_training_and_records_the_table(
     from mlflow.tracking import MlflowClient
 
     out = tmp_path / "run"
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_server
     code, text = normia_train(
         *WITH_MLFLOW, *DDP_2X1, *SLOW, "trainer.max_epochs=1", "launcher.wait=true", "logger.system_metrics=true",
         f"logger.tracking_uri={uri}", f"paths.output_dir={out}",
@@ -357,7 +362,7 @@ def test_crashing_rank_fails_the_job_within_a_minute_with_its_error(tmp_path: Pa
     first_step = wait_event(out, "first_step", timeout_s=1)
     assert ended - first_step["time"] < 60
     # an error of the code is not a fault of the node: nothing requeued, no node excluded
-    assert not [e for e in events.read(out) if e["event"] in ("requeued_excluding", "requeued")]
+    assert not [e for e in events.read(out) if e["event"] in ("requeued_after_fault", "requeued")]
 
 
 @pytest.mark.slow

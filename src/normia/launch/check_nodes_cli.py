@@ -45,7 +45,12 @@ def main(argv: list[str]) -> int:
     if not any(o.startswith("name=") for o in args.overrides):
         forced.append("name=check-nodes")  # its folder: <output_root>/check-nodes/<time>
     jobs, _ = compose_jobs([*args.overrides, *forced], multirun=False)
-    if int(jobs[0].launcher.gpus_per_node) > 0 and not any(o.startswith("trainer=") for o in args.overrides):
+    from normia.launch.spec import parse_launcher
+
+    gpus = parse_launcher(
+        jobs[0].launcher
+    ).gpus_per_node  # a wrong value: one line, before anything is submitted
+    if gpus > 0 and not any(o.startswith("trainer=") for o in args.overrides):
         # GPU nodes are checked with NCCL on the GPUs: no need to name a GPU trainer for a check that trains nothing
         jobs, _ = compose_jobs([*args.overrides, *forced, "trainer=gpu"], multirun=False)
     cfg = jobs[0]

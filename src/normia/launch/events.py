@@ -22,7 +22,8 @@ def slurm_job_id() -> str | None:
 
 
 def record(output_dir: str | Path, event: str, **fields: Any) -> None:
-    """Append one event (rank 0 only calls this); never fails the job over a log line."""
+    """Append one event (rank 0, or the rank that requeues a job after a fault); never fails the job over a log
+    line."""
     line = {
         "event": event,
         "time": time.time(),

@@ -62,6 +62,7 @@ class Verdict:
     failed: dict[str, list[str]]
     floor_gbps: float | None
     judged_floor: bool
+    group: list[str] = field(default_factory=list)  # problems of the whole group (the floor): no node named
 
     def lines(self) -> list[str]:
         """The table as text: all-reduce per size, each rank's median pair bandwidth and problems."""
@@ -81,6 +82,7 @@ class Verdict:
             out.append(f"  rank {report.rank} on {report.node} ({report.device}): pairs {pair}; {issues}")
         for node, why in sorted(self.failed.items()):
             out.append(f"FAILED {node}: {'; '.join(why)}")
+        out.extend(f"FAILED (all nodes): {why}" for why in self.group)
         return out
 
     def summary(self) -> str:
@@ -89,6 +91,7 @@ class Verdict:
         busbw = f", all-reduce busbw {self.allreduce[-1]['busbw_gbps']:.2f} GB/s" if self.allreduce else ""
         slowest = f", slowest pairs {min(pairs):.2f} GB/s" if pairs else ""
         verdict = f"failed on {', '.join(sorted(self.failed))}" if self.failed else "passed"
+        verdict = "failed: under the bus-bandwidth floor" if self.group and not self.failed else verdict
         return (
             f"{verdict} in {self.seconds:.1f} s over {self.world_size} ranks ({self.backend}){busbw}{slowest}"
         )
@@ -108,7 +111,17 @@ def median_pair(report: RankReport) -> float | None:
 
 
 def device_report(rank: int, node: str) -> RankReport:
-    """This rank's device: free memory, and NVML's health counters when nvidia-ml-py is installed."""
+    """This rank's device: free memory, and NVML's health counters when nvidia-ml-py is installed. A GPU that fails
+    to answer is a problem of this rank's node, not an exception."""
+    try:
+        return _device_report(rank, node)
+    except Exception as err:
+        return RankReport(
+            rank, node, "cuda", problems=[f"the GPU failed to answer: {' '.join(str(err).split())[:200]}"]
+        )
+
+
+def _device_report(rank: int, node: str) -> RankReport:
     if not torch.cuda.is_available():
         return RankReport(rank, node, "cpu", notes=["no GPU: device checks skipped"])
     index = torch.cuda.current_device()
@@ -137,11 +150,7 @@ def nvml_problems(index: int, notes: list[str]) -> list[str]:
     problems: list[str] = []
     try:
         pynvml.nvmlInit()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        ids = [v for v in visible.split(",") if v.strip()]
-        handle = pynvml.nvmlDeviceGetHandleByIndex(
-            int(ids[index]) if index < len(ids) and ids[index].isdigit() else index
-        )
+        handle = _nvml_handle(pynvml, index)
         checks: list[tuple[str, Callable[[], Any]]] = [
             ("uncorrected ECC errors", lambda: pynvml.nvmlDeviceGetTotalEccErrors(
                 handle, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC)),
@@ -167,6 +176,23 @@ def nvml_problems(index: int, notes: list[str]) -> list[str]:
     except pynvml.NVMLError as err:
         notes.append(f"NVML unavailable: {err}")
     return problems
+
+
+def _nvml_handle(pynvml: Any, index: int) -> Any:
+    """NVML's handle of CUDA device `index`, found by its UUID: NVML numbers GPUs in PCI order and ignores
+    CUDA_VISIBLE_DEVICES (which may hold UUIDs), so CUDA's index is not NVML's. Falls back on the index when this
+    torch build does not expose the UUID."""
+    uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
+    if uuid:
+        try:
+            return pynvml.nvmlDeviceGetHandleByUUID(
+                uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+            )
+        except pynvml.NVMLError:
+            pass
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    nvml_index = int(visible[index]) if index < len(visible) and visible[index].isdigit() else index
+    return pynvml.nvmlDeviceGetHandleByIndex(nvml_index)
 
 
 def allreduce_figures(
@@ -195,9 +221,10 @@ Exchange = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 def exchange(partner: int, send: torch.Tensor, receive: torch.Tensor) -> None:
-    """Send `send` to `partner` and receive its buffer, at the same time."""
-    requests = [dist.isend(send, partner), dist.irecv(receive, partner)]
-    for request in requests:
+    """Send `send` to `partner` and receive its buffer, at the same time. One batched call: with NCCL, two ranks that
+    both post a large isend before their irecv can block each other (NVIDIA/nccl#479); batch_isend_irecv groups them."""
+    ops = [dist.P2POp(dist.isend, send, partner), dist.P2POp(dist.irecv, receive, partner)]
+    for request in dist.batch_isend_irecv(ops):
         request.wait()
 
 
@@ -239,15 +266,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def judge(
-    ranks: list[RankReport],
-    allreduce: list[dict[str, float]],
-    floor_gbps: float | None,
-    judge_floor: bool,
-    slow_factor: float,
-) -> dict[str, list[str]]:
+def judge(ranks: list[RankReport], slow_factor: float) -> dict[str, list[str]]:
     """Failed nodes -> reasons: a device problem; a rank's median pair bandwidth `slow_factor` below the median of all
-    ranks; with NCCL, the largest all-reduce under the floor (a whole-group figure: every node is named)."""
+    ranks. (The floor is judged apart, by group_problems: a whole-group figure names no node.)"""
     failed: dict[str, list[str]] = {}
     for report in ranks:
         for problem in report.problems:
@@ -263,17 +284,23 @@ def judge(
                     f"rank {report.rank}: pair bandwidth {mine:.2f} GB/s, {typical / mine:.1f}x below the median "
                     f"{typical:.2f} GB/s (launcher.preflight_slow_factor={slow_factor:g})"
                 )
-    if (
-        floor_gbps and judge_floor and allreduce and len(ranks) > 1
-    ):  # one rank moves no bytes: no bus to judge
-        biggest = allreduce[-1]
-        if biggest["busbw_gbps"] < floor_gbps:
-            for node in sorted({r.node for r in ranks}):
-                failed.setdefault(node, []).append(
-                    f"all-reduce bus bandwidth {biggest['busbw_gbps']:.1f} GB/s under the partition's floor "
-                    f"{floor_gbps:g} GB/s"
-                )
     return failed
+
+
+def group_problems(
+    world: int, allreduce: list[dict[str, float]], floor_gbps: float | None, judge_floor: bool
+) -> list[str]:
+    """With NCCL and a floor, the largest all-reduce under it: a figure of the whole group, which names no node (the
+    job stops rather than excluding every node). One rank moves no bytes: nothing to judge."""
+    if not (floor_gbps and judge_floor and allreduce and world > 1):
+        return []
+    biggest = allreduce[-1]
+    if biggest["busbw_gbps"] >= floor_gbps:
+        return []
+    return [
+        f"all-reduce bus bandwidth {biggest['busbw_gbps']:.1f} GB/s at {biggest['bytes'] / MiB:.0f} MiB is under the "
+        f"partition's floor {floor_gbps:g} GB/s (launcher.partitions.<name>.min_busbw_gbps)"
+    ]
 
 
 def check_nodes(
@@ -296,6 +323,7 @@ def check_nodes(
         RankReport(**{**r, "pair_gbps": {int(k): v for k, v in r["pair_gbps"].items()}}) for r in gathered
     ]
     judge_floor = backend == "nccl"
-    failed = judge(ranks, allreduce, floor_gbps, judge_floor, slow_factor)
+    failed = judge(ranks, slow_factor)
+    group = group_problems(world, allreduce, floor_gbps, judge_floor)
     seconds = time.perf_counter() - started
-    return Verdict(world, backend, seconds, allreduce, ranks, failed, floor_gbps, judge_floor)
+    return Verdict(world, backend, seconds, allreduce, ranks, failed, floor_gbps, judge_floor, group)

@@ -1,9 +1,11 @@
-"""Requeue a Slurm job away from the node a failure is attributed to (issue 23).
+"""Requeue a Slurm job after a fault of the machine, away from the node it is attributed to (issue 23).
 
-A hang the watchdog pins on some ranks (training/watchdog.py), an NCCL error or a GPU error is a fault of a node, not
-of the user's code: the job is requeued with that node added to its excluded nodes, and the requeued job resumes
-from last.ckpt into the same MLflow run. A Python error of the model or data, or a stall shared by every rank (data,
-file system), is not requeued: running it again elsewhere would fail the same way.
+A hang the watchdog pins on some ranks (training/watchdog.py), a GPU error (ECC, Xid, off the bus) or a failed
+pre-flight check is a fault of a node, not of the user's code: the job is requeued with that node added to its
+excluded nodes, and the requeued job resumes from last.ckpt into the same MLflow run. An NCCL network error names no
+node (the healthy peers report it too): the job is requeued as it is, and the next attempt's pre-flight check (jobs of
+2+ nodes) finds the bad node. A Python error of the model or data, or a stall shared by every rank (data, file
+system), is not requeued: running it again elsewhere would fail the same way.
 
 Slurm refuses to change a running job's ExcNodeList ("Job is no longer pending execution"), so the job is requeued
 held, its exclusion updated while it is pending, then released: `scontrol requeuehold`, `update`, `release`
@@ -18,67 +20,96 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from normia.launch import events
 
-# Messages of faults of the machine rather than of the code: NCCL's system/remote/internal errors, GPU memory
-# errors (ECC, Xid), a GPU that fell off the bus or is unavailable. "CUDA error: out of memory" and a device-side
-# assert are the program's own faults and are not listed.
-HARDWARE_PATTERNS = (
-    r"\bNCCL (error|Error)\b",
-    r"nccl(System|Remote|Internal|UnhandledCuda)Error",
+# Faults of this process's own GPU: its node is to blame. Messages of NVIDIA's driver and CUDA/HIP runtimes for
+# uncorrectable memory errors, driver Xid events, a GPU off the bus or unavailable. Errors that code can cause too
+# ("CUDA error: out of memory", a device-side assert, "unspecified launch failure", ncclInvalidUsage,
+# ncclUnhandledCudaError) are left out.
+DEVICE_PATTERNS = (
     r"uncorrectable ECC error",
-    r"\bECC error\b",
-    r"\bXid\b",
+    r"cudaErrorECCUncorrectable|hipErrorECCNotCorrectable",
+    r"NVRM: Xid",
     r"GPU is lost|fallen off the bus",
-    r"unspecified launch failure",
-    r"CUDA-capable device\(s\) is/are busy or unavailable",
-    r"no CUDA-capable device is detected",
-    r"cudaErrorDevicesUnavailable|cudaErrorECCUncorrectable|hipErrorECCNotCorrectable",
+    r"CUDA-capable device\(s\) is/are busy or unavailable|cudaErrorDevicesUnavailable",
 )
-_HARDWARE = re.compile("|".join(HARDWARE_PATTERNS))
-SCONTROL_TIMEOUT_S = 30
+# Faults of the network between ranks: every rank usually sees them, the healthy ones included, so they name no
+# node; the job is requeued as it is and the next attempt's pre-flight check finds the bad node or link.
+NETWORK_PATTERNS = (
+    r"nccl(System|Remote|Internal)Error",
+    r"NCCL error.*(unhandled system error|remote process|internal error)",
+)
+_DEVICE = re.compile("|".join(DEVICE_PATTERNS))
+_NETWORK = re.compile("|".join(NETWORK_PATTERNS))
+SCONTROL_TIMEOUT_S = (
+    10  # each call; the other ranks of a hung job wait for the leader's requeue (watchdog.py)
+)
 
 
-def hardware_fault(error: BaseException) -> str | None:
-    """The matching line when `error` (or an error it was raised from) reads as a fault of the node, else None."""
+@dataclass(frozen=True)
+class NodeFault:
+    """A failure that is the machine's, not the code's. kind: "device" (this rank's GPU: exclude its node) or
+    "network" (between ranks: no node named). line: the error's line that says so (at most 300 characters)."""
+
+    kind: str
+    line: str
+
+
+def hardware_fault(error: BaseException) -> NodeFault | None:
+    """What `error` (or an error it was raised from) says of the machine, or None for an error of the code."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        match = _HARDWARE.search(str(current))
-        if match:
-            line = next(part for part in str(current).splitlines() if match.group(0) in part)
-            return " ".join(line.split())[:300]
+        text = str(current)
+        for kind, pattern in (("device", _DEVICE), ("network", _NETWORK)):
+            match = pattern.search(text)
+            if match:
+                line = next(part for part in text.splitlines() if match.group(0) in part)
+                return NodeFault(kind, " ".join(line.split())[:300])
         current = current.__cause__ or current.__context__
     return None
 
 
-def requeue_excluding(
+def requeue_after_fault(
     nodes: Iterable[str], reason: str, output_dir: str | Path, max_requeues: int
 ) -> str | None:
-    """Requeue this Slurm job with `nodes` added to its excluded nodes, up to `max_requeues` restarts.
+    """Requeue this Slurm job after a fault of the machine, with `nodes` added to its excluded nodes (none: requeued
+    as it is, e.g. after a network error that names no node), up to `max_requeues` restarts.
 
-    Returns the sentence to add to the job's error ("requeued excluding node2 ...") when the job was requeued, else
-    None after printing why not (not a Slurm job, restarts used up, too few nodes left in the partition, scontrol
-    refused). Records a `requeued_excluding` (or `not_requeued`) event in the run folder's slurm_events.jsonl.
-    Never raises: it runs while a job is failing.
+    Returns the sentence to add to the job's error ("job 12 requeued excluding node2 ...") when the job was requeued,
+    else None after printing why not (not a Slurm job, restarts used up, too few nodes left in the partition, scontrol
+    refused: e.g. another rank requeued it first). Records a `requeued_after_fault` (or `not_requeued`) event in the
+    run folder's slurm_events.jsonl. Never raises: it runs while a job is failing.
     """
     bad = sorted({n for n in nodes if n})
     job_id = events.slurm_job_id()
-    if job_id is None or not bad:
+    if job_id is None:
         return None
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    away = f" away from {','.join(bad)}" if bad else ""
 
     def refuse(why: str) -> None:
-        print(f"normia: not requeued away from {','.join(bad)}: {why}", flush=True)
+        print(f"normia: not requeued{away}: {why}", flush=True)
         events.record(output_dir, "not_requeued", reason=why, nodes=bad)
 
     if restarts >= max_requeues:
         refuse(f"already restarted {restarts} times (launcher.max_requeues={max_requeues})")
         return None
+    if not bad:
+        failed = _scontrol("requeue", job_id)
+        if failed:
+            refuse(f"scontrol requeue {job_id}: {failed}")
+            return None
+        events.record(output_dir, "requeued_after_fault", nodes=[], excluded=[], reason=reason[:500])
+        return (
+            f"job {job_id} requeued (restart {restarts + 1} of at most {max_requeues}; no node named: the next "
+            "attempt's pre-flight check looks for it); it resumes from the last checkpoint"
+        )
     job = _show_job(job_id)
     if job is None:
         refuse(f"scontrol show job {job_id} failed")
@@ -108,9 +139,12 @@ def requeue_excluding(
             f"normia: the exclusion of {','.join(bad)} was refused ({updated}); requeued as it was",
             flush=True,
         )
-    events.record(output_dir, "requeued_excluding", nodes=bad, excluded=excluded, reason=reason[:500])
+    events.record(output_dir, "requeued_after_fault", nodes=bad, excluded=excluded, reason=reason[:500])
     where = f"excluding {','.join(bad)}" if not updated else "(exclusion refused)"
-    return f"job {job_id} requeued {where} (restart {restarts + 1} of at most {max_requeues}); it resumes from the last checkpoint"
+    return (
+        f"job {job_id} requeued {where} (restart {restarts + 1} of at most {max_requeues}); it resumes from the "
+        "last checkpoint"
+    )
 
 
 def _scontrol(*args: str) -> str:
@@ -179,11 +213,12 @@ def _partition_nodes(partition: str) -> list[str] | None:
     return sorted(set(done.stdout.split())) if done.returncode == 0 else None
 
 
-def tag_exclusions(trackers: list[Any], output_dir: str | Path) -> None:
-    """Rank 0 of a requeued attempt, once the MLflow run is reopened: the nodes every earlier attempt excluded
-    (slurm_events.jsonl) as the tag normia.excluded_nodes, the last reason as normia.requeued_after. Whatever
-    requeued the job (a hang, an NCCL or GPU error on any rank, the pre-flight check), the run says it here."""
-    requeues = [e for e in events.read(output_dir) if e.get("event") == "requeued_excluding"]
+def tag_requeues(trackers: list[Any], output_dir: str | Path) -> None:
+    """Rank 0 of a requeued attempt, once the MLflow run is reopened: the last fault that requeued the job as the tag
+    normia.requeued_after and the nodes every earlier attempt excluded as normia.excluded_nodes (from
+    slurm_events.jsonl). Whatever requeued it (a hang, a GPU or NCCL error on any rank, the pre-flight check), the
+    run says it here."""
+    requeues = [e for e in events.read(output_dir) if e.get("event") == "requeued_after_fault"]
     if not requeues:
         return
     nodes = ",".join(sorted({n for e in requeues for n in e.get("nodes", [])}))
@@ -192,10 +227,8 @@ def tag_exclusions(trackers: list[Any], output_dir: str | Path) -> None:
         if client is None or not run_id or not hasattr(client, "set_tag"):
             continue
         try:
-            client.set_tag(run_id, "normia.excluded_nodes", nodes)
             client.set_tag(run_id, "normia.requeued_after", str(requeues[-1].get("reason", ""))[:5000])
+            if nodes:
+                client.set_tag(run_id, "normia.excluded_nodes", nodes)
         except Exception as err:  # a record, not the training
-            print(
-                f"warning: the excluded nodes were not recorded in MLflow run {run_id}: {err}",
-                file=sys.stderr,
-            )
+            print(f"warning: the requeue was not recorded in MLflow run {run_id}: {err}", file=sys.stderr)

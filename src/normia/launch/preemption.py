@@ -8,8 +8,9 @@ most max_requeues times) and every rank exits. The requeued job starts the same 
 from last.ckpt: same step, optimizer, LR schedule, RNG, data position and MLflow run. Lightning's own auto-requeue
 is off (SLURMEnvironment(auto_requeue=False)) and submitit's handler is replaced, so nothing else requeues.
 
-A fault of a node (a hang the watchdog pins on some ranks, an NCCL or GPU error) requeues the job too, with that node
-excluded (normia.launch.node_failure), when `exclude_failed_nodes` is on; an error of the code is not requeued.
+A fault of the machine requeues the job too when `exclude_failed_nodes` is on (normia.launch.node_failure): a hang the
+watchdog pins on some ranks or a GPU error, with that node excluded; an NCCL network error, as it is. An error of the
+code is not requeued.
 """
 
 from __future__ import annotations
@@ -56,30 +57,33 @@ class SlurmPreemption(L.Callback):
 
     def _requeue_away(self, nodes: list[str], reason: str) -> str | None:
         """The watchdog pinned a hang on `nodes`: requeue the job without them (None when it was not)."""
-        from normia.launch.node_failure import requeue_excluding
+        from normia.launch.node_failure import requeue_after_fault
 
-        return requeue_excluding(nodes, reason, self._root, self.max_requeues)
+        return requeue_after_fault(nodes, reason, self._root, self.max_requeues)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        """An NCCL or GPU error on this rank is its node's fault: requeue away from the node (errors of the code
-        are left to fail the job)."""
+        """A GPU error on this rank is its node's fault: requeue away from the node. An NCCL network error names no
+        node (healthy peers report it too): requeue as it is, the next attempt's pre-flight check looks for it.
+        Errors of the code are left to fail the job. Also before `setup` (NCCL's first collective runs earlier),
+        hence the run folder from the trainer."""
         if not (self.requeue and self.exclude_failed_nodes):
             return
-        from normia.launch.node_failure import hardware_fault, requeue_excluding
+        from normia.launch.node_failure import hardware_fault, requeue_after_fault
         from normia.node import node_name
 
         fault = hardware_fault(exception)
         if fault is None:
             return
         node = node_name()
-        said = requeue_excluding(
-            [node], f"rank {trainer.global_rank} on {node}: {fault}", self._root, self.max_requeues
+        where = f"rank {trainer.global_rank} on {node}"
+        blamed = [node] if fault.kind == "device" else []
+        said = requeue_after_fault(
+            blamed, f"{where}: {fault.line}", Path(trainer.default_root_dir), self.max_requeues
         )
         if said:
-            print(f"normia: rank {trainer.global_rank} on {node} failed with a fault of the node ({fault}); {said}",
-                  flush=True)  # fmt: skip
+            print(f"normia: {where} failed with a {fault.kind} fault ({fault.line}); {said}", flush=True)
             for logger in trainer.loggers:
                 if hasattr(logger, "final_status"):
                     logger.final_status = "KILLED"  # the requeued job reopens the run
@@ -102,12 +106,12 @@ class SlurmPreemption(L.Callback):
             self._first_step_seen = True
             if trainer.is_global_zero:
                 events.record(trainer.default_root_dir, "first_step", step=step)
-                from normia.launch.node_failure import tag_exclusions
+                from normia.launch.node_failure import tag_requeues
                 from normia.launch.preflight_run import attach_to_run
 
                 # the MLflow run is open by now (it opens at train start)
                 attach_to_run(trainer.loggers)
-                tag_exclusions(trainer.loggers, trainer.default_root_dir)
+                tag_requeues(trainer.loggers, trainer.default_root_dir)
         if step % self.check_every_n_steps:
             return
         action = max_over_ranks(signals.STATE.action, pl_module.device)  # the strongest action any rank got

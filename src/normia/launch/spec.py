@@ -127,6 +127,12 @@ def _check_values(spec: SlurmLauncherCfg) -> None:
         raise UserError(
             f"launcher.preflight_slow_factor={spec.preflight_slow_factor:g}: give a factor above 1 (default 3)"
         )
+    for name, limits in spec.partitions.items():
+        if limits.min_busbw_gbps is not None and limits.min_busbw_gbps <= 0:
+            raise UserError(
+                f"launcher.partitions.{name}.min_busbw_gbps={limits.min_busbw_gbps:g}: give a positive floor in GB/s, "
+                "or null for none"
+            )
     if spec.signal not in SIGNALS:
         raise UserError(f"launcher.signal='{spec.signal}' is not valid{did_you_mean(spec.signal, SIGNALS)}")
     if spec.gpus_flag not in GPU_FLAGS:

@@ -43,6 +43,9 @@ from normia.node import node_name, nodes_of_ranks
 HANG_EXIT_CODE = 124
 STEP_FACTOR = 20.0  # a step 20x slower than the median is not a slow step, it is a hang
 GATHER_S = 8.0  # how long a rank waits for the others' stack files before naming the culprits
+LEADER_WAIT_S = (
+    90.0  # how long the other ranks wait for the leader's hang.json (its scontrol calls: 10 s at most each)
+)
 HANG_DIR = "hang"
 SUMMARY = "hang.json"
 # torch's flight recorder: the last collectives of each process group (name, sizes, state: scheduled, started,
@@ -179,8 +182,13 @@ class HangWatchdog(L.Callback):
         if self._rank == leader:
             guilty = culprits(reports, self._world, self._nodes)
             message = describe(reports, self._world, folder, self._nodes)
-            nodes = blamed_nodes(guilty, self._world)
-            requeued = self.on_hang(nodes, message) if nodes and self.on_hang is not None else None
+            nodes = blamed_nodes(guilty, self._world, self._nodes)
+            requeued = None
+            if nodes and self.on_hang is not None:
+                try:
+                    requeued = self.on_hang(nodes, message)
+                except Exception as err:  # the hang must still end, named, on every rank
+                    print(f"warning: the requeue after the hang failed: {err}", file=sys.stderr, flush=True)
             if requeued:
                 message = f"{message}; {requeued}"
             summary = {"message": message, "culprits": guilty, "requeued": requeued, "reports": reports}
@@ -192,9 +200,9 @@ class HangWatchdog(L.Callback):
             # Published last: the other ranks exit when they see it, and srun then ends this one.
             tmp.replace(self.output_dir / SUMMARY)
         else:
-            deadline = (
-                time.monotonic() + 30.0
-            )  # the leader is writing MLflow's status: do not pull it down early
+            # The leader requeues (a few scontrol calls) and writes MLflow's status: do not pull it down early (srun
+            # ends every task when one exits with an error).
+            deadline = time.monotonic() + LEADER_WAIT_S
             while not (self.output_dir / SUMMARY).exists() and time.monotonic() < deadline:
                 time.sleep(0.2)
         sys.stderr.flush()
@@ -241,9 +249,11 @@ def dump_flight_recorder(folder: Path, rank: int) -> Path | None:
 
         if not (dist.is_available() and dist.is_initialized()):
             return None
-        from torch._C._distributed_c10d import _dump_fr_trace
+        import torch._C._distributed_c10d as c10d
 
-        data = _dump_fr_trace()
+        # NCCL keeps its own recorder in CUDA builds (_dump_nccl_trace); gloo and newer builds the general one.
+        nccl = dist.get_backend() == "nccl" and hasattr(c10d, "_dump_nccl_trace")
+        data = c10d._dump_nccl_trace() if nccl else c10d._dump_fr_trace()
         if not data:
             return None
         folder.mkdir(parents=True, exist_ok=True)
@@ -276,12 +286,17 @@ def gather(folder: Path, world: int, mine: dict[str, Any], seconds: float) -> li
     return sorted(reports, key=lambda r: r["rank"])
 
 
-def blamed_nodes(guilty: list[dict[str, Any]], world: int) -> list[str]:
+def blamed_nodes(guilty: list[dict[str, Any]], world: int, nodes: list[str] | None = None) -> list[str]:
     """The nodes a hang is pinned on: those of the culprits when they are some ranks, not all of them (a stall
-    shared by every rank, or the only rank's, may be data or a file system: moving the job would not help)."""
+    shared by every rank, or the only rank's, may be data or a file system: moving the job would not help), and, in a
+    job of several nodes (`nodes`: every rank's node), not every node (e.g. the same local rank on each: the code)."""
     if len(guilty) >= world:
         return []
-    return sorted({str(c["host"]) for c in guilty if c.get("host")})
+    blamed = sorted({str(c["host"]) for c in guilty if c.get("host")})
+    every = set(nodes or [])
+    if len(every) > 1 and set(blamed) >= every:
+        return []
+    return blamed
 
 
 def culprits(
