@@ -17,7 +17,7 @@ from tiny import TinyTokens, loader, trainer
 
 from normia.energy.callback import EnergyCallback
 from normia.energy.counters import open_counters
-from normia.training.worker import close_process_group
+from normia.training.process_group import close_process_group
 
 
 class NodeWork(TinyTokens):

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 
+from normia.launch.slurm_commands import slurm_output
 from normia.launch.timelimit import sinfo_limit_seconds
 
 _GPU_GRES = re.compile(r"gpu(?::[^:(,]+)?:(\d+)")
@@ -34,19 +34,8 @@ def live_partitions(timeout_s: float = 10.0) -> dict[str, PartitionInfo] | None:
     """Partitions of the cluster this machine submits to, or None if sinfo is missing or does not answer."""
     if shutil.which("sinfo") is None:
         return None
-    try:
-        out = subprocess.run(
-            ["sinfo", "-h", "-N", "-o", "%P|%l|%N|%G|%c"],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    return parse_sinfo(out.stdout)
+    out = slurm_output(["sinfo", "-h", "-N", "-o", "%P|%l|%N|%G|%c"], timeout_s)
+    return parse_sinfo(out) if out is not None else None
 
 
 def parse_sinfo(text: str) -> dict[str, PartitionInfo]:

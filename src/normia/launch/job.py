@@ -15,9 +15,13 @@ from normia.launch.place import JobPlace
 
 
 class TrainJob:
-    def __init__(self, cfg: DictConfig, place: JobPlace | None = None):
+    """One rank of a training job; with `check_only` (`normia check-nodes`), the pre-flight check of the nodes alone
+    (normia.launch.preflight_run): no data, no model, the table in <output_dir>/preflight.json and the job's log."""
+
+    def __init__(self, cfg: DictConfig, place: JobPlace | None = None, check_only: bool = False):
         self.cfg = cfg
         self.place = place
+        self.check_only = check_only
 
     def __call__(self) -> float | None:
         signals.install()  # first thing: a preemption signal during start-up is remembered, not lost
@@ -43,11 +47,14 @@ class TrainJob:
 
             check_supported_versions()  # the node's environment (launcher.setup's modules) may differ from ours
             check_master_resolves()
-            if preflight_wanted(self.cfg):  # before data and model: a bad node costs seconds, and is named
+            check_only = getattr(
+                self, "check_only", False
+            )  # a job pickled before check-nodes existed has none
+            if check_only or preflight_wanted(self.cfg):  # before data and model: a bad node costs seconds
                 code = run_preflight(self.cfg, self.cfg.paths.output_dir)
                 if code is not None:
                     raise SystemExit(code)
-            return run_training(self.cfg)
+            return None if check_only else run_training(self.cfg)
         finally:
             # The job is over (done, failed, or checkpointed for a requeue): a late signal must not kill the
             # process while it exits and turn the recorded outcome into FAILED. launcher=srun's next job installs
@@ -56,25 +63,3 @@ class TrainJob:
 
     def __repr__(self) -> str:
         return f"TrainJob({self.cfg.get('name')}, output_dir={self.cfg.paths.output_dir})"
-
-
-class CheckNodesJob(TrainJob):
-    """`normia check-nodes`: the pre-flight check alone (normia.launch.preflight_run), no data, no model. The table
-    goes to <output_dir>/preflight.json and the job's log; failing nodes end the job with PREFLIGHT_EXIT_CODE."""
-
-    def __call__(self) -> float | None:
-        signals.install()
-        try:
-            from normia.launch.preflight_run import run_preflight
-            from normia.launch.rendezvous import check_master_resolves
-
-            check_master_resolves()
-            code = run_preflight(self.cfg, self.cfg.paths.output_dir)
-            if code is not None:
-                raise SystemExit(code)
-            return None
-        finally:
-            signals.ignore_until_exit()
-
-    def __repr__(self) -> str:
-        return f"CheckNodesJob(output_dir={self.cfg.paths.output_dir})"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from normia.launch import events
+from normia.launch.slurm_commands import scontrol, slurm_output
 
 # Faults of this process's own GPU: its node is to blame. Messages of NVIDIA's driver and CUDA/HIP runtimes for
 # uncorrectable memory errors, driver Xid events, a GPU off the bus or unavailable. Errors that code can cause too
@@ -148,34 +148,15 @@ def requeue_after_fault(
 
 
 def _scontrol(*args: str) -> str:
-    """'' on success, else scontrol's message. scontrol runs with SIGTERM ignored: once the job is requeued, Slurm
-    signals every process of the job, and a killed `update` would be reported failed though the controller took it
-    (seen on the tests' cluster)."""
-    command = ["sh", "-c", 'trap "" TERM; exec scontrol "$@"', "scontrol", *args]
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=SCONTROL_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return str(err)
-    return "" if done.returncode == 0 else " ".join((done.stderr or done.stdout).split())[:300] or "failed"
+    return scontrol(*args, timeout_s=SCONTROL_TIMEOUT_S)
 
 
 def _show_job(job_id: str) -> dict[str, str] | None:
     """`scontrol show job -o` as KEY=VALUE pairs (values without spaces; enough for the keys read here)."""
-    try:
-        done = subprocess.run(
-            ["scontrol", "show", "job", "-o", job_id],
-            capture_output=True,
-            text=True,
-            timeout=SCONTROL_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+    out = slurm_output(["scontrol", "show", "job", "-o", job_id], SCONTROL_TIMEOUT_S)
+    if out is None:
         return None
-    if done.returncode != 0:
-        return None
-    first = done.stdout.splitlines()[0] if done.stdout.strip() else ""
+    first = out.splitlines()[0] if out.strip() else ""
     return dict(pair.split("=", 1) for pair in first.split() if "=" in pair)
 
 
@@ -183,34 +164,17 @@ def _hostnames(expression: str) -> list[str]:
     """node[1-3],gpu7 -> [node1, node2, node3, gpu7], through Slurm's own expansion."""
     if not expression or expression == "(null)":
         return []
-    try:
-        done = subprocess.run(
-            ["scontrol", "show", "hostnames", expression],
-            capture_output=True,
-            text=True,
-            timeout=SCONTROL_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return [expression]
-    return done.stdout.split() if done.returncode == 0 else [expression]
+    out = slurm_output(["scontrol", "show", "hostnames", expression], SCONTROL_TIMEOUT_S)
+    return out.split() if out is not None else [expression]
 
 
 def _partition_nodes(partition: str) -> list[str] | None:
     """The nodes of `partition` that are up (not down, drained or failing); None when sinfo cannot say."""
     if not partition:
         return None
-    try:
-        done = subprocess.run(
-            ["sinfo", "-h", "-N", "-p", partition, "-t", "idle,mix,alloc,completing", "-o", "%N"],
-            capture_output=True,
-            text=True,
-            timeout=SCONTROL_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return sorted(set(done.stdout.split())) if done.returncode == 0 else None
+    command = ["sinfo", "-h", "-N", "-p", partition, "-t", "idle,mix,alloc,completing", "-o", "%N"]
+    out = slurm_output(command, SCONTROL_TIMEOUT_S)
+    return sorted(set(out.split())) if out is not None else None
 
 
 def tag_requeues(trackers: list[Any], output_dir: str | Path) -> None:

@@ -16,7 +16,6 @@ code is not requeued.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import lightning as L
 
 from normia.launch import events, signals
+from normia.launch.slurm_commands import scontrol
 from normia.training.callbacks import flush_step_metrics, max_over_ranks
 
 
@@ -171,11 +171,8 @@ class SlurmPreemption(L.Callback):
             )
             events.record(root, "not_requeued", reason="max_requeues", step=step)
             return 1
-        result = subprocess.run(
-            ["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60, check=False
-        )
-        if result.returncode != 0:
-            message = (result.stderr or result.stdout).strip()
+        message = scontrol("requeue", job_id, timeout_s=60)
+        if message:
             print(f"normia: scontrol requeue {job_id} failed ({message}); {resume_hint}", flush=True)
             events.record(root, "not_requeued", reason=message, step=step)
             return 1

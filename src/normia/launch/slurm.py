@@ -156,9 +156,8 @@ def _submit(
 ) -> list[Any]:
     import submitit
 
-    from normia.launch.job import CheckNodesJob, TrainJob
+    from normia.launch.job import TrainJob
 
-    job_class = CheckNodesJob if check_only else TrainJob
     private_folder(folder)
     before = set(folder.iterdir())
     executor = submitit.SlurmExecutor(
@@ -171,10 +170,10 @@ def _submit(
         if env_file is not None:
             write_env_file(env_file, spec)
         if len(pending) == 1:
-            jobs = [executor.submit(job_class(pending[0], place))]
+            jobs = [executor.submit(TrainJob(pending[0], place, check_only))]
         else:
             with executor.batch():
-                jobs = [executor.submit(job_class(cfg, place)) for cfg in pending]
+                jobs = [executor.submit(TrainJob(cfg, place, check_only)) for cfg in pending]
     except Exception as err:  # sbatch refused: leave nothing behind, show Slurm's own words
         for path in set(folder.iterdir()) - before:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from normia.training.checkpoint_writer import WRITER
 from normia.training.consolidate import consolidated_for_resume
 from normia.training.health import json_safe
 from normia.training.module import TaskModule
+from normia.training.process_group import close_gloo_group_at_exit
 from normia.training.quiet import quiet_libraries
 from normia.training.refusal import nothing_left_if_refused
 from normia.training.resume_check import describe, recorded_config, resume_changes
@@ -39,8 +40,8 @@ DONE = "done.json"
 def run_training(cfg: DictConfig) -> float | None:
     """Fit one job; return the monitored metric (best value if a best checkpoint was tracked)."""
     started = time.perf_counter()
-    atexit.unregister(release_gloo_group)  # registered once, however many fits this process runs
-    atexit.register(release_gloo_group)
+    atexit.unregister(close_gloo_group_at_exit)  # registered once, however many fits this process runs
+    atexit.register(close_gloo_group_at_exit)
     WRITER.reset()  # this fit's checkpoint counters (normia search runs several fits in one process)
     quiet_libraries()
     output_dir = Path(cfg.paths.output_dir)
@@ -100,21 +101,6 @@ def run_training(cfg: DictConfig) -> float | None:
     if stopped.stopped:
         raise Stopped(stopped.exit_code)
     return result
-
-
-def release_gloo_group() -> None:
-    """At exit, while the interpreter is still whole: a gloo process group left to interpreter finalization can abort
-    the finished process (SIGABRT, "terminate called without an active exception": its worker threads release
-    tensors after the interpreter is gone; pytorch/pytorch#190489), which turned a COMPLETED Slurm task into a failed
-    one here. Lightning does not destroy the group it made. NCCL groups are left alone: destroying one whose peer
-    died can block."""
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
-            dist.destroy_process_group()
-    except Exception:  # an exit handler must not fail the exit
-        pass
 
 
 def _fit(trainer: L.Trainer, module: TaskModule, datamodule: Any, ckpt_path: Path | None) -> None:

@@ -46,6 +46,7 @@ def main() -> int:
     with open(path) as handle:
         cfg = OmegaConf.create(handle.read())
     os.unlink(path)
+    from normia.training.process_group import close_process_group
     from normia.training.run import run_training
 
     try:
@@ -58,20 +59,6 @@ def main() -> int:
     finally:
         close_process_group()
     return 0
-
-
-def close_process_group() -> None:
-    """Tear the process group down before the interpreter exits. A rank that leaves by an exception (a diverged
-    loss) with gloo's threads still alive was seen to abort in their destructors ('terminate called without an
-    active exception', exit -6) instead of returning its own code."""
-    import contextlib
-
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        # the exit code already says what happened: a failing teardown must not replace it
-        with contextlib.suppress(Exception):
-            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
