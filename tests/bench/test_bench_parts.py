@@ -123,3 +123,40 @@ def test_nvml_meter_reads_millijoules_as_one_counter() -> None:
     start = meter.read()
     nvml.millijoules += 7_500
     assert meter.joules_since(start) == pytest.approx(7.5)
+
+
+@pytest.mark.parametrize("interrupted_at", [0, 1, 2])
+def test_an_interrupt_between_the_json_and_the_csv_of_a_row_leaves_them_agreeing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupted_at: int
+) -> None:
+    """SIGTERM is raised as KeyboardInterrupt wherever the run is; after the JSON of row N is written and before its
+    CSV line is, the finished files must still hold the same rows (the CI failure of stop 33)."""
+    import csv
+
+    from normia.bench import results
+
+    writer = results.ResultsWriter(tmp_path, "kernels", {"device": "cpu"}, ["kernel", "ms"])
+    real_cell = results._csv_cell
+    calls = {"n": 0}
+
+    def cell_interrupted_once(value: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2 * interrupted_at + 1:  # the first cell of row `interrupted_at`
+            raise KeyboardInterrupt
+        return real_cell(value)
+
+    monkeypatch.setattr(results, "_csv_cell", cell_interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        for i in range(3):
+            writer.add({"kernel": f"k{i}", "ms": 0.5 * (i + 1)})
+    monkeypatch.setattr(results, "_csv_cell", real_cell)
+    writer.finish("interrupted")
+    with writer.csv_path.open() as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["kernel", "ms"]
+    assert (
+        [r[0] for r in table[1:]]
+        == [r["kernel"] for r in writer.rows]
+        == [f"k{i}" for i in range(interrupted_at + 1)]
+    )
+    assert not list(tmp_path.glob("*.tmp"))

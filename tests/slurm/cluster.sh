@@ -75,7 +75,7 @@ install_packages() {
 }
 
 write_config() {
-    mkdir -p "$S"/{etc,log,run,state,spool,dev,munge,mysql}
+    mkdir -p "$S"/{etc,log,run,state,spool,dev,munge,mysql} "$S"/spool/node{1,2}  # slurmd wants its spool at start
     chmod 700 "$S/munge"
     # Fake GPUs: Slurm only stats the device files, it never opens them; mknod gives char devices like /dev/null.
     for i in 0 1; do [[ -c "$S/dev/nvidia$i" ]] || mknod "$S/dev/nvidia$i" c 1 3; done

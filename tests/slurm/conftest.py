@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_health import heal
 
 CLUSTER_SH = Path(__file__).with_name("cluster.sh")
 STATE_DIR = Path(os.environ.get("NORMIA_SLURM_DIR", "/tmp/normia-slurm"))
@@ -64,3 +65,27 @@ def slurm_cluster() -> Iterator[Path]:
             os.environ["SLURM_CONF"] = previous
         if not already_up:
             _run("stop", timeout=60)
+
+
+@pytest.fixture(autouse=True)
+def _cluster_in_service(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Around each test on the cluster: a node out of service or a job left queued is reported (terminal and
+    STATE_DIR/log/health.log) and repaired, so one broken node costs one test, not every later one (stop 33)."""
+    if "slurm_cluster" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("slurm_cluster")
+    _report(request, "before", heal(STATE_DIR, CLUSTER_SH))
+    yield
+    _report(request, "after", heal(STATE_DIR, CLUSTER_SH))
+
+
+def _report(request: pytest.FixtureRequest, when: str, lines: list[str]) -> None:
+    if not lines:
+        return
+    text = "\n".join([f"slurm cluster health {when} {request.node.nodeid}:", *lines])
+    with (STATE_DIR / "log" / "health.log").open("a") as f:
+        f.write(text + "\n")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("\n" + text)

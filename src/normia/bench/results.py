@@ -3,6 +3,8 @@ raw timings), a CSV and a markdown table of the scalar columns, and PNG plots at
 
 Each row is flushed to disk as soon as it is measured (JSON rewritten atomically, CSV appended), so an interrupted
 run keeps every row it finished; its JSON says `"status": "interrupted"` (or "running" if the process was killed).
+The end of a run (complete or interrupted) rewrites the CSV from the rows, so a SIGTERM that lands between the JSON
+write and the CSV append of one row cannot leave the two files disagreeing.
 """
 
 from __future__ import annotations
@@ -41,8 +43,7 @@ class ResultsWriter:
         self.json_path = self.out_dir / f"{name}.json"
         self.csv_path = self.out_dir / f"{name}.csv"
         self.md_path = self.out_dir / f"{name}.md"
-        with self.csv_path.open("w", newline="") as f:
-            csv.writer(f).writerow(self.columns)
+        self._write_csv()
         self._write_json()
 
     @property
@@ -68,6 +69,7 @@ class ResultsWriter:
             paths = plot(self.rows, self.out_dir)
             self.doc["plots"] = [p.name for p in paths]
         self._write_json()
+        self._write_csv()
         self.md_path.write_text(self.markdown())
         return [self.json_path, self.csv_path, self.md_path, *paths]
 
@@ -87,6 +89,15 @@ class ResultsWriter:
         for row in self.rows:
             lines.append("| " + " | ".join(_fmt(row.get(c)) for c in self.columns) + " |")
         return "\n".join(lines) + "\n"
+
+    def _write_csv(self) -> None:
+        """The header and every row, atomically (the per-row appends of `add` are only a crash's partial copy)."""
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(self.columns)
+            writer.writerows([_csv_cell(row.get(c)) for c in self.columns] for row in self.rows)
+        os.replace(tmp, self.csv_path)
 
     def _write_json(self) -> None:
         tmp = self.json_path.with_suffix(".json.tmp")
