@@ -63,10 +63,16 @@ def test_wall_clock_saves_happen_and_only_the_newest_are_kept(workdir: Path, ran
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "ranks", [[], ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]], ids=["1", "2"]
+    ("ranks", "allocation"),
+    [([], None), (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"], None), ([], "999")],
+    ids=["1", "2", "1-inside-an-allocation"],
 )
-def test_sigterm_saves_and_exits_143(workdir: Path, ranks: list[str]) -> None:
+def test_sigterm_saves_and_exits_143(workdir: Path, ranks: list[str], allocation: str | None) -> None:
+    """Also a launcher=local run inside a Slurm allocation (SLURM_JOB_ID set, scancel sends SIGTERM): it used to be
+    left to Lightning, which printed "Received SIGTERM" and exited 0 with no last.ckpt and the run FAILED."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SLURM_JOB_ID")}
+    if allocation is not None:
+        env["SLURM_JOB_ID"] = allocation
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [
         sys.executable,

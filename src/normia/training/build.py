@@ -111,7 +111,7 @@ def build_callbacks(
         "last": last,
         "best": best,
         "state": NormiaState(tracker, OmegaConf.to_yaml(redact(cfg))),
-        "stop": GracefulStop(saver=last, tracker=tracker, signals=stop_signals()),
+        "stop": GracefulStop(saver=last, tracker=tracker, signals=stop_signals(cfg)),
         "throughput": Throughput(),
         # Checked every log_every_n_steps in one read (no host read per step), as the logged values are.
         "nonfinite": NonFiniteLoss(nonfinite_mode(cfg), every=int(cfg.trainer.log_every_n_steps or 1)),
@@ -154,12 +154,18 @@ def build_callbacks(
     return [*user, *own], roles
 
 
-def stop_signals() -> tuple[int, ...]:
-    """Ctrl-C always; SIGTERM too outside Slurm (a `kill`, a container stop): it saves and exits 143 instead of
-    dying with nothing saved. Under Slurm the launcher's SlurmPreemption owns SIGTERM (and USR1)."""
+def stop_signals(cfg: DictConfig) -> tuple[int, ...]:
+    """Ctrl-C always; SIGTERM too unless the launcher's SlurmPreemption owns it (launcher=slurm/srun, which also
+    takes USR1): a `kill`, a container stop or the scancel of an allocation running launcher=local then saves and
+    exits 143 instead of dying with nothing saved. Decided by the callbacks configured, not by SLURM_JOB_ID: a
+    local run inside an salloc allocation has that variable and no SlurmPreemption (issue 25)."""
     import signal
 
-    return (signal.SIGINT,) if os.environ.get("SLURM_JOB_ID") else (signal.SIGINT, signal.SIGTERM)
+    preemption = any(
+        str((node or {}).get("_target_", "")).rsplit(".", 1)[-1] == "SlurmPreemption"
+        for node in (cfg.get("callbacks") or {}).values()
+    )
+    return (signal.SIGINT,) if preemption else (signal.SIGINT, signal.SIGTERM)
 
 
 def _rich_ok(cfg: DictConfig) -> bool:
