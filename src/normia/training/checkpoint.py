@@ -9,7 +9,6 @@ complete one (training/periodic_checkpoint.py); runs of earlier normia versions 
 from __future__ import annotations
 
 import glob
-import pickle
 import re
 import time
 from pathlib import Path
@@ -21,6 +20,13 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from normia.errors import UserError
 from normia.training.atomic_text import write_atomic
+from normia.training.checkpoint_check import (
+    DamagedCheckpoint,
+    checkpoint_damage,
+    damage_of,
+    refused_by_weights_only,
+    torch_load,
+)
 from normia.training.checkpoint_writer import WRITER, stage
 from normia.training.sharded_read import full_checkpoint, is_sharded, read_meta
 
@@ -106,20 +112,46 @@ def is_checkpoint(path: str | Path) -> bool:
 
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """The whole checkpoint in the one-file layout, from either format. weights_only=True; a checkpoint that
-    needs arbitrary unpickling is refused with a clear message (UserError), as is a missing one."""
+    needs arbitrary unpickling is refused with a clear message (UserError), as is a missing one, and a damaged one
+    (DamagedCheckpoint: cut short, overwritten). A file of torch's older serialization reads too."""
     try:
         if is_sharded(path):
-            return full_checkpoint(path)
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError) as err:
-        if "weights_only" in str(err) or isinstance(err, pickle.UnpicklingError):
+            return _full_checkpoint(path)
+        return torch_load(path, map_location=map_location)
+    except FileNotFoundError:
+        if Path(path).exists():  # a sharded folder missing one of its shard files
+            raise DamagedCheckpoint(
+                f"checkpoint {path} is damaged: a file of it is missing; restore it from a copy"
+            ) from None
+        raise UserError(f"checkpoint {path} does not exist") from None
+    except Exception as err:
+        if refused_by_weights_only(err):
             raise UserError(
                 f"refusing to load {path}: it holds objects that only arbitrary unpickling can rebuild, which could "
                 "run code; re-save it as plain tensors/state dicts or use a checkpoint written by normia"
             ) from None
-        raise
-    except FileNotFoundError:
-        raise UserError(f"checkpoint {path} does not exist") from None
+        reason = damage_of(err) or checkpoint_damage(
+            path
+        )  # the check reads it again on the CPU, step by step
+        if reason is None:
+            raise
+        raise DamagedCheckpoint(
+            f"checkpoint {path} is damaged: {reason}; restore it from a copy, or give another checkpoint"
+        ) from None
+
+
+def _full_checkpoint(path: str | Path) -> dict[str, Any]:
+    """full_checkpoint, with DCP's CheckpointException (a BaseException that wraps what a rank's read raised)
+    turned into the error it wraps."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        return full_checkpoint(path)
+    except CheckpointException as err:
+        failures = list(getattr(err, "failures", {}).values())
+        first = failures[0] if failures else None
+        cause = first[0] if isinstance(first, tuple) and first and isinstance(first[0], Exception) else first
+        raise (cause if isinstance(cause, Exception) else RuntimeError(str(err))) from None
 
 
 def step_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
@@ -144,6 +176,26 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
         return path
     steps = step_checkpoints(folder)
     return steps[-1][1] if steps else None
+
+
+def readable_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint of a run folder that reads (last.ckpt, then step-N.ckpt newest first) and the newer
+    ones skipped as damaged, each with its one-line reason: what a resume starts from (issue 25). (None, [...]) when
+    every checkpoint there is damaged, (None, []) when there is none."""
+    folder = Path(output_dir) / "checkpoints"
+    candidates = [folder / LAST] if is_checkpoint(folder / LAST) else []
+    candidates += [path for _, path in reversed(step_checkpoints(folder))]
+    skipped: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+    for path in candidates:
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        reason = checkpoint_damage(path)
+        if reason is None:
+            return path, skipped
+        skipped.append((path, reason))
+    return None, skipped
 
 
 def read_normia_state(path: str | Path) -> dict[str, Any]:

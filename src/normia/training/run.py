@@ -21,7 +21,8 @@ from normia.errors import Stopped, UserError
 from normia.training.atomic_text import write_text_atomic
 from normia.training.build import build_callbacks, build_tracker, build_trainer, instantiate_node
 from normia.training.callbacks import StopRequested
-from normia.training.checkpoint import last_checkpoint, read_normia_state
+from normia.training.checkpoint import read_normia_state, readable_checkpoint
+from normia.training.checkpoint_check import DamagedCheckpoint, require_readable
 from normia.training.checkpoint_writer import WRITER
 from normia.training.consolidate import consolidated_for_resume
 from normia.training.health import json_safe
@@ -142,8 +143,17 @@ def _checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> Path | None:
     FSDP (DDP, one process) is first consolidated into one file beside it (checkpoints/.resume-<name>)."""
     if isinstance(cfg.resume, str) and cfg.resume.endswith(".ckpt"):
         path: Path | None = Path(cfg.resume)
+        require_readable(path)
     else:
-        path = last_checkpoint(output_dir)
+        path, skipped = readable_checkpoint(output_dir)
+        if path is None and skipped:
+            raise DamagedCheckpoint(
+                f"no checkpoint of {output_dir} reads ({len(skipped)} damaged, newest {skipped[0][0].name}: "
+                f"{skipped[0][1]}); restore one from a copy, or resume=false to start over"
+            )
+        if skipped and _global_rank() == 0:
+            for damaged, reason in skipped:  # the next line printed says which one it resumes from
+                print(f"resume: skipping {damaged}: {reason}", flush=True)
     if path is not None and is_sharded(path) and cfg.trainer.strategy != "fsdp":
         path = consolidated_for_resume(path, output_dir, rank_zero=_global_rank() == 0)
     return path
