@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from normia.errors import UserError
+from normia.reproduce_tolerance import default_rtol
 
 if TYPE_CHECKING:
     from normia.project import Project
@@ -75,10 +76,17 @@ def _parser() -> argparse.ArgumentParser:
         help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
     )
     parser.add_argument(
-        "--rtol", type=float, default=0.0, help="relative tolerance under which a metric counts as reproduced"
+        "--rtol",
+        type=float,
+        default=None,
+        help="relative tolerance under which a metric counts as reproduced (default: 0 for a run made with "
+        "trainer.deterministic=true, else 1e-4, or 1e-2 in 16-bit precision: the rounding drift of "
+        "nondeterministic reductions; the verdict says which was used)",
     )
     parser.add_argument(
-        "--check", action="store_true", help="exit with code 1 when a metric differs beyond --rtol"
+        "--check",
+        action="store_true",
+        help="exit with code 1 when a metric differs beyond --rtol (default: off)",
     )
     parser.add_argument(
         "--trust",
@@ -181,13 +189,27 @@ def build_job(
     cfg.resume = False
     cfg.logger.tracking_uri = uri
     cfg.logger.run_name = f"reproduce-{run_id[:8]}"
-    cfg.tags = {**(OmegaConf.to_container(cfg.tags) if cfg.get("tags") else {}), REPRODUCED_FROM: run_id}
+    cfg.tags = {**own_tags(cfg.get("tags")), REPRODUCED_FROM: run_id}
     if not trust:
         check_final(cfg, run_id)
     cfg = validate(cfg)
     cfg.overrides = overrides
     assign_output_dir(cfg)
     return cfg, changed
+
+
+# Tags that place a run inside something else: MLflow's own (mlflow.parentRunId nests it under a search's parent
+# run) and a search trial's (search.trial_number, search.params.*). A reproduction is its own run, linked to the
+# original by REPRODUCED_FROM only: inheriting them showed two "trial 1" children in the search (issue 25).
+PLACEMENT_TAG_PREFIXES = ("mlflow.", "search.")
+
+
+def own_tags(recorded: Any) -> dict[str, Any]:
+    """The recorded run's `tags` config without the tags that place it in a search or under a parent run."""
+    from omegaconf import OmegaConf
+
+    tags = OmegaConf.to_container(recorded) if recorded else {}
+    return {k: v for k, v in (tags or {}).items() if not str(k).startswith(PLACEMENT_TAG_PREFIXES)}  # type: ignore[union-attr]
 
 
 def check_final(cfg: Any, run_id: str) -> None:
@@ -580,12 +602,16 @@ def compare(original: dict[str, float], new: dict[str, float], rtol: float) -> t
     return lines, same
 
 
-def verdict(same: bool, rtol: float, causes: list[Difference]) -> list[str]:
-    """The lines after the metric table: identical, or differs with the likely causes (the pre-run differences)."""
+def verdict(same: bool, rtol: float, causes: list[Difference], basis: str = "") -> list[str]:
+    """The lines after the metric table: identical, or differs with the likely causes (the pre-run differences).
+    `basis`: why this tolerance (when it was chosen from the run, not given), said beside it."""
+    why = f"; {basis}" if basis else ""
     if same:
-        tolerance = "identical" if rtol == 0 else f"within rtol={rtol}"
+        tolerance = "identical" if rtol == 0 else f"within rtol={rtol:g}{why}"
         return [f"result: identical (reproduced: every metric {tolerance})"]
-    lines = ["result: differs (metrics differ" + (")" if rtol == 0 else f" beyond rtol={rtol})")]
+    lines = [
+        "result: differs (metrics differ" + (")" if rtol == 0 and not why else f" beyond rtol={rtol:g}{why})")
+    ]
     lines += [f"  likely cause: {d.cause}" for d in causes]
     if not causes:
         lines.append(
@@ -673,8 +699,12 @@ def main(argv: list[str]) -> int:
         raise UserError(
             "the re-run recorded no MLflow run (logger=none in the recorded config?): nothing to compare"
         )
-    lines, same = compare(final_metrics(client, args.run_id), final_metrics(client, new_id), args.rtol)
+    original, reproduced = final_metrics(client, args.run_id), final_metrics(client, new_id)
+    rtol, basis = (args.rtol, "") if args.rtol is not None else default_rtol(cfg)
+    lines, same = compare(original, reproduced, rtol)
+    if same and compare(original, reproduced, 0.0)[1]:
+        rtol, basis = 0.0, ""  # every metric bitwise equal: say identical, whatever the tolerance
     print(f"== run {new_id} ({REPRODUCED_FROM}={args.run_id}) vs the original")
     print("\n".join(lines))
-    print("\n".join(verdict(same, args.rtol, differences)))
+    print("\n".join(verdict(same, rtol, differences, basis)))
     return 1 if (args.check and not same) else 0
