@@ -21,6 +21,7 @@ def preflight_local(cfg: DictConfig) -> None:
     from normia.tracking.tags import check_user_tags
     from normia.tracking.uri import check_reachable, resolve_tracking_uri
     from normia.training.outputs import check_writable
+    from normia.training.settings_check import check_settings_here
 
     _check_target_check_mode()
     check_writable(cfg.paths.output_dir)
@@ -39,6 +40,7 @@ def preflight_local(cfg: DictConfig) -> None:
             )
     if cfg.trainer.precision == "float8":
         check_float8_here(accelerator, int(cfg.trainer.devices))
+    check_settings_here(cfg)
 
 
 def check_float8_here(accelerator: str, devices: int) -> None:
