@@ -174,6 +174,14 @@ def test_refused_exports_write_nothing(workdir: Path, capsys: pytest.CaptureFixt
     capsys.readouterr()
     cases = [
         (["export", f"run={summary.run_id}", "registered_name=a/b"], "registered_name='a/b'"),
+        # names models:/NAME/1 reads as a query, a fragment or a space (issue 25): registered, never loadable
+        (
+            ["export", f"run={summary.run_id}", "registered_name=pm10?x=1"],
+            "models:/pm10?x=1/1 could not load it",
+        ),
+        (["export", f"run={summary.run_id}", "registered_name=pm10#2"], "registered_name='pm10#2'"),
+        (["export", f"run={summary.run_id}", "registered_name=pm10 rouen"], "registered_name='pm10 rouen'"),
+        (["export", f"run={summary.run_id}", "registered_name=-pm10"], "registered_name='-pm10'"),
         (["export", "ckpt=missing.ckpt"], "checkpoint missing.ckpt does not exist"),
         (["export", f"run={summary.run_id}", "format=tflite"], "unknown format=tflite"),
         (["export", f"ckpt={summary.checkpoint}", "data.path=absent.csv"], "input not found: absent.csv"),
@@ -236,3 +244,14 @@ def test_format_export_logs_a_checked_torch_export_program(
     capsys.readouterr()
     assert main(["export", f"run={summary.run_id}", "format=onnx"]) == 2
     assert "format=onnx needs the onnx" in capsys.readouterr().err
+
+
+def test_a_run_name_becomes_a_registrable_name() -> None:
+    from normia.inference.pyfunc import REGISTERED_NAME, registered_name_of
+
+    for run_name, expected in [
+        ("pm10 rouen/v2", "pm10-rouen-v2"),
+        ("quickstart", "quickstart"),
+        ("??", "normia-model"),
+    ]:
+        assert registered_name_of(run_name) == expected and REGISTERED_NAME.fullmatch(expected)

@@ -50,7 +50,10 @@ def main(argv: list[str]) -> int:
         raise UserError(f"unknown format={fmt}: pyfunc (default), export (torch.export) or torchscript")
     from normia.api import project_scope
     from normia.inference.loading import load_run
-    from normia.inference.pyfunc import example_input, export_run
+    from normia.inference.pyfunc import check_registered_name, example_input, export_run, registered_name_of
+
+    if "registered_name" in pairs:
+        check_registered_name(pairs["registered_name"])  # before the run is loaded or anything written
     from normia.tracking.uri import check_reachable, resolve_tracking_uri
 
     uri = resolve_tracking_uri(None)
@@ -58,7 +61,7 @@ def main(argv: list[str]) -> int:
     with project_scope(args.config_dir):
         run = load_run(source, trust=args.trust, tracking_uri=uri)
         example = example_input(run, pairs.get("data.path"))
-        name = pairs.get("registered_name") or str(run.cfg.get("name") or "normia-model")
+        name = pairs.get("registered_name") or registered_name_of(str(run.cfg.get("name") or ""))
         exported = export_run(run, example, name, uri, program_format=None if fmt == "pyfunc" else fmt)
     print(f"registered {exported.model_uri} (MLflow run {exported.export_run_id})")
     print(f"  from run {exported.source_run_id or '-'}, checkpoint {exported.checkpoint}")

@@ -13,6 +13,7 @@ seed; REST: `{"dataframe_split": ..., "params": {"max_new_tokens": 50}}`), with 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,25 @@ def build_program(run: LoadedRun, example: pd.DataFrame, fmt: str, folder: Path)
     return target, error
 
 
+# What a models:/NAME/VERSION URI can address: '?', '#', '/', ':', '%', spaces and the like register fine and are then
+# read as the URI's query, fragment or path, so the model can never be loaded by name (issue 25 B).
+REGISTERED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_registered_name(name: str | None) -> None:
+    """Raise UserError unless `name` can be loaded back as models:/NAME/VERSION."""
+    if not name or not REGISTERED_NAME.fullmatch(name):
+        raise UserError(
+            f"registered_name={name!r}: models:/{name}/1 could not load it; use letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit)"
+        )
+
+
+def registered_name_of(run_name: str) -> str:
+    """A registrable name from a run's `name` (which may hold spaces or '/'), for an export given none."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", run_name).strip("-._") or "normia-model"
+
+
 def export_run(
     run: LoadedRun,
     example: pd.DataFrame,
@@ -168,8 +188,7 @@ def export_run(
     from normia.inference.artifact_digests import TAG, encode, file_digests
     from normia.inference.predictors import predict_frame
 
-    if not registered_name or any(ch in registered_name for ch in "/:%"):
-        raise UserError(f"registered_name={registered_name!r}: use letters, digits, '.', '_' or '-'")
+    check_registered_name(registered_name)
     from normia.inference.predictors import input_kind
 
     params = None
