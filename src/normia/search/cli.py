@@ -71,10 +71,11 @@ def run(prepared: Prepared) -> int:
     import optuna
 
     from normia.private_paths import private_folder
+    from normia.search.parent_run import ParentRun, ended_on_error
     from normia.search.prepare import FOLDER_FIX
     from normia.search.storage import open_storage
 
-    plan, search = prepared.plan, prepared.search
+    plan = prepared.plan
     fresh_dir = not Path(plan.search_dir).exists()
     private_folder(Path(plan.search_dir), FOLDER_FIX)  # the plan names the code workers import: nobody else's
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -88,27 +89,42 @@ def run(prepared: Prepared) -> int:
         study.set_user_attr("search.space", json.dumps(plan.params, sort_keys=True))
         study.set_user_attr("search.monitor", plan.monitor)
         study.set_user_attr("search.space_name", prepared.space_name)
+    parent: ParentRun | None = None
     if prepared.logger_on:
-        from normia.search.parent_run import open_parent_run
+        parent = _open_parent(prepared)
+        plan.parent_run_id = parent.run_id
+    with ended_on_error(plan.tracking_uri, parent):  # a crash never leaves the parent RUNNING
+        if parent is not None:
+            study.set_user_attr("search.parent_run_id", parent.run_id)
+        return _run_workers(prepared, study, fresh_dir)
 
-        plan.parent_run_id = open_parent_run(
-            plan.tracking_uri,
-            prepared.experiment_name,
-            plan.study_name,
-            plan.parent_run_id,
-            {
-                "search.study": plan.study_name,
-                "search.space": prepared.space_name,
-                "search.n_trials": str(plan.n_trials),
-                "search.storage": shown_storage(plan.storage),
-                "search.folder": plan.search_dir,
-            },
-        )
-        study.set_user_attr("search.parent_run_id", plan.parent_run_id)
-    plan_path, sha256 = plan.write()
-    from normia.search.local_workers import run_local
+
+def _open_parent(prepared: Prepared) -> Any:
+    from normia.search.parent_run import open_parent_run
+
+    plan = prepared.plan
+    return open_parent_run(
+        plan.tracking_uri,
+        prepared.experiment_name,
+        plan.study_name,
+        plan.parent_run_id,
+        {
+            "search.study": plan.study_name,
+            "search.space": prepared.space_name,
+            "search.n_trials": str(plan.n_trials),
+            "search.storage": shown_storage(plan.storage),
+            "search.folder": plan.search_dir,
+        },
+    )
+
+
+def _run_workers(prepared: Prepared, study: Any, fresh_dir: bool) -> int:
+    """Write the plan, run the workers (local processes or a Slurm job array), then report."""
+    from normia.search import local_workers
     from normia.search.report import finish
 
+    plan, search = prepared.plan, prepared.search
+    plan_path, sha256 = plan.write()
     verb = "resuming" if prepared.resumed else "starting"
     print(
         f"{verb} study '{plan.study_name}': {plan.n_trials} trials, {search.workers} worker(s), "
@@ -125,7 +141,7 @@ def run(prepared: Prepared) -> int:
                 _undo_new_search(plan, fresh_dir)
             raise
     else:
-        code = run_local(plan, plan_path, search.workers, sha256)
+        code = local_workers.run_local(plan, plan_path, search.workers, sha256)
     return finish(study, plan, code)
 
 

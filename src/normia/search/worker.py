@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from normia.errors import UserError
 from normia.search.plan import SearchPlan, read_plan
 
 
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return work(read_plan(Path(args.plan), args.sha256), args.index)
     except KeyboardInterrupt:
         return 130
+    except UserError as err:  # a damaged journal, a changed plan: one line in its log
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":
