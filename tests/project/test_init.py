@@ -196,3 +196,28 @@ def test_the_generated_tests_pass(template: str, tmp_path: Path, normia_cli) -> 
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "2 passed" in done.stdout
     assert snapshot(root) == before
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_new_project_is_a_repository_with_a_clean_first_commit(tmp_path: Path, normia_cli) -> None:
+    """Issue 25 D: without a repository every run of the project recorded no commit."""
+    env = {"GIT_CONFIG_GLOBAL": str(tmp_path / "no-gitconfig"), "GIT_CONFIG_NOSYSTEM": "1"}  # no identity set
+    done = normia_cli("init", "study", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "study"
+    git = ["git", "-C", str(root)]
+    assert subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).returncode == 0
+    assert subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout == ""
+    tracked = subprocess.run([*git, "ls-files"], capture_output=True, text=True).stdout.split()
+    assert "pyproject.toml" in tracked and "src/study/model.py" in tracked
+    assert "git: a new repository with a first commit" in done.stdout
+
+    from normia.tracking.run_tags import git_state
+
+    commit, dirty = git_state(root)
+    assert commit and dirty is False
+
+    # inside an existing repository, the project is part of it: no nested repository
+    done = normia_cli("init", "study/sub", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert not (root / "sub" / ".git").exists() and f"inside the repository {root}" in done.stdout

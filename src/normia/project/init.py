@@ -136,14 +136,17 @@ def main(argv: list[str]) -> int:
     variables = project_variables(pkg, args.template)
     files = render_project(TEMPLATES[args.template], variables)
     write_project(target, files, TEMPLATES[args.template].sample_data)
-    _report(target, args.path, variables)
+    from normia.project.git_init import init_repository
+
+    _report(target, args.path, variables, init_repository(target))
     return 0
 
 
-def _report(target: Path, typed: str, variables: dict[str, str]) -> None:
+def _report(target: Path, typed: str, variables: dict[str, str], git_line: str) -> None:
     pkg, experiment = variables["pkg"], variables["experiment"]
     print(
         f"wrote the '{variables['template']}' template into {target} (package {pkg}, experiment {experiment})\n"
+        f"  {git_line}\n"
         f"  configs/experiment/{experiment}.yaml  the experiment: change the keys marked CHANGE for your data\n"
         f"  src/{pkg}/model.py, data.py   the network and the data module\n"
         f"  tests/, README.md\n"
