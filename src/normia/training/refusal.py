@@ -22,11 +22,11 @@ def nothing_left_if_refused(
     except UserError as err:
         # A refusal (exit 2) only: a run that failed (e.g. diverged at its first step, exit 3) keeps its folder.
         if output_dir is not None and err.exit_code == EXIT_USER_ERROR and not started():
-            _remove(output_dir, root)
+            remove_run_folder(output_dir, root)
         raise
 
 
-def _remove(output_dir: Path, root: Path) -> None:
+def remove_run_folder(output_dir: Path, root: Path) -> None:
     """The run folder, then its parents up to (not including) paths.output_root's parent, while they are empty."""
     shutil.rmtree(output_dir, ignore_errors=True)
     stop = root.absolute().parent

@@ -29,7 +29,7 @@ from normia.training.health import json_safe
 from normia.training.module import TaskModule
 from normia.training.process_group import close_gloo_group_at_exit
 from normia.training.quiet import quiet_libraries
-from normia.training.refusal import nothing_left_if_refused
+from normia.training.refusal import nothing_left_if_refused, remove_run_folder
 from normia.training.resume_check import describe, recorded_config, resume_changes
 from normia.training.sharded_read import is_sharded
 from normia.training.summary import print_summary, run_summary
@@ -99,6 +99,10 @@ def run_training(cfg: DictConfig) -> float | None:
         print_summary(summary)
         if not stopped.stopped and not cfg.trainer.fast_dev_run:
             write_text_atomic(output_dir / DONE, json.dumps(json_safe(summary), indent=2, allow_nan=False))
+        if cfg.trainer.fast_dev_run and fresh:
+            # debug=fast_dev_run checks the path and keeps nothing (issue 25 D: it left config.yaml, checkpoints/)
+            remove_run_folder(output_dir, Path(cfg.paths.output_root))
+            print(f"debug=fast_dev_run: nothing kept ({output_dir} removed)", flush=True)
     if stopped.stopped:
         raise Stopped(stopped.exit_code)
     return result
