@@ -68,6 +68,10 @@ def test_twelve_trials_two_workers_beat_the_default(workdir: Path, normia_cli) -
     assert len(children) == len(trials)
     numbers = sorted(int(r.data.tags["search.trial_number"]) for r in children)
     assert numbers == sorted(t.number for t in trials)
+    # the best trial's own run is printed, not only the parent (issue 25)
+    printed = out.split("best trial's MLflow run: ")[1].split()[0]
+    [best_run] = [r for r in children if r.info.run_id == printed]
+    assert best_run.data.metrics["val/acc"] == pytest.approx(best)
     for run in children:
         assert run.data.tags["search.state"] in ("COMPLETE", "PRUNED")
         assert "search.params.optim.lr" in run.data.tags

@@ -12,13 +12,19 @@ from normia.search.claim import REASON_ATTR
 
 
 def best_trial(study: Any) -> dict[str, Any] | None:
-    """{number, value, params} of the best COMPLETE trial, or None when no trial completed."""
+    """{number, value, params, run_id} of the best COMPLETE trial (run_id: its MLflow run, None without one), or None
+    when no trial completed."""
     from optuna.trial import TrialState
 
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None
     best = study.best_trial
-    return {"number": best.number, "value": best.value, "params": dict(best.params)}
+    return {
+        "number": best.number,
+        "value": best.value,
+        "params": dict(best.params),
+        "run_id": best.user_attrs.get("search.run_id"),
+    }
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:

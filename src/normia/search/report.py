@@ -39,6 +39,10 @@ def finish(study: Any, plan: Any, code: int) -> int:
     if best is not None:
         shown = " ".join(f"{k}={v}" for k, v in best["params"].items())
         print(f"best: trial {best['number']}  {plan.monitor} {best['value']:.4f}  {shown}")
+        if best.get("run_id"):  # the run to open, predict with, export or reproduce (issue 25 D)
+            print(
+                f"  best trial's MLflow run: {best['run_id']}  (normia predict/export run={best['run_id']})"
+            )
     else:
         print("best: none (no trial completed)")
     print(f"  outputs: {', '.join(str(f.name) for f in files)} in {folder}")
