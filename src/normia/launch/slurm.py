@@ -24,6 +24,7 @@ from normia.launch import events
 from normia.launch.checks import check_request
 from normia.launch.cluster_info import live_partitions
 from normia.launch.place import JobPlace, job_place, pin_paths
+from normia.launch.plan_notes import checkpoint_line, gpu_model, node_local_warnings
 from normia.launch.python_env import check_gpu_python, describe_python
 from normia.launch.sbatch import (
     ENV_FILE_PREFIX,
@@ -75,6 +76,10 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool, che
             print(f"already done, skipped: {cfg.paths.output_dir} (delete its {DONE} to run it again)")
         else:
             pending.append(cfg)
+    data_sizes = {id(cfg): _data_per_rank(cfg, spec) for cfg in pending} if not check_only else {}
+    for cfg in pending:
+        for warning in node_local_warnings(cfg, spec):
+            print(warning)
     folder = _log_folder(spec, jobs)
     env_file = folder / f"{ENV_FILE_PREFIX}{uuid.uuid4().hex[:12]}.sh" if spec.env else None
     params = executor_params(spec, partition, f"normia-{jobs[0].name}", env_file, place)
@@ -82,7 +87,7 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool, che
     array_size = len(pending) if len(pending) > 1 else None
     if dry_run:
         script = render_script(params, folder / "%j", python_command(spec), array_size)
-        _print_plan(spec, partition, pending, len(jobs))
+        _print_plan(spec, partition, pending, len(jobs), data_sizes)
         _print_place(place, script)
         if env_file is not None:
             shown = " ".join(mask_text(f"{k}={v}") for k, v in spec.env.items())
@@ -196,15 +201,32 @@ def _slurm_message(err: Exception) -> str:
     return " ".join(message.split())[:500]
 
 
+def _data_per_rank(cfg: DictConfig, spec: SlurmLauncherCfg) -> str:
+    """The data read here once and checked against the job's world size (refused in one line when a rank would get
+    less than a batch or no validation sample): the job would fail at its start, after its wait in the queue."""
+    from normia.data.world_size import check_data_per_rank
+
+    per_node = f"{spec.gpus_per_node} GPU(s)" if spec.gpus_per_node else f"{spec.tasks} task(s)"
+    return check_data_per_rank(cfg, f"{spec.nodes} node(s) x {per_node}").describe()
+
+
 def _resources(spec: SlurmLauncherCfg, partition: str | None) -> str:
     per_node = f"{spec.gpus_per_node} GPU(s)" if spec.gpus_per_node else f"{spec.tasks} task(s)"
+    gpu = gpu_model(spec, partition) if spec.gpus_per_node else None
+    where = f"partition {partition or '(default)'}" + (f", GPU {gpu}" if gpu else "")
     return (
-        f"{spec.nodes} node(s) x {per_node}, {spec.nodes * spec.tasks} rank(s), partition {partition or '(default)'}, "
+        f"{spec.nodes} node(s) x {per_node}, {spec.nodes * spec.tasks} rank(s), {where}, "
         f"time {format_seconds(spec.time_s)}, signal {spec.signal} {spec.signal_delay_s}s before the end"
     )
 
 
-def _print_plan(spec: SlurmLauncherCfg, partition: str | None, pending: list[DictConfig], total: int) -> None:
+def _print_plan(
+    spec: SlurmLauncherCfg,
+    partition: str | None,
+    pending: list[DictConfig],
+    total: int,
+    data_sizes: dict[int, str],
+) -> None:
     print(f"resources: {_resources(spec, partition)}")
     print(describe_python(spec))
     mode = str(spec.preflight).lower()
@@ -226,6 +248,9 @@ def _print_plan(spec: SlurmLauncherCfg, partition: str | None, pending: list[Dic
     for cfg in pending:
         print(f"  {_shown(cfg)} -> {cfg.paths.output_dir}")
         print(f"    each rank: {_rank_runs(cfg)}")
+        if id(cfg) in data_sizes:
+            print(f"    data: {data_sizes[id(cfg)]}")
+        print(f"    {checkpoint_line(cfg, spec)}")
         print(f"    mlflow: {_mlflow_where(cfg)}")
 
 
@@ -279,6 +304,7 @@ def _print_submitted(
         print(f"  job {job.job_id}: {_shown(cfg)}")
         print(f"    output: {cfg.paths.output_dir}")
         print(f"    each rank: {_rank_runs(cfg)}")
+        print(f"    {checkpoint_line(cfg, spec)}")
         print(f"    logs:   {job.paths.stdout} (rank 0; other ranks: {job.paths.folder}/*_log.*)")
     print(f"  mlflow: {_mlflow_where(cfgs[0])}")
     ids = ",".join(str(job.job_id) for job in jobs)

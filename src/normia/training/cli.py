@@ -233,10 +233,14 @@ def run_job(cfg: DictConfig) -> int:
     world = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
     try:
         if world > 1:
+            from normia.data.world_size import check_data_per_rank
             from normia.training.spawn import run_local_processes
 
             if int(cfg.trainer.num_nodes) > 1:
                 raise UserError("trainer.num_nodes > 1 needs a cluster: use launcher=slurm (or austral)")
+            check_data_per_rank(
+                cfg, f"trainer.devices={world}"
+            )  # once here, not by every rank after it started
             code = run_local_processes(cfg, world)
             if code in (130, 143):
                 raise Stopped(code)
