@@ -112,12 +112,15 @@ def fetch_run(client: Any, run_id: str, uri: str) -> Any:
         ) from None
 
 
-def recorded_job(client: Any, run: Any, trust: bool = False) -> tuple[Any, list[str]]:
+def recorded_job(
+    client: Any, run: Any, trust: bool = False, relocated: Path | None = None
+) -> tuple[Any, list[str]]:
     """(the recorded config, the recorded command-line overrides) from the run's artifacts.
 
     Both came from the store, which anyone who can write to it controls: before anything is imported, the config's
     `_target_`s must name allowed code and neither may call a resolver (config/trust.py); a recorded
     `trusted_targets` is ignored. trust=True (--trust) skips that. Raises UserError for a refused or missing config.
+    `relocated`: the run's artifact folder when it is not where the store recorded it (check_artifacts).
     """
     from mlflow.exceptions import MlflowException
     from omegaconf import OmegaConf
@@ -129,7 +132,7 @@ def recorded_job(client: Any, run: Any, trust: bool = False) -> tuple[Any, list[
     origin = f"run {run_id} {CONFIG_ARTIFACT}"
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            config_path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
+            config_path = _artifact(client, run_id, CONFIG_ARTIFACT, tmp, relocated)
         except (MlflowException, OSError) as err:
             try:
                 client.list_artifacts(run_id)
@@ -144,7 +147,7 @@ def recorded_job(client: Any, run: Any, trust: bool = False) -> tuple[Any, list[
             ) from None
         config = load_untrusted_yaml(Path(config_path).read_text(), origin, trust=trust)
         try:
-            path = client.download_artifacts(run_id, OVERRIDES_ARTIFACT, tmp)
+            path = _artifact(client, run_id, OVERRIDES_ARTIFACT, tmp, relocated)
             text = Path(path).read_text()
             loaded = load_recorded_yaml(text, f"run {run_id} {OVERRIDES_ARTIFACT}")
             overrides = list(OmegaConf.to_container(loaded, resolve=False) or [])
@@ -155,6 +158,16 @@ def recorded_job(client: Any, run: Any, trust: bool = False) -> tuple[Any, list[
         config.trusted_targets = []
     texts = [str(o).replace("\\${", "${") for o in overrides]
     return config, untrusted_overrides(texts, f"run {run_id} {OVERRIDES_ARTIFACT}", trust=trust)
+
+
+def _artifact(client: Any, run_id: str, name: str, tmp: str, relocated: Path | None) -> str:
+    """The local path of one artifact: in the relocated folder when there is one, else downloaded through MLflow."""
+    if relocated is None:
+        return str(client.download_artifacts(run_id, name, tmp))
+    path = relocated / name
+    if not path.is_file():
+        raise FileNotFoundError(str(path))
+    return str(path)
 
 
 def build_job(
@@ -347,32 +360,32 @@ class Difference:
     cause: str
 
 
-def local_artifact_path(artifact_uri: str) -> Path | None:
-    """The folder of a run's artifacts on this machine's filesystem, or None for a remote store (http, s3, ...)."""
-    from urllib.parse import unquote, urlparse
-
-    if artifact_uri.startswith("file:"):
-        return Path(unquote(urlparse(artifact_uri).path))
-    if artifact_uri.startswith("/"):
-        return Path(artifact_uri)
-    return None
-
-
-def check_artifacts(run: Any, uri: str) -> None:
-    """Raises UserError when the run's artifacts live in a local folder that is not here: the usual cause is an
-    mlflow.db copied without the mlruns/ folder that was beside it (the store keeps that folder's absolute path)."""
+def check_artifacts(run: Any, uri: str) -> Path | None:
+    """The folder the run's artifacts are read from when it is not where the store recorded it: the mlruns/ folder
+    beside a copied sqlite store (said in one line); None when they are where recorded, or remote. Raises UserError
+    when they are in a local folder found nowhere here."""
     from normia.config.masking import mask_uri
+    from normia.tracking.copied_store import artifacts_here, local_artifact_path, store_folder
 
-    folder = local_artifact_path(run.info.artifact_uri or "")
-    if folder is None or folder.is_dir():
-        return
+    recorded = local_artifact_path(run.info.artifact_uri or "")
+    if recorded is None or recorded.is_dir():
+        return None
+    found, moved = artifacts_here(run.info.artifact_uri or "", uri)
+    if found is not None and moved:
+        print(f"note: the artifacts of run {run.info.run_id} are read from {found}, beside the copied store (it "
+              f"recorded {recorded}, a path of the machine that made the run)")  # fmt: skip
+        return found
     copied = ""
-    if uri.startswith("sqlite:///"):
-        copied = f" (a copy of {Path(uri[len('sqlite:///') :]).name} without the mlruns/ folder that was beside it?)"
+    folder = store_folder(uri)
+    if folder is not None:
+        copied = (
+            f" nor in {folder / 'mlruns'} beside the store (a copy of {Path(uri[len('sqlite:///') :]).name} without "
+            "the mlruns/ folder that was beside it?)"
+        )
     raise UserError(
-        f"the artifacts of run {run.info.run_id} are not reachable at {run.info.artifact_uri}: the store "
-        f"{mask_uri(uri)} holds the run's record, not its files{copied}; copy that mlruns/ folder too so that "
-        f"{folder} exists on this machine, or point --tracking-uri at the MLflow server that holds the run"
+        f"the artifacts of run {run.info.run_id} are not reachable at {run.info.artifact_uri}{copied}: the store "
+        f"{mask_uri(uri)} holds the run's record, not its files; copy that mlruns/ folder beside mlflow.db, or "
+        f"point --tracking-uri at the MLflow server that holds the run"
     )
 
 
@@ -642,9 +655,9 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(tracking_uri=uri)
     run = fetch_run(client, args.run_id, uri)
-    check_artifacts(run, uri)
+    relocated = check_artifacts(run, uri)
     project = recorded_project(run)  # before the recorded config is read: it may name the project's code
-    recorded, overrides = recorded_job(client, run, trust=args.trust)
+    recorded, overrides = recorded_job(client, run, trust=args.trust, relocated=relocated)
 
     from omegaconf import OmegaConf
 
@@ -689,6 +702,13 @@ def main(argv: list[str]) -> int:
     from normia.training.preflight import preflight_local
 
     preflight_local(cfg)
+    if relocated is not None and cfg.logger.get("experiment_name"):  # the last step before the run: nothing
+        from normia.tracking.copied_store import experiment_here  # earlier writes into the store
+
+        cfg.logger.experiment_name = experiment_here(client, str(cfg.logger.experiment_name), uri)
+        print(
+            f"note: the re-run is logged to experiment '{cfg.logger.experiment_name}', its files beside this store"
+        )
     with trusting_all_targets(args.trust):  # --trust: the run builds what the record names, unchecked
         code = run_job(cfg)
     if code != 0:

@@ -85,3 +85,41 @@ def test_a_reproduced_search_trial_is_its_own_run_linked_by_a_tag(normia_cli, wo
     ]
     assert copy.data.tags["normia.reproduced_from"] == trial
     assert not any(key.startswith("search.") for key in copy.data.tags)
+
+
+@pytest.mark.slow
+def test_a_store_copied_with_its_mlruns_folder_reproduces_where_it_was_copied(
+    normia_cli, workdir: Path
+) -> None:
+    """The failure example: mlflow.db copied with mlruns/ beside it; the artifacts were looked for at the original
+    absolute path and the error guessed that mlruns/ was not copied."""
+    import shutil
+
+    here = workdir / "alice"
+    here.mkdir()
+    trained = normia_cli(
+        "train", "experiment=quickstart", "trainer.max_steps=3", "trainer.enable_progress_bar=false",
+        "logger.system_metrics=false", cwd=here, timeout=300,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    [done] = here.glob("outputs/*/*/done.json")
+    run_id = json.loads(done.read_text())["mlflow_run_id"]
+    partner = workdir / "bob"
+    partner.mkdir()
+    shutil.copy(here / "mlflow.db", partner / "mlflow.db")
+    shutil.copytree(here / "mlruns", partner / "mlruns")
+    shutil.copytree(
+        here / "outputs", partner / "outputs"
+    )  # what reproduce does not need, a colleague may copy too
+    (here / "mlruns").rename(here / "gone")  # as on the colleague's machine: the recorded path does not exist
+
+    result = normia_cli("reproduce", run_id, cwd=partner, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"note: the artifacts of run {run_id} are read from {partner / 'mlruns'}" in result.stdout
+    assert "note: the re-run is logged to experiment 'quickstart-copy'" in result.stdout
+    assert "result: identical" in result.stdout
+    assert not (here / "mlruns").exists(), "the re-run wrote into the other machine's path"
+    client = MlflowClient(tracking_uri=f"sqlite:///{partner / 'mlflow.db'}")
+    [copy] = client.search_runs([client.get_experiment_by_name("quickstart-copy").experiment_id])
+    assert copy.data.tags["normia.reproduced_from"] == run_id
+    assert Path(copy.info.artifact_uri.removeprefix("file://")).is_relative_to(partner / "mlruns")
