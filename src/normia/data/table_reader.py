@@ -10,6 +10,7 @@ NaN or a cryptic pandas error is a UserError naming the file, the column and the
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import io
@@ -134,7 +135,7 @@ def read_table(
             frame = pd.read_parquet(p)
         except Exception as err:  # pyarrow raises several types for a corrupt file
             raise UserError(f"cannot read the Parquet file {p}: {err}") from None
-        frame.attrs.update(decimal=decimal, sep=None)
+        frame.attrs.update(decimal=decimal, sep=None, encoding=None)
         return frame
     raw = p.read_bytes()
     if not raw.strip():
@@ -146,7 +147,8 @@ def read_table(
         frame = _read_csv(p, sep, encoding)
     except UnicodeDecodeError:
         raise UserError(
-            f"the data file {p} is not {encoding}: set data.encoding=latin-1 or re-encode it"
+            _utf8_read_as(raw, p, encoding)
+            or f"the data file {p} is not {encoding}: set data.encoding=latin-1 or re-encode it"
         ) from None
     except pd.errors.ParserError as err:
         raise UserError(_parser_error_message(str(err), p, sep)) from None
@@ -154,7 +156,7 @@ def read_table(
     if explicit_sep:
         _check_split(frame, sep, p)
     frame = _drop_trailing_empty_columns(frame)
-    frame.attrs.update(decimal=decimal, sep=sep)
+    frame.attrs.update(decimal=decimal, sep=sep, encoding=encoding)  # require_columns names a wrong encoding
     for name in frame.columns:
         if _is_boolean(frame[name]):  # True/False, as pandas reads them
             frame[name] = frame[name].str.strip().str.lower().map({"true": True, "false": False})
@@ -251,11 +253,28 @@ def _decode_head(raw: bytes, path: Path, encoding: str) -> str:
         ):  # a character cut by the sample, not a bad byte
             return head[: err.start].decode(encoding, errors="replace")
         raise UserError(
-            f"the data file {path} is not {encoding} (invalid byte at offset {err.start}): "
+            _utf8_read_as(raw, path, encoding)
+            or f"the data file {path} is not {encoding} (invalid byte at offset {err.start}): "
             "set data.encoding=latin-1 (or cp1252) or re-encode the file to UTF-8"
         ) from None
     except LookupError:
         raise UserError(f"unknown data.encoding '{encoding}': use e.g. utf-8-sig, latin-1, cp1252") from None
+
+
+def _utf8_read_as(raw: bytes, path: Path, encoding: str) -> str | None:
+    """For a UTF-8 file that data.encoding (cp1252, ...) cannot read, the message naming both and the fix: re-encoding
+    it to UTF-8, the usual advice, would change nothing."""
+    with contextlib.suppress(LookupError):
+        if _codec(encoding) == "utf-8":
+            return None
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return (
+        f"the data file {path} is UTF-8, not {encoding} (data.encoding): save it as {encoding} (normia predict "
+        "reads new files as the run's data.encoding), or train with data.encoding=utf-8-sig on UTF-8 files"
+    )
 
 
 def _check_split(frame: pd.DataFrame, sep: str, path: Path) -> None:
@@ -371,15 +390,88 @@ def _check_decimal_marks(
 
 
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], source: str | Path, key: str) -> None:
-    """Every named column must exist; otherwise name the missing one, the closest match and the columns present."""
+    """Every named column must exist; otherwise name the missing one, the closest match and the columns present.
+
+    A name that is another present only through a wrong encoding ('température' read as 'tempÃ©rature') names the
+    two encodings and the fix instead: a 'did you mean' would ask to type the garbled name."""
     present = [str(c) for c in frame.columns]
     for name in columns:
         if name not in present:
+            mixup = _encoding_mixup(name, present, frame.attrs.get("encoding"), source, key)
+            if mixup:
+                raise UserError(mixup)
             hint = did_you_mean(name, [p for p in present if len(p) <= 200]) if len(name) <= 200 else ""
             raise UserError(
                 f"column '{shown_bare(name)}' (data.{key}) is not in {source}"
                 f"{hint if 'did you mean' in hint else ''}; columns present: {shown_list(present, count=20)}"
             )
+
+
+# Codecs a CSV is written in -> (how a message names it, the data.encoding value that reads it).
+ENCODINGS = {
+    "utf-8": ("UTF-8", "utf-8-sig"),
+    "cp1252": ("cp1252", "cp1252"),
+    "iso8859-1": ("latin-1", "latin-1"),
+}
+
+
+def _codec(encoding: str) -> str:
+    """The codec's canonical name, UTF-8 with or without a byte-order mark as one ('utf-8')."""
+    name = codecs.lookup(encoding).name
+    return "utf-8" if name.startswith("utf-8") else name
+
+
+def _label(codec: str) -> str:
+    return ENCODINGS.get(codec, (codec,))[0]
+
+
+def _recoded(text: str, wrote: str, read: str) -> str | None:
+    """text as it reads when its bytes in `wrote` are decoded as `read` (a BOM dropped), or None if they cannot be."""
+    try:
+        return text.encode(wrote).decode(read).lstrip("\ufeff").strip()
+    except UnicodeError:
+        return None
+
+
+def _encoding_mixup(
+    name: str, present: list[str], encoding: str | None, source: object, key: str
+) -> str | None:
+    """The message for a missing column that a present one is, written in one encoding and read in another.
+
+    Either this file is X read as data.encoding (its header is garbled: save it in data.encoding, which normia
+    predict reads new files with, or train with X's data.encoding), or the run's own name is garbled (its training
+    file was X read as data.encoding, and this file is in data.encoding: saved as X, it reads the same way).
+    Without a known data.encoding (Parquet, a frame) the column names themselves are garbled."""
+    try:
+        read = _codec(encoding) if encoding else None
+    except LookupError:
+        return None
+    where = f"column '{shown_bare(name)}' (data.{key}) is not in {source}"
+    columns = [c for c in present if len(c) <= 200] if len(name) <= 200 else []
+    for wrote in ENCODINGS:
+        for was_read in [read] if read else [c for c in ENCODINGS if c != "utf-8"]:
+            if wrote == was_read:
+                continue
+            label, setting = ENCODINGS[wrote]
+            for column in columns:
+                if _recoded(column, was_read, wrote) == name:
+                    if not read:
+                        return (
+                            f"{where}: its column '{shown_bare(column)}' is '{shown_bare(name)}' as {label} text read "
+                            f"as {_label(was_read)}; fix the column names where the file was made"
+                        )
+                    return (
+                        f"{where}: the file is {label} but data.encoding={encoding} reads '{shown_bare(name)}' as "
+                        f"'{shown_bare(column)}'; save it as {_label(read)} (normia predict reads new files as the "
+                        f"run's data.encoding), or train with data.encoding={setting} on {label} files"
+                    )
+                if read and _recoded(name, read, wrote) == column:
+                    return (
+                        f"{where}: that name is '{shown_bare(column)}' garbled (the run read a {label} file as "
+                        f"data.encoding={encoding}) and this file is {_label(read)}; save it as {label} so that "
+                        "it reads the same way"
+                    )
+    return None
 
 
 def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], source: str | Path) -> pd.DataFrame:
@@ -397,23 +489,13 @@ def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], source: str | P
 
 
 def parse_dates(frame: pd.DataFrame, column: str, source: str | Path, date_format: str | None) -> pd.Series:
-    """Parse a date column: ISO (yyyy-mm-dd) or day-first (dd/mm/yyyy) unless data.date_format says otherwise."""
+    """Parse a date column: ISO (yyyy-mm-dd), day-first (dd/mm/yyyy) or with month names (French or English)
+    unless data.date_format says otherwise; see normia.data.dates for the one-line error and its suggested format."""
     import pandas as pd
+
+    from normia.data.dates import read_dates
 
     raw = frame[column]
     if pd.api.types.is_datetime64_any_dtype(raw):
         return raw
-    text = raw.astype(str).str.strip()
-    fmt = date_format
-    if fmt is None:
-        sample = text.iloc[0] if len(text) else ""
-        fmt = "%d/%m/%Y" if len(sample) >= 10 and sample[2] == "/" and sample[5] == "/" else "ISO8601"
-        if fmt == "%d/%m/%Y" and len(sample) > 10:
-            fmt = "mixed"
-    try:
-        dates = pd.to_datetime(text, format=fmt, dayfirst=True)
-    except (ValueError, TypeError) as err:
-        raise UserError(
-            f"cannot read the dates in column '{shown_bare(column)}' of {source}: {short_error(err)}; set data.date_format (e.g. %d/%m/%Y)"
-        ) from None
-    return dates
+    return read_dates(raw.astype(str).str.strip(), column, source, date_format)
