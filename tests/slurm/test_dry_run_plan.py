@@ -124,3 +124,43 @@ def test_data_and_model_locations_are_looked_at_too() -> None:
         "warning: model.path=/tmp/llama-1b",
     ]
     assert node_local_warnings(cfg, parse_launcher(OmegaConf.create({"name": "slurm", "nodes": 1}))) == []
+
+
+def dry_run_of(*argv: str) -> tuple[int, str]:
+    """A dry run of exactly `argv` (no default experiment or trainer) on 2 H200 nodes of the Austral preset."""
+    from normia.cli import main
+
+    gpus = ["launcher=austral", "launcher.partition=gpu_h200", "launcher.nodes=2", "launcher.gpus_per_node=4",
+            "launcher.python=python", "launcher.query_cluster=false", "paths.output_root=/srv/shared/runs"]  # fmt: skip
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        code = main(["train", *gpus, *argv, "--dry-run"])
+    return code, buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("argv", "precision"),
+    [
+        (
+            ["experiment=quickstart", "trainer=fsdp"],
+            "bf16-mixed",
+        ),  # the CPU preset's 32-true: no choice for GPUs
+        (["experiment=quickstart", "trainer=ddp"], "bf16-mixed"),
+        (
+            ["experiment=quickstart", "trainer=fsdp", "trainer.precision=32-true"],
+            "32-true",
+        ),  # asked for: kept
+        (["experiment=gpu_llama_125m", "trainer=fsdp"], "bf16-mixed"),  # the experiment's own bf16 survives
+    ],
+)
+def test_fsdp_and_ddp_on_gpus_default_to_bf16_mixed(argv: list[str], precision: str) -> None:
+    code, text = dry_run_of(*argv)
+    assert code == 0, text
+    strategy = "fsdp" if "trainer=fsdp" in argv else "ddp"
+    assert f"strategy={strategy}, precision={precision}" in text
+
+
+def test_the_1b_experiment_is_tracked_under_its_own_name() -> None:
+    code, text = dry_run_of("experiment=gpu_llama_1b")
+    assert code == 0, text
+    assert "experiment 'gpu_llama_1b'" in text and "/gpu_llama_1b/" in text and "precision=bf16-mixed" in text

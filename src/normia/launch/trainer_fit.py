@@ -66,6 +66,21 @@ def _fit_accelerator(cfg: DictConfig, gpus_per_node: int, explicit: set[str]) ->
     if accelerator == "auto":
         # a CPU job must not try CUDA because the login node had a GPU; a GPU job must not fall back to the CPU
         cfg.trainer.accelerator = "gpu" if gpus_per_node > 0 else "cpu"
+    default_gpu_precision(cfg, on_gpu=gpus_per_node > 0, explicit=explicit)
+
+
+# The trainer presets for several processes (trainer=ddp, trainer=fsdp) build on the CPU preset, whose precision is
+# 32-true; on GPUs that meant fp32 for a ~1B model whose experiment chose bf16 through trainer=gpu (issue 25 D).
+MULTI_PROCESS_STRATEGIES = ("fsdp", "ddp")
+
+
+def default_gpu_precision(cfg: DictConfig, on_gpu: bool, explicit: set[str]) -> None:
+    """FSDP and DDP on GPUs train in bf16-mixed unless trainer.precision was given on the command line: the CPU
+    preset's 32-true they inherit is not a choice anyone made for a GPU. The dry run's `each rank:` line shows it."""
+    if not on_gpu or "trainer.precision" in explicit:
+        return
+    if str(cfg.trainer.get("strategy")) in MULTI_PROCESS_STRATEGIES and str(cfg.trainer.get("precision")) == "32-true":
+        cfg.trainer.precision = "bf16-mixed"
 
 
 def fit_trainer_to_spec(cfg: DictConfig, spec: SlurmLauncherCfg) -> None:

@@ -82,5 +82,9 @@ def check_settings_here(cfg: DictConfig) -> None:
     on_cpu = runs_on_cpu(str(cfg.trainer.accelerator))
     if on_cpu:
         check_precision_on_cpu(str(cfg.trainer.precision))
+    else:
+        from normia.launch.trainer_fit import default_gpu_precision, explicit_keys
+
+        default_gpu_precision(cfg, on_gpu=True, explicit=explicit_keys(list(cfg.get("overrides") or [])))
     if cfg.get("compile"):
         check_compile_here(on_cpu)
