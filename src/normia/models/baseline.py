@@ -31,3 +31,27 @@ class MajorityBaseline(nn.Module):
         classification data modules. Other facts are ignored."""
         if majority_class is not None:
             self.majority_class.fill_(int(majority_class))
+
+
+class UnigramBaseline(nn.Module):
+    """Mixin for language models: call `init_unigram()` in __init__ and `with_unigram(metrics)` in loss().
+
+    The data module hands the unigram loss of its training split (data/unigram.py) through `set_data_facts`;
+    validation then logs `loss_unigram` (nats per token), the loss of a model that ignores the context. Not saved:
+    a checkpoint gets it again from its data module."""
+
+    unigram_loss: Tensor
+
+    def init_unigram(self) -> None:
+        self.register_buffer("unigram_loss", torch.tensor(float("nan")), persistent=False)
+
+    def with_unigram(self, metrics: dict[str, Tensor]) -> dict[str, Tensor]:
+        """metrics plus `loss_unigram` in validation, once the baseline is known."""
+        if not self.training and not torch.isnan(self.unigram_loss):
+            metrics["loss_unigram"] = self.unigram_loss.clone()
+        return metrics
+
+    def set_data_facts(self, unigram_loss: float | None = None, **_: object) -> None:
+        """unigram_loss: the training split's unigram entropy (nats), from normia's language-model data modules."""
+        if unigram_loss is not None:
+            self.unigram_loss.fill_(float(unigram_loss))

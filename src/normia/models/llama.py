@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from normia.models.baseline import UnigramBaseline
 from normia.ops.modules import LMHeadLoss, RMSNorm, RotaryEmbedding, SwiGLUMLP
 
 _SDPA_HAS_GQA = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (
@@ -80,7 +81,7 @@ class Block(nn.Module):
         return h + self.mlp(normed)
 
 
-class Llama(nn.Module):
+class Llama(UnigramBaseline):
     """Tokens (B, T) -> hidden states (B, T, dim) after the final norm; `loss(batch)` for training."""
 
     def __init__(
@@ -99,6 +100,7 @@ class Llama(nn.Module):
         init_std: float = 0.02,
     ) -> None:
         super().__init__()
+        self.init_unigram()  # validation logs loss_unigram, the training split's zero-context baseline
         n_kv_heads = n_kv_heads or n_heads
         problems = []
         if min(vocab_size, dim, n_layers, n_heads, n_kv_heads, max_seq_len) < 1:
@@ -159,7 +161,7 @@ class Llama(nn.Module):
         inputs, targets = batch
         hidden = self(inputs)
         loss = self.head(hidden.flatten(0, 1), targets.flatten())
-        return loss, {"bits_per_token": loss.detach() / math.log(2)}
+        return loss, self.with_unigram({"bits_per_token": loss.detach() / math.log(2)})
 
     def logits(self, tokens: Tensor) -> Tensor:
         return self.head.logits(self(tokens))
