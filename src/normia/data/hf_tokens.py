@@ -1,8 +1,9 @@
 """Language-model data tokenised with a pretrained model's tokenizer (a local folder, offline).
 
-The text (a file, a folder of .txt files, or a corpus bundled with normia) is tokenised once, without special
-tokens, into one token stream; windows of `seq_len` next-token pairs follow as in normia.data.text (the last
-`val_fraction` of the stream is the validation split). Batches: (inputs (B, seq_len) int64, targets (B, seq_len)).
+The text (a file, a folder of .txt files, or a corpus bundled with normia: coriolanus unless data.path is given) is
+tokenised once, without special tokens, into one token stream; windows of `seq_len` next-token pairs follow as in
+normia.data.text (the last `val_fraction` of the stream is the validation split). Batches: (inputs (B, seq_len)
+int64, targets (B, seq_len)).
 """
 
 from __future__ import annotations
@@ -15,9 +16,23 @@ from normia.data.text import read_text_bytes, resolve_corpus, text_files
 from normia.data.token_shards import ArrayTokens, TokenWindows
 from normia.errors import UserError
 
+DEFAULT_CORPUS = "coriolanus"  # the text trained on when neither data.path nor data.corpus is given
+
+
+def check_text_source(path: str | None, corpus: str | None) -> None:
+    """Refuse data.path together with data.corpus (UserError): which one was meant cannot be guessed. Neither is fine
+    (DEFAULT_CORPUS); the config leaves corpus null so that a given data.path wins over the bundled default. Called
+    by validation too, before the model is loaded."""
+    if path and corpus:
+        raise UserError(
+            f"data.path={path} and data.corpus={corpus} are both set: drop data.corpus (or set data.corpus=null) "
+            "to train on your text, or drop data.path to train on the bundled one"
+        )
+
 
 class TokenizedTextDataModule(ResumableDataModule):
-    """Windows of `seq_len` tokens of `path` or `corpus`, tokenised with the tokenizer saved in `tokenizer`.
+    """Windows of `seq_len` tokens of `path` or `corpus` (DEFAULT_CORPUS when neither is given), tokenised with the
+    tokenizer saved in `tokenizer`.
 
     Raises UserError for a missing text or tokenizer, or a text too short for one training and one validation
     window.
@@ -35,10 +50,9 @@ class TokenizedTextDataModule(ResumableDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
-        if bool(path) == bool(corpus):
-            raise UserError(
-                "set exactly one of data.path (a text file or folder) and data.corpus (bundled text)"
-            )
+        check_text_source(path, corpus)
+        if not path and not corpus:
+            corpus = DEFAULT_CORPUS
         if seq_len < 1:
             raise UserError(f"data.seq_len={seq_len} must be >= 1")
         self.tokenizer_path, self.path, self.corpus = tokenizer, path, corpus

@@ -10,8 +10,10 @@ separators, a UTF-8 byte-order mark and decimal commas are read as they come; th
   (`O B-LOC I-LOC`); a word's tag goes to its first sub-word token, the others get -100 (not scored);
   batches (input_ids (B, T), attention_mask (B, T), labels (B, T) int64).
 
-Each batch is padded to its longest row (at most `max_length` tokens). The split is a seeded shuffle of rows
-(data.seed). The tokenizer is read from a local folder only (offline), normally the model's: `tokenizer: ${model.path}`.
+Each batch is padded to its longest row (at most `max_length` tokens), with the tokenizer's pad token, else its eos
+token as Transformers recommends (a tokenizer with neither is refused for batches of more than one row). The split
+is a seeded shuffle of rows (data.seed). The tokenizer is read from a local folder only (offline), normally the
+model's: `tokenizer: ${model.path}`.
 
 Every checkpoint holds the prediction state `normia predict` needs (data/facts.py): the class names in index order,
 the text column, max_length and the tokenizer folder as recorded; the run logs it as `normia/predict_state.json`.
@@ -45,6 +47,15 @@ def bundled_tables() -> dict[str, Path]:
     """CSV tables shipped inside the package (name -> file), usable as data.corpus=<name>."""
     folder = resources.files(CORPORA_PACKAGE)
     return {p.name.removesuffix(".csv"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".csv")}
+
+
+def check_table_source(path: str | None, corpus: str | None) -> None:
+    """Exactly one of data.path and data.corpus (UserError otherwise). Called by validation too, so that the
+    refusal comes before the model is loaded."""
+    if bool(path) == bool(corpus):
+        raise UserError(
+            "set exactly one of data.path (your CSV) and data.corpus (a table bundled with normia)"
+        )
 
 
 class PaddedRows(Dataset):
@@ -109,10 +120,7 @@ class TextCSVDataModule(RecordsPredictState, ResumableDataModule):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if task not in TASKS:
             raise UserError(f"unknown data.task '{task}'{did_you_mean(task, TASKS)}")
-        if bool(path) == bool(corpus):
-            raise UserError(
-                "set exactly one of data.path (your CSV) and data.corpus (a table bundled with normia)"
-            )
+        check_table_source(path, corpus)
         if max_length < 2:
             raise UserError(f"data.max_length={max_length} must be >= 2")
         if corpus:
@@ -156,7 +164,7 @@ class TextCSVDataModule(RecordsPredictState, ResumableDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        from normia.models.hf.loading import load_tokenizer
+        from normia.models.hf.loading import checked_padding_id, load_tokenizer
 
         texts, labels = read_text_table(self.path, self.text, self.label, **self.read_options)
         train_idx, val_idx = shuffled_split(len(texts), self.val_fraction, self.seed, what="rows")
@@ -184,7 +192,7 @@ class TextCSVDataModule(RecordsPredictState, ResumableDataModule):
             targets = [
                 _word_labels(encoded.word_ids(r), [lookup[t] for t in tags[r]]) for r in range(len(ids))
             ]
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        pad = checked_padding_id(tokenizer, str(self.tokenizer_path), self.batch_size)
         self.train_set = PaddedRows([ids[i] for i in train_idx], [targets[i] for i in train_idx], pad)
         self.val_set = PaddedRows([ids[i] for i in val_idx], [targets[i] for i in val_idx], pad)
 

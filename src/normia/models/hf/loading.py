@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,7 @@ def load_pretrained(task: str, path: str, **kwargs: Any) -> Any:
     try:
         with warnings.catch_warnings():  # torch's two-line note on a pickle's protocol, before our one line
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return auto.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False, **kwargs)
+            net = auto.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False, **kwargs)
     except pickle.UnpicklingError:  # torch.load(weights_only=True) met an object that is not a tensor
         raise UserError(
             f"the PyTorch pickle in {folder} holds objects other than tensors (loading it could run code), so it "
@@ -221,9 +222,12 @@ def load_pretrained(task: str, path: str, **kwargs: Any) -> Any:
             f"cannot load the model in {folder} ({type(err).__name__}: {short_error(err)}): re-download it, or "
             "re-save it with save_pretrained (safetensors)"
         ) from None
+    if task == "sequence_classification":
+        set_missing_pad_id(net, folder)
+    return net
 
 
-def load_tokenizer(path: str, key: str = "data.tokenizer") -> Any:
+def load_tokenizer(path: str | None, key: str = "data.tokenizer") -> Any:
     """The tokenizer saved in a model folder (AutoTokenizer, offline, local files only, a fast tokenizer).
 
     Raises UserError for a missing folder or one without tokenizer files.
@@ -245,3 +249,65 @@ def load_tokenizer(path: str, key: str = "data.tokenizer") -> Any:
             f"{key}={path}: the tokenizer is not a fast (Rust) tokenizer; save a tokenizer.json in that folder"
         )
     return tokenizer
+
+
+def padding_id(tokenizer: Any) -> int | None:
+    """The id batches are padded with: the tokenizer's pad token, else its eos token (what Transformers recommends
+    for decoders saved without a pad token); None when it has neither, so rows of different lengths cannot be
+    batched."""
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    return None if tokenizer.eos_token_id is None else int(tokenizer.eos_token_id)
+
+
+def checked_padding_id(tokenizer: Any, path: str, batch_size: int, key: str = "data.tokenizer") -> int:
+    """padding_id, or UserError when the tokenizer has neither a pad nor an eos token and batches hold more than one
+    row (padding with an arbitrary id such as 0 would feed a real token as padding). 0 for batches of one: never
+    padded."""
+    pad = padding_id(tokenizer)
+    if pad is not None:
+        return pad
+    if batch_size > 1:
+        raise UserError(
+            f"{key}={path}: the tokenizer has no pad token and no eos token to pad batches of "
+            f"data.batch_size={batch_size} with: give it a pad token (tokenizer.pad_token = ...; "
+            "tokenizer.save_pretrained(DIR)) or set data.batch_size=1"
+        )
+    return 0
+
+
+def set_missing_pad_id(net: Any, folder: Path) -> None:
+    """Give a model whose config has no pad_token_id the id its batches are padded with (padding_id of the folder's
+    tokenizer, as TextCSVDataModule pads), and say so in one line on stderr (stdout may carry predictions).
+
+    Why: Transformers' sequence classifiers pool the last token that is not padding and raise on batches of more
+    than one row when config.pad_token_id is None. Set on the config after loading, not through from_pretrained: a
+    pad id given at construction would become the embedding's padding_idx and freeze the eos token's embedding.
+    Nothing changes when the folder has no tokenizer with a pad or eos token (validation refuses batches > 1 then).
+    """
+    config = getattr(net, "config", None)
+    if config is None or getattr(config, "pad_token_id", None) is not None:
+        return
+    try:
+        tokenizer = load_tokenizer(str(folder), "model.path")
+    except UserError:
+        return
+    pad = padding_id(tokenizer)
+    if pad is None:
+        return
+    config.pad_token_id = pad
+    if tokenizer.pad_token_id is None:
+        eos = shown(tokenizer.eos_token)
+        source = f"the tokenizer has no pad token, so batches are padded with its eos token {eos}"
+    else:
+        source = f"the config has no pad_token_id, so the tokenizer's pad token {shown(tokenizer.pad_token)} is used"
+    say(
+        f"note: model.path={folder}: {source} and the model's pad_token_id is set to {pad}, as Transformers recommends"
+    )
+
+
+def say(line: str) -> None:
+    """One line on stderr, from the first process only: every rank builds its own model and data."""
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    if rank == "0":
+        print(line, file=sys.stderr, flush=True)
