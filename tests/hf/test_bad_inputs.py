@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tiny_models import vit_folder
+from tiny_models import refused_by_compose, vit_folder
 
 CLASSIFY = ["experiment=hf_text_classifier"]
 
@@ -57,18 +57,6 @@ def test_lora_target_modules_that_match_nothing(
 
 
 # The same checks through normia.compose (the CLI's composition and validation, in this process: faster).
-
-
-def refused_by_compose(overrides: list[str], *words: str) -> None:
-    import normia
-    from normia.errors import UserError
-
-    with pytest.raises(UserError) as info:
-        normia.compose(overrides)
-    message = str(info.value)
-    assert "\n" not in message
-    for word in words:
-        assert word in message, message
 
 
 def test_a_folder_without_config(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import llama_config, train_tokenizer
+from tiny_models import llama_config, refused_by_compose, train_tokenizer
 
 from normia.errors import UserError
 
@@ -45,16 +45,7 @@ def no_pad_no_eos_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return decoder_folder(tmp_path_factory.mktemp("no_pad_no_eos"), eos=False)
 
 
-def refused(overrides: list[str], *words: str) -> str:
-    import normia
-
-    with pytest.raises(UserError) as info:
-        normia.compose(overrides)
-    message = str(info.value)
-    assert "\n" not in message
-    for word in words:
-        assert word in message, message
-    return message
+refused = refused_by_compose
 
 
 # B1a: a tokenizer without a pad token

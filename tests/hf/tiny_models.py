@@ -143,3 +143,19 @@ def vit_folder(folder: Path) -> Path:
     )
     ViTModel(config).save_pretrained(str(folder))
     return folder
+
+
+def refused_by_compose(overrides: list[str], *words: str) -> str:
+    """normia.compose(overrides) must raise a one-line UserError holding every word; returns the message."""
+    import pytest
+
+    import normia
+    from normia.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        normia.compose(overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+    return message
