@@ -14,6 +14,7 @@ from normia.data.datamodule import ResumableDataModule
 from normia.data.splits import check_fraction
 from normia.data.text import read_text_bytes, resolve_corpus, text_files
 from normia.data.token_shards import ArrayTokens, TokenWindows
+from normia.data.unigram import ReportsLanguageSplits
 from normia.errors import UserError
 
 DEFAULT_CORPUS = "coriolanus"  # the text trained on when neither data.path nor data.corpus is given
@@ -30,7 +31,7 @@ def check_text_source(path: str | None, corpus: str | None) -> None:
         )
 
 
-class TokenizedTextDataModule(ResumableDataModule):
+class TokenizedTextDataModule(ReportsLanguageSplits, ResumableDataModule):
     """Windows of `seq_len` tokens of `path` or `corpus` (DEFAULT_CORPUS when neither is given), tokenised with the
     tokenizer saved in `tokenizer`.
 
@@ -62,8 +63,11 @@ class TokenizedTextDataModule(ResumableDataModule):
         self.setup()  # load and check now: a bad input fails at construction, before any run is recorded
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+        if self.train_set is None:
+            self._build()
+        self.report_splits()  # the unigram baseline and the split sizes, under a Trainer
+
+    def _build(self) -> None:
         from normia.models.hf.loading import load_tokenizer
 
         tokenizer = load_tokenizer(self.tokenizer_path)

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from normia.data.datamodule import ResumableDataModule
-from normia.data.facts import RecordsPredictState, share_with_model, with_predict_state
+from normia.data.facts import RecordsPredictState, with_predict_state
 from normia.data.splits import check_fraction
 from normia.data.token_shards import ArrayTokens, TokenShards, TokenWindows
-from normia.data.unigram import SplitSizes, count_tokens, unigram_cross_entropy
+from normia.data.unigram import ReportsLanguageSplits
 from normia.errors import UserError, did_you_mean
 
 BYTE_VOCAB_SIZE = 256
@@ -85,7 +85,7 @@ def byte_predict_state(seq_len: int) -> dict[str, Any]:
     }
 
 
-class TextDataModule(RecordsPredictState, ResumableDataModule):
+class TextDataModule(ReportsLanguageSplits, RecordsPredictState, ResumableDataModule):
     """Windows of `seq_len` next-token pairs from `path` (text file or folder), `corpus` (bundled) or `shards`."""
 
     def __init__(
@@ -111,8 +111,6 @@ class TextDataModule(RecordsPredictState, ResumableDataModule):
         self.seq_len = int(seq_len)
         self.val_fraction = check_fraction("val_fraction", val_fraction)
         self.tokens: TokenShards | ArrayTokens | None = None
-        self._sizes: SplitSizes | None = None
-        self._reported = False
         self.setup()  # load and check now: a bad input fails at construction, before any run is recorded
 
     @property
@@ -132,32 +130,7 @@ class TextDataModule(RecordsPredictState, ResumableDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self._build()
-        self._report_sizes()
-
-    def split_sizes(self) -> SplitSizes:
-        """Tokens and windows per split and the training split's unigram loss, counted once."""
-        if self._sizes is None:
-            assert self.train_set is not None and self.val_set is not None
-            train, val = self.train_set, self.val_set
-            tokens = self.load_tokens()
-            counts, counted = count_tokens(tokens, train.begin, train.end, tokens.vocab_size)  # type: ignore[attr-defined]
-            val_counts, _ = count_tokens(tokens, val.begin, val.end, tokens.vocab_size)  # type: ignore[attr-defined]
-            self._sizes = SplitSizes(
-                train.end - train.begin, val.end - val.begin, len(train), len(val), self.seq_len,  # type: ignore[attr-defined, arg-type]
-                unigram_cross_entropy(counts, val_counts), counted,
-            )  # fmt: skip
-        return self._sizes
-
-    def _report_sizes(self) -> None:
-        """Under a Trainer: the model gets the unigram baseline, and rank zero prints the sizes once."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return
-        sizes = self.split_sizes()
-        share_with_model(self, unigram_loss=sizes.unigram_loss)
-        if not self._reported and trainer.is_global_zero:
-            print(sizes.describe(), flush=True)
-            self._reported = True
+        self.report_splits()
 
     def _build(self) -> None:
         tokens = self.load_tokens()

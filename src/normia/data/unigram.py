@@ -88,3 +88,41 @@ def count_tokens(tokens: Any, begin: int, end: int, vocab_size: int) -> tuple[np
         counts += np.bincount(part, minlength=vocab_size)[:vocab_size]
         counted += len(part)
     return counts, counted
+
+
+class ReportsLanguageSplits:
+    """Mixin for a language-model data module whose train_set/val_set are TokenWindows (data/token_shards.py) and
+    which has `seq_len`: under a Trainer, its setup() calls `report_splits()`, which hands the model the unigram
+    baseline (facts.share_with_model: `set_data_facts(unigram_loss=...)`) and prints the split sizes once (rank 0)."""
+
+    train_set: Any
+    val_set: Any
+    seq_len: int
+    _split_sizes: SplitSizes | None = None
+    _splits_reported: bool = False
+
+    def split_sizes(self) -> SplitSizes:
+        """Tokens and windows per split and the unigram baseline, counted once."""
+        if self._split_sizes is None:
+            train, val = self.train_set, self.val_set
+            vocab = int(train.tokens.vocab_size)
+            counts, counted = count_tokens(train.tokens, train.begin, train.end, vocab)
+            val_counts, _ = count_tokens(val.tokens, val.begin, val.end, vocab)
+            self._split_sizes = SplitSizes(
+                train.end - train.begin, val.end - val.begin, len(train), len(val), int(self.seq_len),
+                unigram_cross_entropy(counts, val_counts), counted,
+            )  # fmt: skip
+        return self._split_sizes
+
+    def report_splits(self) -> None:
+        """Under a Trainer only (a data module built for a dry run or predict says nothing)."""
+        from normia.data.facts import share_with_model
+
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self.train_set is None:
+            return
+        sizes = self.split_sizes()
+        share_with_model(self, unigram_loss=sizes.unigram_loss)
+        if not self._splits_reported and trainer.is_global_zero:
+            print(sizes.describe(), flush=True)
+            self._splits_reported = True
