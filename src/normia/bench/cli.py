@@ -9,12 +9,19 @@ import datetime as _dt
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from normia.errors import UserError, did_you_mean
 
+if TYPE_CHECKING:
+    from normia.bench.kernels import KernelsConfig
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# Measuring time per timing. A CPU kernel at the default CPU shapes takes 0.05-5 ms, so 0.1 s is still 20 to 2000
+# calls per timing (blocked_autorange), enough for a stable median, and halves the CPU run (issue 25 D6).
+GPU_MIN_TIME_S, CPU_MIN_TIME_S = 0.2, 0.1
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -61,7 +68,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="results file base name (default: the benchmark's name)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (matplotlib is slow to start)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default torch's; on a shared machine 1 gives stable timings)")  # fmt: skip
+                   help="CPU threads for torch (default for kernels on a CPU: the physical cores this process may "
+                   "use that other processes are not using, see normia/bench/threads.py; otherwise torch's)")  # fmt: skip
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
                    help="stop starting new measurements after S seconds; the rest are recorded as skipped")  # fmt: skip
 
@@ -83,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
         "--shapes", nargs="+", help="e.g. 4096x4096 (applies to kernels with 2 dims) or rms_norm:4096x4096"
     )
     k.add_argument("--passes", nargs="+", help="fwd, bwd, fwd+bwd or 'all' (default all)")
-    k.add_argument("--min-time", type=float, default=0.2, metavar="S", help="measuring time per timing (s)")
+    k.add_argument("--min-time", type=float, default=None, metavar="S",
+                   help=f"measuring time per timing (s; default {GPU_MIN_TIME_S:g} on GPU, {CPU_MIN_TIME_S:g} on CPU)")  # fmt: skip
     _common(k)
 
     t = sub.add_parser("train", help="tokens/s, step time, peak memory, MFU and energy of LLaMA-style models")
@@ -139,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     dtype = _dtype(args.dtype, device)
-    if args.threads is not None:
-        if args.threads <= 0:
-            raise UserError(f"--threads must be > 0, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    args.threads_reason = _set_threads(args.threads, args.what == "kernels" and device.type == "cpu")
     if args.time_budget is not None and args.time_budget <= 0:
         raise UserError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
     if args.what == "kernels":
@@ -150,6 +156,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "train":
         return _train(args, device, dtype)
     return _scaling(args, device, dtype)
+
+
+def _set_threads(threads: int | None, choose: bool) -> str | None:
+    """Apply --threads, or (when `choose`: kernels on a CPU) the default of normia.bench.threads; return why torch
+    has the threads it has, or None when it keeps its own default."""
+    if threads is not None:
+        if threads <= 0:
+            raise UserError(f"--threads must be > 0, got {threads}")
+        torch.set_num_threads(threads)
+        return "--threads"
+    if not choose:
+        return None
+    from normia.bench.threads import default_cpu_threads
+
+    threads, why = default_cpu_threads()
+    torch.set_num_threads(threads)
+    return why
 
 
 def _kernels(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> int:
@@ -191,16 +214,40 @@ def _kernels(args: argparse.Namespace, device: torch.device, dtype: torch.dtype)
         dtype=dtype,
         device=device,
         out_dir=_out_dir(args.out, device),
-        min_time_s=args.min_time,
+        min_time_s=_min_time(args.min_time, device),
         time_budget_s=args.time_budget,
         plots=not args.no_plots,
         name=args.name or args.what,
         passes=passes,
+        threads_reason=args.threads_reason,
     )
+    print(_kernels_header(cfg, args.threads_reason), flush=True)
     writer = kernels.run(cfg)
     print(writer.markdown())
     print(f"results: {writer.json_path}, .csv, .md")
+    from normia.bench.quality import summary_lines
+
+    for line in summary_lines(writer.doc):
+        print(line)
     return 0
+
+
+def _min_time(arg: float | None, device: torch.device) -> float:
+    """--min-time, else the device's default (GPU_MIN_TIME_S, CPU_MIN_TIME_S: see their comment)."""
+    if arg is None:
+        return GPU_MIN_TIME_S if device.type == "cuda" else CPU_MIN_TIME_S
+    if arg <= 0:
+        raise UserError(f"--min-time must be > 0 seconds, got {arg:g}")
+    return arg
+
+
+def _kernels_header(cfg: KernelsConfig, threads_reason: str | None) -> str:
+    """One line before any measurement: what is measured, and with how many threads and why."""
+    n_shapes = sum(len(v) for v in cfg.shapes.values())
+    threads = f"threads {torch.get_num_threads()}" + (f" ({threads_reason})" if threads_reason else "")
+    dtype = str(cfg.dtype).removeprefix("torch.")
+    return (f"normia bench kernels on {cfg.device} ({dtype}): {len(cfg.kernels)} kernels, {n_shapes} shapes, "
+            f"providers {', '.join(cfg.providers)}; min-time {cfg.min_time_s:g} s; {threads}")  # fmt: skip
 
 
 def _train(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> int:

@@ -19,13 +19,22 @@ from normia.bench.limits import measure_limits
 from normia.bench.memory import free_bytes, is_out_of_memory, peak_bytes
 from normia.bench.plots import line_plot
 from normia.bench.providers import Unavailable, build, ops_backend
+from normia.bench.quality import (
+    add_eager_ratios,
+    flag_note,
+    limit_spreads,
+    provider_skips,
+    row_flags,
+    skipped_summary,
+    spread,
+)
 from normia.bench.results import ResultsWriter
 from normia.bench.timing import Timing, time_fn
 
 PASSES = ("fwd", "bwd", "fwd+bwd")
 COLUMNS = (
-    "kernel", "shape", "dtype", "provider", "pass", "status", "median_ms", "p20_ms", "p80_ms",
-    "gbps", "tflops", "pct_of_limit", "limit", "peak_mem_mb", "rel_err", "reason",
+    "kernel", "shape", "dtype", "provider", "pass", "status", "median_ms", "p20_ms", "p80_ms", "spread",
+    "x_eager", "gbps", "tflops", "pct_of_limit", "limit", "flag", "peak_mem_mb", "rel_err", "reason",
 )  # fmt: skip
 
 
@@ -42,14 +51,19 @@ class KernelsConfig:
     plots: bool = True
     name: str = "kernels"  # results file base name: <out_dir>/<name>.json, .csv, .md
     passes: Sequence[str] = PASSES
+    threads_reason: str | None = None  # why torch has cpu_threads threads (recorded beside it in the JSON)
 
 
 def run(cfg: KernelsConfig) -> ResultsWriter:
     info = devinfo.describe(cfg.device)
-    writer = ResultsWriter(cfg.out_dir, cfg.name, devinfo.provenance(info), COLUMNS)
+    meta = devinfo.provenance(info)
+    if cfg.threads_reason:
+        meta["cpu_threads_reason"] = cfg.threads_reason
+    writer = ResultsWriter(cfg.out_dir, cfg.name, meta, COLUMNS)
     status = "failed"
     try:
         limits = measure_limits(cfg.device, dtype=cfg.dtype, min_time_s=max(0.05, 1.5 * cfg.min_time_s))
+        writer.doc["limit_spread"] = limit_spreads(limits.as_dict())
         writer.set_limits(limits.as_dict())
         ceilings = {"copy": limits.copy_bytes_per_s, "matmul": limits.matmul_flops_per_s}
         started = time.monotonic()
@@ -63,8 +77,16 @@ def run(cfg: KernelsConfig) -> ResultsWriter:
         status = "interrupted"
         raise
     finally:
+        _summarize(writer)
         writer.finish(status, plot=functools.partial(plot, prefix=cfg.name) if cfg.plots else None)
     return writer
+
+
+def _summarize(writer: ResultsWriter) -> None:
+    """At the end (complete or interrupted): the x eager ratios, which need every provider's row of a shape, and
+    what was skipped and why, once for the whole run."""
+    add_eager_ratios(writer.rows)
+    writer.doc["skipped"] = skipped_summary(writer.rows)
 
 
 def _base(spec: KernelSpec, shape: Shape, cfg: KernelsConfig, provider: str, pass_: str) -> dict:
@@ -181,6 +203,7 @@ def _row(spec, shape, cfg, provider, pass_, timing: Timing, work: float, ceiling
         "median_ms": timing.median_ms,
         "p20_ms": timing.p20_ms,
         "p80_ms": timing.p80_ms,
+        "spread": spread(timing.p20_ms, timing.p80_ms),
         "peak_mem_mb": None if peak is None else peak / 2**20,
         "rel_err": rel_err,
         "samples_ms": timing.samples_ms,
@@ -194,6 +217,7 @@ def _row(spec, shape, cfg, provider, pass_, timing: Timing, work: float, ceiling
     else:
         row.update(tflops=work / seconds / 1e12, pct_of_limit=100 * work / seconds / ceilings["matmul"])
         row.update(limit="matmul", flops=work)
+    row["flag"] = row_flags(row)  # never a '% of limit' over 100 or a noisy median without saying so
     return row
 
 
@@ -229,12 +253,19 @@ def _line(err: BaseException) -> str:
 
 
 def plot(rows: list[dict], out_dir: Path, prefix: str = "kernels") -> list[Path]:
-    """One PNG per kernel: time and % of limit against shape, one line per provider, one column per pass."""
+    """One PNG per kernel: time, % of limit and speed against eager by shape, one series per provider, one column
+    per pass; the title names each provider with no measured row and why (e.g. "triton: skipped (no GPU)")."""
+    add_eager_ratios(rows)  # JSON files written before the ratios existed get them here
     paths = []
     for kernel in dict.fromkeys(r["kernel"] for r in rows):
-        subset = [r for r in rows if r["kernel"] == kernel and r["status"] == "ok"]
+        everything = [r for r in rows if r["kernel"] == kernel]
+        subset = [r for r in everything if r["status"] == "ok"]
         if not subset:
             continue
+        notes = [
+            "; ".join(f"{p}: skipped ({why})" for p, why in provider_skips(everything).items()),
+            flag_note(subset),
+        ]
         path = line_plot(
             subset,
             out_dir / f"{prefix}_{kernel}.png",
@@ -242,6 +273,7 @@ def plot(rows: list[dict], out_dir: Path, prefix: str = "kernels") -> list[Path]
             panels=[
                 ("median_ms", "time (ms, median)"),
                 ("pct_of_limit", "% of limit (copy or matmul,\nmeasured in the run)"),
+                ("x_eager", "x eager (eager time / this\ntime, > 1 = faster)"),
             ],
             line="provider",
             series_label=_provider_label,
@@ -249,7 +281,7 @@ def plot(rows: list[dict], out_dir: Path, prefix: str = "kernels") -> list[Path]
             x_label=f"shape ({' x '.join(KERNELS[kernel].dims)})",
             facet="pass",
             facet_order=PASSES,
-            title=f"{kernel} ({subset[0]['dtype']}), by pass",
+            title="\n".join([f"{kernel} ({subset[0]['dtype']}), by pass", *filter(None, notes)]),
             log_y=("median_ms",),
         )
         if path is not None:
