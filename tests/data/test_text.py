@@ -64,7 +64,10 @@ def test_empty_or_non_utf8_text_is_refused(tmp_path: Path, content: bytes, expec
     [
         ({"path": "/no/such/file.txt"}, "text file not found: /no/such/file.txt"),
         ({"corpus": "coriolan"}, "unknown data.corpus 'coriolan' (did you mean 'coriolanus'?)"),
-        ({"corpus": "coriolanus", "path": "x.txt"}, "set exactly one of data.path, data.corpus, data.shards"),
+        (
+            {"corpus": "coriolanus", "path": "x.txt"},
+            "set one of data.path, data.corpus, data.shards (got path, corpus)",
+        ),
         ({"corpus": "coriolanus", "seq_len": 4000}, "too short for data.seq_len=4000"),
         ({"shards": "/no/shards"}, "no token shards at /no/shards"),
     ],
@@ -104,3 +107,22 @@ def test_shards_feed_the_same_data_module(tmp_path: Path) -> None:
     assert len(from_shards.train_set) == len(from_text.train_set)
     for i in (0, 5, len(from_text.train_set) - 1):
         assert all(torch.equal(a, b) for a, b in zip(from_shards.train_set[i], from_text.train_set[i]))
+
+
+def test_a_given_path_wins_over_the_default_corpus(tmp_path) -> None:
+    """Issue 25 D: data.path needed data.corpus=null besides it, else it was refused (or, elsewhere, ignored)."""
+    import normia
+    from normia.data.corpus_choice import chosen_corpus
+
+    text = tmp_path / "mine.txt"
+    text.write_text("Rouen, Caen, Le Havre. " * 400, encoding="utf-8")
+    cfg = normia.compose(["experiment=poc_shakespeare_bytes", f"data.path={text}"])
+    assert chosen_corpus(cfg.data) is None
+    module = TextDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    assert module.path == str(text) and module.corpus is None
+    assert len(module.load_tokens()) == len(text.read_bytes())
+    default = normia.compose(["experiment=poc_shakespeare_bytes"])
+    assert chosen_corpus(default.data) == "coriolanus"
+    assert (
+        chosen_corpus({"corpus": "avis_fr", "path": "x.csv"}) == "avis_fr"
+    )  # an explicit corpus is kept (refused)

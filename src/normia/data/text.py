@@ -98,13 +98,19 @@ class TextDataModule(ReportsLanguageSplits, RecordsPredictState, ResumableDataMo
         val_fraction: float = 0.1,
         num_workers: int = 0,
         seed: int = 0,
+        default_corpus: str | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         given = [name for name, value in (("path", path), ("corpus", corpus), ("shards", shards)) if value]
-        if len(given) != 1:
+        if len(given) > 1:
             raise UserError(
-                f"set exactly one of data.path, data.corpus, data.shards (got {', '.join(given) or 'none'})"
+                f"set one of data.path, data.corpus, data.shards (got {', '.join(given)}): a given data.path or "
+                "data.shards wins over the config's default_corpus, but not over a corpus you set"
             )
+        if not given and not default_corpus:
+            raise UserError("set data.path (a text file or folder), data.shards or data.corpus")
+        if not given:
+            corpus = default_corpus
         if seq_len < 1:
             raise UserError(f"data.seq_len={seq_len} must be >= 1")
         self.path, self.corpus, self.shards = path, corpus, shards

@@ -49,13 +49,20 @@ def bundled_tables() -> dict[str, Path]:
     return {p.name.removesuffix(".csv"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".csv")}
 
 
-def check_table_source(path: str | None, corpus: str | None) -> None:
-    """Exactly one of data.path and data.corpus (UserError otherwise). Called by validation too, so that the
-    refusal comes before the model is loaded."""
-    if bool(path) == bool(corpus):
+def check_table_source(path: str | None, corpus: str | None, default_corpus: str | None = None) -> str | None:
+    """The bundled table to read (None: read data.path). A path wins over an experiment's default_corpus; a path
+    with an explicitly set corpus, or neither with no default, is refused (UserError). Called by validation too, so
+    that the refusal comes before the model is loaded."""
+    if path and corpus:
         raise UserError(
-            "set exactly one of data.path (your CSV) and data.corpus (a table bundled with normia)"
+            f"data.path={path} and data.corpus={corpus} are both set: drop data.corpus (or set data.corpus=null) to "
+            "train on your CSV, or drop data.path to train on the bundled table"
         )
+    if path:
+        return None
+    if corpus or default_corpus:
+        return corpus or default_corpus
+    raise UserError("set data.path (your CSV), or data.corpus for a table bundled with normia (avis_fr)")
 
 
 class PaddedRows(Dataset):
@@ -116,11 +123,12 @@ class TextCSVDataModule(RecordsPredictState, ResumableDataModule):
         seed: int = 0,
         sep: str | None = None,
         encoding: str = "utf-8-sig",
+        default_corpus: str | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if task not in TASKS:
             raise UserError(f"unknown data.task '{task}'{did_you_mean(task, TASKS)}")
-        check_table_source(path, corpus)
+        corpus = check_table_source(path, corpus, default_corpus)
         if max_length < 2:
             raise UserError(f"data.max_length={max_length} must be >= 2")
         if corpus:

@@ -275,16 +275,14 @@ def example_prompts(run: LoadedRun) -> pd.DataFrame:
     training text when it is readable here (a bundled corpus always is), else two generic prompts."""
     import pandas as pd
 
+    from normia.data.corpus_choice import chosen_corpus
     from normia.data.text import resolve_corpus, text_files
 
     data = run.cfg.data
     lines: list[str] = []
     try:
-        files = (
-            [resolve_corpus(str(data.corpus))]
-            if data.get("corpus")
-            else text_files(str(data.get("path") or ""))
-        )
+        corpus = chosen_corpus(data)
+        files = [resolve_corpus(corpus)] if corpus else text_files(str(data.get("path") or ""))
         head = files[0].read_bytes()[:4096].decode("utf-8", errors="ignore")
         lines = [line.strip() for line in head.splitlines() if line.strip()][:2]
     except (UserError, OSError):

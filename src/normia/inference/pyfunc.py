@@ -309,6 +309,8 @@ def example_input(run: LoadedRun, data_path: str | os.PathLike[str] | None = Non
     from normia.inference.predictors import image_frame, input_kind, predict_frame, read_input
 
     kind = input_kind(run)
+    from normia.data.corpus_choice import chosen_corpus
+
     data = run.cfg.data
     if data_path is not None:
         frame = read_input(run, data_path)
@@ -316,10 +318,10 @@ def example_input(run: LoadedRun, data_path: str | os.PathLike[str] | None = Non
         from normia.inference.language import example_prompts
 
         frame = example_prompts(run)
-    elif kind == "text_table" and not data.get("path") and data.get("corpus"):
+    elif kind == "text_table" and chosen_corpus(data):
         from normia.data.text_csv import bundled_tables
 
-        frame = read_input(run, bundled_tables()[str(data.corpus)])
+        frame = read_input(run, bundled_tables()[str(chosen_corpus(data))])
     elif kind == "series" and data.get("path"):
         frame = read_input(run, str(data.path))
     elif kind == "series":

@@ -78,7 +78,7 @@ def check_text_source(data: DictConfig, data_target: str) -> None:
     else:
         from normia.data.text_csv import check_table_source
 
-        check_table_source(path, corpus)
+        check_table_source(path, corpus, data.get("default_corpus"))
 
 
 def check_data_fits(
@@ -223,9 +223,10 @@ def _check_labels(folder: Any, num_labels: int | None, data: Any, task: str) -> 
         count: int | None = len(data.classes)
         source = f"data.classes lists {count}"
     else:
+        from normia.data.corpus_choice import chosen_corpus
         from normia.data.text_csv import bundled_tables, label_count
 
-        path = data.get("path") or (str(bundled_tables().get(str(data.get("corpus")), "")) or None)
+        path = data.get("path") or (str(bundled_tables().get(str(chosen_corpus(data)), "")) or None)
         count = (
             label_count(str(path), str(data.get("label", "label")), wanted_task, data.get("sep"))
             if path
