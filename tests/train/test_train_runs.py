@@ -46,7 +46,9 @@ def test_fast_dev_run_of_every_experiment(workdir: Path, experiment: str) -> Non
             return
     assert main(["train", f"experiment={experiment}", "debug=fast_dev_run"]) == 0
     assert not (workdir / "mlflow.db").exists(), "fast_dev_run logs nothing"
-    assert not (workdir / "outputs").exists(), "fast_dev_run keeps nothing (issue 25: config.yaml, checkpoints/)"
+    assert not (workdir / "outputs").exists(), (
+        "fast_dev_run keeps nothing (issue 25: config.yaml, checkpoints/)"
+    )
 
 
 def test_train_then_resume_continues_the_same_mlflow_run(workdir: Path, capsys) -> None:

@@ -79,7 +79,10 @@ def default_gpu_precision(cfg: DictConfig, on_gpu: bool, explicit: set[str]) -> 
     preset's 32-true they inherit is not a choice anyone made for a GPU. The dry run's `each rank:` line shows it."""
     if not on_gpu or "trainer.precision" in explicit:
         return
-    if str(cfg.trainer.get("strategy")) in MULTI_PROCESS_STRATEGIES and str(cfg.trainer.get("precision")) == "32-true":
+    if (
+        str(cfg.trainer.get("strategy")) in MULTI_PROCESS_STRATEGIES
+        and str(cfg.trainer.get("precision")) == "32-true"
+    ):
         cfg.trainer.precision = "bf16-mixed"
 
 
