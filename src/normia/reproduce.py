@@ -495,6 +495,11 @@ def _changes(recorded: InputRecord, current: InputRecord) -> str:
     return f", {', '.join(parts)}" if parts else ""
 
 
+def _model_key(key: str) -> bool:
+    """An input key of the pretrained model folder (recorded since issue 25), not of the data."""
+    return key.startswith("model.") or key == "data.tokenizer"
+
+
 def data_differences(
     recorded: dict[str, InputRecord], current: list[InputRecord]
 ) -> tuple[list[Difference], list[str]]:
@@ -507,6 +512,11 @@ def data_differences(
         was, cur = recorded.get(key), now.get(key)
         if cur is None:
             out.append(Difference(f"the data differs: the run read {was.describe()}, this config has no {key}", f"{key} is no longer an input"))  # type: ignore[union-attr]  # fmt: skip
+            continue
+        if was is None and _model_key(key) and not any(_model_key(k) for k in recorded):
+            notes.append(
+                f"{key} was not recorded by the run (made before normia recorded model folders): not compared"
+            )
             continue
         if was is None:
             out.append(Difference(f"the data differs: {cur.describe()} was not an input of the run", f"{key} is a new input"))  # fmt: skip
@@ -667,7 +677,8 @@ def main(argv: list[str]) -> int:
     overrides, notes = apply_locations(recorded, overrides, locations, was_inputs, args.run_id)
     cfg, changed = build_job(recorded, overrides, args.run_id, uri, trust=args.trust)
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
-    now_inputs = describe_inputs(data)  # type: ignore[arg-type]
+    model = OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") else None
+    now_inputs = describe_inputs(data, model=model)  # type: ignore[arg-type]
     check_data_here(now_inputs, args.run_id)
 
     differences = [Difference(w, w) for w in code_warnings(run, project)]

@@ -45,7 +45,7 @@ def trained_wrapper(summary: dict, **options):
 
     kind = options.pop("kind", "sequence")
     wrapper = (HFSequenceClassifier if kind == "sequence" else HFTokenClassifier)(**options)
-    ckpt = torch.load(Path(summary["output_dir"]) / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = torch.load(summary["best_checkpoint"], weights_only=True)  # hf_model/ holds the best weights
     wrapper.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()})
     return wrapper.eval()
 
@@ -187,7 +187,7 @@ def test_fsdp2_bf16_checkpointed_run_saves_the_gathered_weights(
 
     saved = load_file(str(Path(summary["output_dir"]) / "hf_model" / "model.safetensors"))
     # FSDP writes a sharded folder (issue 22): read it whole the way evaluate/predict/export do
-    ckpt = load_checkpoint_file(Path(summary["output_dir"]) / "checkpoints" / "last.ckpt")
+    ckpt = load_checkpoint_file(Path(summary["best_checkpoint"]))  # hf_model/: the best weights
     trained = {k.removeprefix("model.net."): v for k, v in ckpt["state_dict"].items()}
     assert set(saved) <= set(trained) and len(saved) >= len(trained) - 1  # position_ids: a buffer
     for name, tensor in saved.items():
@@ -219,7 +219,7 @@ def test_llama_folder_continues_pre_training_on_normia_kernels(
     saved = Path(summary["output_dir"]) / "hf_model"
     reloaded = LlamaForCausalLM.from_pretrained(str(saved), local_files_only=True).eval()
     ours = PretrainedLlama(str(llama_dir), save_hf=False)
-    ckpt = torch.load(Path(summary["output_dir"]) / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = torch.load(summary["best_checkpoint"], weights_only=True)  # hf_model/: the best weights
     ours.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()})
     tokens = torch.randint(0, ours.vocab_size, (2, 48), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

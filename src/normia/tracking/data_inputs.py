@@ -10,6 +10,14 @@ project's own included, is covered by the same rules):
   series (`data.dataset`), normia's bundled corpora (`data.corpus`: the bundled file's digest, normia's version);
 - nothing else (synthetic data, a project's generator): the data module and a digest of its settings.
 
+The pretrained model a run starts from is an input too (a LoRA adapter is useless without its exact base): the
+location keys of the `model` node (`model.path`, given as describe_inputs(..., model=)) and a data module's
+`data.tokenizer` (`${model.path}` in data=text_csv and data=hf_text, so the model folder is recorded even where only
+the data node is passed) are recorded with the folder digest data folders get, when they name a local file or
+folder (a hub name is not read here). A tokenizer folder that is a recorded model folder is recorded once, as the
+model's. The weights of a multi-GB folder cost what a data corpus costs: files over 1 GiB get partial digests and
+every file's digest is kept in the digest manifest, so the next run on the same model reads nothing.
+
 Cost: each file is read once, in 1 MiB chunks (hashlib.sha256, rows counted in the same pass). A file over 1 GiB
 gets a *partial* digest instead: sha256 over its size and its first and last 64 MiB, with its mtime recorded beside
 it; the record and every message say `partial`, because a change in the middle of such a file is not seen.
@@ -55,8 +63,11 @@ SKIPPED_IN_FOLDERS = frozenset({"__pycache__"})
 PACKAGED_TARGETS = {"normia.data.digits.DigitsDataModule": ("scikit-learn", "sklearn.datasets.load_digits")}
 SETTINGS_NOT_DATA = ("batch_size", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
 CORPORA_PACKAGE = "normia.data.corpora"
+CORPUS_SUFFIXES = (".txt", ".csv")  # bundled texts, then bundled tables (data/text_csv.py's bundled_tables)
 # Data modules that read a folder a key leaves unset: {target: (key, key of the file whose folder it defaults to)}.
 DERIVED_FOLDERS = {"normia.data.images.ImageTableDataModule": ("root", "path")}
+# Keys of a data node naming a pretrained model's folder rather than data (data.tokenizer: ${model.path}).
+MODEL_FOLDER_KEYS = ("tokenizer",)
 
 
 @dataclass(frozen=True)
@@ -393,20 +404,29 @@ def _packaged(data: Mapping[str, Any], target: str) -> list[InputRecord]:
             )
         )  # fmt: skip
     corpus = data.get("corpus")
+    if not corpus and not data.get("path") and not data.get("shards"):
+        corpus = data.get("default_corpus")  # an experiment's bundled table, read when no data is given
     if isinstance(corpus, str) and corpus:
         out.append(_bundled_corpus(corpus, normia.__version__))
     return out
 
 
 def _bundled_corpus(corpus: str, version: str) -> InputRecord:
-    """normia's bundled text (data.corpus): the file's own digest, and normia's version."""
+    """normia's bundled text or table (data.corpus: a .txt for data=hf_text and the byte-level LMs, a .csv for
+    data=text_csv): the file's own digest, and normia's version."""
     from importlib import resources
 
     record = InputRecord(
         key="data.corpus", kind="bundled", name=f"normia corpus {corpus}", package="normia", version=version
     )
     try:
-        path = Path(str(resources.files(CORPORA_PACKAGE) / f"{corpus}.txt"))
+        folder = resources.files(CORPORA_PACKAGE)
+        found = [
+            folder / f"{corpus}{suffix}"
+            for suffix in CORPUS_SUFFIXES
+            if (folder / f"{corpus}{suffix}").is_file()
+        ]
+        path = Path(str(found[0] if found else folder / f"{corpus}{CORPUS_SUFFIXES[0]}"))
         digest = file_digest(path)
     except (OSError, ModuleNotFoundError) as err:
         record.kind, record.error = "missing", str(err)
@@ -449,17 +469,68 @@ def default_roots(cwd: Path | None = None) -> list[tuple[str, Path]]:
     return roots
 
 
-def describe_inputs(
-    data: Mapping[str, Any] | None, cwd: Path | None = None, roots: list[tuple[str, Path]] | None = None
+def _local_place(value: Any, cwd: Path) -> Path | None:
+    """The resolved local file or folder a string names, or None (a hub name such as 'camembert-base', a URL,
+    a place that does not exist)."""
+    if not isinstance(value, str) or not value or _URL.match(value):
+        return None
+    place = (cwd / Path(value).expanduser()).resolve()
+    return place if place.exists() else None
+
+
+def model_records(
+    model: Mapping[str, Any] | None, data: Mapping[str, Any] | None, cwd: Path, roots: list[tuple[str, Path]]
 ) -> list[InputRecord]:
-    """Every input of a run from its resolved `data` config node (a plain mapping), in a stable order.
+    """The pretrained model folder(s) a run starts from: the location keys of the `model` node (`model.path`) and
+    the data node's tokenizer folder (MODEL_FOLDER_KEYS), each recorded once (a tokenizer folder that is the
+    model's is the model's record). Only places that exist here are recorded: a missing model folder is refused
+    by the model's own checks, with their fix, before anything is read."""
+    records: list[InputRecord] = []
+    seen: set[Path] = set()
+    candidates = [(f"model.{key}", value) for key, value in _location_leaves(model or {})]
+    candidates += [(f"data.{key}", (data or {}).get(key)) for key in MODEL_FOLDER_KEYS]
+    for key, value in candidates:
+        place = _local_place(value, cwd) if isinstance(value, str) else None
+        if place is None or place in seen:
+            continue
+        seen.add(place)
+        records.append(path_record(key, str(value), cwd, roots))
+    return records
+
+
+def describe_inputs(
+    data: Mapping[str, Any] | None,
+    cwd: Path | None = None,
+    roots: list[tuple[str, Path]] | None = None,
+    model: Mapping[str, Any] | None = None,
+) -> list[InputRecord]:
+    """Every input of a run from its resolved `data` config node (a plain mapping), in a stable order, then the
+    pretrained model folder it starts from (`model`: the resolved `model` node; see model_records).
 
     cwd: the folder relative paths are read from (default: the current one); roots: where relative paths are
     recorded from (default_roots). Never raises for a missing or unreadable file: the record says so."""
-    if not data:
+    if not data and not model:
         return []
     cwd = cwd or Path.cwd()
     roots = roots if roots is not None else default_roots(cwd)
+    records = _data_records(data, cwd, roots) if data else []
+    records += model_records(model, data, cwd, roots)
+    wrong = verify_reused()
+    if wrong:
+        print(
+            f"warning: the recorded data digest of {', '.join(wrong)} was wrong (the file changed although its "
+            "size, mtime, inode and device did not): read again",
+            flush=True,
+        )
+        manifest().save()
+        return describe_inputs(data, cwd, roots, model)  # the dropped entries are read this time
+    manifest().save()
+    return records
+
+
+def _data_records(data: Mapping[str, Any], cwd: Path, roots: list[tuple[str, Path]]) -> list[InputRecord]:
+    """The data node's own inputs: its locations, a folder a data module derives, packaged data, else the
+    generator's settings."""
     target = str(data.get("_target_", ""))
     records = [path_record(f"data.{key}", value, cwd, roots) for key, value in _location_leaves(data)]
     if target in DERIVED_FOLDERS:
@@ -471,16 +542,6 @@ def describe_inputs(
     records += _packaged(data, target)
     if not records:
         records.append(_generated(data, target))
-    wrong = verify_reused()
-    if wrong:
-        print(
-            f"warning: the recorded data digest of {', '.join(wrong)} was wrong (the file changed although its "
-            "size, mtime, inode and device did not): read again",
-            flush=True,
-        )
-        manifest().save()
-        return describe_inputs(data, cwd, roots)  # the dropped entries are read this time
-    manifest().save()
     return records
 
 

@@ -53,9 +53,11 @@ class MlflowTracker(Logger):
         system_metrics: bool = True,
         appended_tags: dict[str, str] | None = None,
         dataset: dict[str, Any] | None = None,
+        model_input: dict[str, Any] | None = None,
     ):
         """dataset: the run's resolved `data` config node (tags.dataset_input), digested into MLflow dataset inputs
-        when a new run is created (tracking/data_inputs.py)."""
+        when a new run is created (tracking/data_inputs.py); model_input: the resolved `model` node, whose pretrained
+        folder (model.path) is recorded as an input with its digest too."""
         super().__init__()
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -66,6 +68,7 @@ class MlflowTracker(Logger):
         self._texts = dict(texts or {})
         self._appended = dict(appended_tags or {})
         self._dataset = dataset
+        self._model_input = model_input
         self.flush_every_s = flush_every_s
         self.system_metrics = system_metrics
         self._client: Any = None
@@ -117,7 +120,11 @@ class MlflowTracker(Logger):
         self._tags.update(project_tags)
         if self._run_id is None:
             # What the run trained on and where (read here, before the first step, out of the timed steps).
-            inputs = describe_inputs(self._dataset) if self._dataset else []
+            inputs = (
+                describe_inputs(self._dataset, model=self._model_input)
+                if (self._dataset or self._model_input)
+                else []
+            )
             self._tags.update(input_tags(inputs))
             if _say_reused(inputs):
                 self._tags[REUSED_TAG] = ",".join(r.key for r in inputs if r.digest_reused)
@@ -166,7 +173,7 @@ class MlflowTracker(Logger):
         if not before:
             return
         changes = []
-        now = describe_inputs(self._dataset)
+        now = describe_inputs(self._dataset, model=self._model_input)
         if _say_reused(now):  # this attempt's (a requeue's) reuse, beside the first attempt's
             client.set_tag(self._run_id, REUSED_TAG, ",".join(r.key for r in now if r.digest_reused))
         for record in now:

@@ -88,6 +88,7 @@ def build_tracker(cfg: DictConfig, run_id: str | None, changes: str = "") -> Mlf
         system_metrics=cfg.logger.system_metrics,
         appended_tags={CHANGES_TAG: changes} if changes else None,
         dataset=dataset_input(OmegaConf.to_container(safe.data, resolve=True)) if safe.data else None,
+        model_input=OmegaConf.to_container(safe.model, resolve=True) if safe.get("model") else None,  # type: ignore[arg-type]
     )
 
 

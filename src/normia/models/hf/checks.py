@@ -251,9 +251,12 @@ def _check_labels(folder: Any, num_labels: int | None, data: Any, task: str) -> 
 def _check_llama(model: DictConfig) -> tuple[Any, tuple[int, str]]:
     """Folder and config of model=hf_llama; returns the folder and (positions, where they come from): model.max_seq_len
     when set (RoPE extended on purpose), else the config's."""
-    from normia.models.hf.llama import llama_args
+    from normia.models.hf.llama import check_finetune, llama_args
     from normia.models.hf.loading import model_folder, read_config, refuse_adapter, weight_files
 
+    check_finetune(
+        model.get("finetune", "full"), model.get("path")
+    )  # LoRA: refused before any job is submitted
     folder = model_folder(model.get("path"))
     refuse_adapter(folder)
     weight_files(folder)

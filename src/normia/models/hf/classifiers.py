@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from normia.models.hf.finetune import apply_finetune, check_mode, parameter_counts
+from normia.models.baseline import UnigramBaseline
+from normia.models.hf.finetune import apply_finetune, check_mode, lora_settings, parameter_counts
 from normia.models.hf.loading import load_pretrained
 
 IGNORE_INDEX = -100
@@ -56,6 +57,7 @@ class HFModel(nn.Module):
             _enable_checkpointing(net)
         if hasattr(net.config, "use_cache"):
             net.config.use_cache = False  # no KV cache while training
+        self.lora = lora_settings(lora) if finetune == "lora" else None  # for the model card
         self.net = apply_finetune(net, finetune, lora, self.task)
         self.net.train()  # from_pretrained returns eval mode; Lightning keeps modules' modes as they are
 
@@ -74,10 +76,17 @@ class HFModel(nn.Module):
         return [ParameterCounts(), *([SaveHuggingFace()] if self.save_hf else [])]
 
     def save_hf_model(
-        self, folder: str, state_dict: dict[str, Tensor] | None = None, classes: Any = None
+        self,
+        folder: str,
+        state_dict: dict[str, Tensor] | None = None,
+        classes: Any = None,
+        pad_token_id: int | None = None,
     ) -> None:
         """save_pretrained into `folder`: the whole model, or only the adapter (and trained head) for LoRA; the
-        class names become config.id2label. state_dict: a full (gathered) state dict of `self.net` (FSDP)."""
+        class names become config.id2label. state_dict: the weights to save, keyed as this wrapper's state_dict
+        (the best checkpoint's, or a gathered FSDP state dict); default: the current weights. pad_token_id: the id
+        the batches were padded with, written into config.json (a checkpoint without one, such as LLaMA's, would
+        otherwise reload with none, and its sequence classifier would fail on batches of several rows)."""
         base = self.net.get_base_model() if hasattr(self.net, "get_base_model") else self.net
         if (
             classes
@@ -86,12 +95,29 @@ class HFModel(nn.Module):
         ):
             base.config.id2label = {i: str(c) for i, c in enumerate(classes)}
             base.config.label2id = {str(c): i for i, c in enumerate(classes)}
+        if pad_token_id is not None:
+            _set_pad_id(base, int(pad_token_id))
         kwargs = {}
         if state_dict is not None:  # keyed like this wrapper's state_dict: net.<name>
             kwargs["state_dict"] = {
                 k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")
             }
         self.net.save_pretrained(folder, safe_serialization=True, **kwargs)
+
+    def hf_card(self) -> dict[str, Any]:
+        """What the model card of a saved folder says about the model (callbacks.model_card)."""
+        from normia.models.hf.loading import TASKS
+
+        base = self.net.get_base_model() if hasattr(self.net, "get_base_model") else self.net
+        labels = getattr(base.config, "id2label", None) if self.task != "causal_lm" else None
+        return {
+            "base": self.path,
+            "task": self.task,
+            "auto_class": TASKS[self.task][0],
+            "finetune": self.finetune,
+            "lora": self.lora,
+            "labels": {int(k): str(v) for k, v in labels.items()} if labels else None,
+        }
 
 
 class _HFLabelled(HFModel):
@@ -146,7 +172,7 @@ class HFTokenClassifier(_HFLabelled):
         return loss, {"acc": acc.detach().float()}
 
 
-class HFCausalLM(HFModel):
+class HFCausalLM(HFModel, UnigramBaseline):
     """A decoder language model (`AutoModelForCausalLM`: LLaMA, Mistral, GPT-2, ...) for continued pre-training.
 
     Metrics: bits_per_token. For a LLaMA checkpoint, model=hf_llama runs the same weights on normia's own kernels.
@@ -163,17 +189,26 @@ class HFCausalLM(HFModel):
         save_hf: bool = True,
     ) -> None:
         super().__init__(path, finetune, lora, gradient_checkpointing, save_hf)
+        self.init_unigram()  # validation logs loss_unigram, the training split's zero-context baseline
 
     def loss(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         inputs, targets = batch
         logits = self(inputs).float()
         loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
-        return loss, {"bits_per_token": loss.detach() / math.log(2)}
+        return loss, self.with_unigram({"bits_per_token": loss.detach() / math.log(2)})
 
     @torch.no_grad()
     def logits(self, tokens: Tensor) -> Tensor:
         """(B, T) -> (B, T, vocab)."""
         return self(tokens)
+
+
+def _set_pad_id(net: nn.Module, pad_token_id: int) -> None:
+    """The pad id on the config (saved in config.json) and the generation config (generate() pads with it)."""
+    net.config.pad_token_id = pad_token_id
+    generation = getattr(net, "generation_config", None)
+    if generation is not None:
+        generation.pad_token_id = pad_token_id
 
 
 def _enable_checkpointing(net: nn.Module) -> None:

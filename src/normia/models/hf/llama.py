@@ -47,6 +47,7 @@ _HF_TO_NORMIA_LAYER = {
     "post_attention_layernorm.weight": "mlp_norm.weight",
 }
 _NORMIA_TO_HF_LAYER = {v: k for k, v in _HF_TO_NORMIA_LAYER.items()}
+TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 def llama_args(config: dict[str, Any], source: str = "config.json") -> dict[str, Any]:
@@ -196,10 +197,25 @@ def llama_from_hf(path: str | Path, **overrides: Any) -> Llama:
     return PretrainedLlama(str(path), save_hf=False, **overrides)
 
 
-def save_llama_as_hf(model: Llama, folder: str | Path, state: dict[str, Tensor] | None = None) -> Path:
+def token_ids(folder: str | Path) -> dict[str, int]:
+    """bos/eos/pad token ids of a LLaMA folder's config.json (those it sets): hf_config describes the network
+    only, and LlamaConfig's defaults (bos 1, eos 2, no pad) are not LLaMA 3's (128000, 128001)."""
+    from normia.models.hf.loading import read_config
+
+    config = read_config(Path(folder))
+    return {k: config[k] for k in TOKEN_ID_KEYS if isinstance(config.get(k), (int, list))}
+
+
+def save_llama_as_hf(
+    model: Llama,
+    folder: str | Path,
+    state: dict[str, Tensor] | None = None,
+    special_ids: dict[str, Any] | None = None,
+) -> Path:
     """Write `model` as a LlamaForCausalLM folder: config.json and model.safetensors (lm_head left out when tied).
 
-    state: a full state dict of `model` (e.g. gathered under FSDP2); default model.state_dict().
+    state: a full state dict of `model` (e.g. gathered under FSDP2, or a checkpoint's); default model.state_dict().
+    special_ids: bos_token_id / eos_token_id / pad_token_id for config.json (token_ids of the source folder).
     """
     from safetensors.torch import save_file
     from transformers import LlamaConfig
@@ -212,7 +228,7 @@ def save_llama_as_hf(model: Llama, folder: str | Path, state: dict[str, Tensor] 
     weights = normia_to_hf(state if state is not None else model.state_dict(), model.tie_embeddings)
     weights = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
     save_file(weights, str(out / SAFETENSORS), metadata={"format": "pt"})
-    config = LlamaConfig(**hf_config(model))
+    config = LlamaConfig(**hf_config(model), **(special_ids or {}))
     config.architectures = ["LlamaForCausalLM"]
     config.save_pretrained(str(out))
     return out
@@ -228,8 +244,11 @@ class PretrainedLlama(Llama):
             tables are built for this many positions.
         activation_checkpointing: recompute each block in the backward pass.
         save_hf: write the trained weights back as a LlamaForCausalLM folder (<output_dir>/hf_model/).
+        finetune, lora: only `full` trains here; they exist so that `model.finetune=lora` (the key of
+            model=hf_causal_lm) is refused with the line that runs LoRA on this folder (check_finetune).
     Raises:
-        UserError: a missing folder, no safetensors weights, a non-LLaMA config or an unsupported LLaMA variant.
+        UserError: a missing folder, no safetensors weights, a non-LLaMA config, an unsupported LLaMA variant, or
+            a fine-tuning mode other than full.
     """
 
     def __init__(
@@ -238,9 +257,12 @@ class PretrainedLlama(Llama):
         max_seq_len: int | None = None,
         activation_checkpointing: bool = False,
         save_hf: bool = True,
+        finetune: str = "full",
+        lora: Any = None,
     ) -> None:
         from normia.models.hf.loading import model_folder, read_config, weight_files
 
+        check_finetune(finetune, path)
         folder = model_folder(path)
         weight_files(folder)
         args = llama_args(read_config(folder), str(folder / "config.json"))
@@ -264,7 +286,18 @@ class PretrainedLlama(Llama):
         self.load_state_dict(state, assign=True)
         if self.tie_embeddings:
             self.head.weight = self.embed.weight
+        self._real_buffers()
         self.path, self.save_hf = str(folder), save_hf
+
+    def _real_buffers(self) -> None:
+        """Buffers that the checkpoint does not hold (non-persistent: the unigram baseline of models/baseline.py)
+        were made on the meta device with the rest, and load_state_dict leaves them there: make them again on the
+        CPU (a meta buffer fails the first .to()/.cpu(), e.g. Lightning's teardown)."""
+        if hasattr(self, "init_unigram"):
+            self.init_unigram()
+        left = [name for name, buf in self.named_buffers() if buf.is_meta]
+        if left:
+            raise RuntimeError(f"PretrainedLlama: buffer {left[0]} is still on the meta device after loading")
 
     def configure_callbacks(self) -> list[Any]:
         """Added to the Trainer by normia's TaskModule: parameter counts, and the Hugging Face export."""
@@ -273,7 +306,39 @@ class PretrainedLlama(Llama):
         return [ParameterCounts(), *([SaveHuggingFace()] if self.save_hf else [])]
 
     def save_hf_model(
-        self, folder: str, state_dict: dict[str, Tensor] | None = None, classes: Any = None
+        self,
+        folder: str,
+        state_dict: dict[str, Tensor] | None = None,
+        classes: Any = None,
+        pad_token_id: int | None = None,
     ) -> None:
-        """The trained weights as a LlamaForCausalLM folder."""
-        save_llama_as_hf(self, folder, state_dict)
+        """The trained weights as a LlamaForCausalLM folder, with the source folder's bos/eos/pad ids (pad_token_id,
+        the id batches were padded with, wins: LLaMA checkpoints often have none)."""
+        ids = token_ids(self.path)
+        if pad_token_id is not None:
+            ids["pad_token_id"] = int(pad_token_id)
+        save_llama_as_hf(self, folder, state_dict, ids)
+
+    def hf_card(self) -> dict[str, Any]:
+        """What the model card of a saved folder says about the model (callbacks.model_card)."""
+        return {
+            "base": self.path,
+            "task": "causal_lm",
+            "auto_class": "AutoModelForCausalLM",
+            "finetune": "full",
+            "note": "trained on normia's own Llama (normia.ops kernels), saved as LlamaForCausalLM",
+        }
+
+
+def check_finetune(finetune: Any, path: Any = None) -> None:
+    """UserError unless finetune is full: model=hf_llama trains every weight on normia's kernels; LoRA (peft) and
+    a frozen body are model=hf_causal_lm's, which loads the same LLaMA folder with Transformers. Called by the
+    constructor, and meant for validation (models/hf/checks.py) so that a Slurm job is not submitted first."""
+    if str(finetune) == "full":
+        return
+    where = path if isinstance(path, str) and path and path != "???" else "<the llama folder>"
+    raise UserError(
+        f"model=hf_llama trains every weight (model.finetune=full only), not model.finetune={finetune}: for LoRA "
+        f"or a frozen body use model=hf_causal_lm model.path={where} model.finetune={finetune}"
+        + (" model.lora.target_modules=[q_proj,v_proj]" if str(finetune) == "lora" else "")
+    )
