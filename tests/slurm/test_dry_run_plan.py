@@ -158,6 +158,9 @@ def test_fsdp_and_ddp_on_gpus_default_to_bf16_mixed(argv: list[str], precision: 
     assert code == 0, text
     strategy = "fsdp" if "trainer=fsdp" in argv else "ddp"
     assert f"strategy={strategy}, precision={precision}" in text
+    # the dry run flags a precision that differs from the experiment's (issue 25): only where normia chose it
+    flagged = f"note: precision bf16-mixed, not the experiment's 32-true: trainer={strategy} on GPUs" in text
+    assert flagged == (argv[0] == "experiment=quickstart" and precision == "bf16-mixed"), text
 
 
 def test_the_1b_experiment_is_tracked_under_its_own_name() -> None:

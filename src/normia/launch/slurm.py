@@ -62,8 +62,9 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool, che
     spec = parse_launcher(jobs[0].launcher)
     _check_same_launcher(jobs)
     place = job_place(spec.sbatch_args.get("chdir"))
+    notes = []
     for cfg in jobs:
-        fit_trainer_to_spec(cfg, spec)
+        notes.append(fit_trainer_to_spec(cfg, spec))  # printed once the request is accepted
         pin_paths(cfg, place)
     live = live_partitions() if spec.query_cluster else None
     partition = check_request(spec, live)
@@ -77,9 +78,8 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool, che
         else:
             pending.append(cfg)
     data_sizes = {id(cfg): _data_per_rank(cfg, spec) for cfg in pending} if not check_only else {}
-    for cfg in pending:
-        for warning in node_local_warnings(cfg, spec):
-            print(warning)
+    # printed once nothing more can be refused (a refusal is one line): a precision normia chose, node-local paths
+    advice = sorted({n for n in notes if n}) + [w for cfg in pending for w in node_local_warnings(cfg, spec)]
     folder = _log_folder(spec, jobs)
     env_file = folder / f"{ENV_FILE_PREFIX}{uuid.uuid4().hex[:12]}.sh" if spec.env else None
     params = executor_params(spec, partition, f"normia-{jobs[0].name}", env_file, place)
@@ -87,6 +87,8 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool, che
     array_size = len(pending) if len(pending) > 1 else None
     if dry_run:
         script = render_script(params, folder / "%j", python_command(spec), array_size)
+        for line in advice:
+            print(line)
         _print_plan(spec, partition, pending, len(jobs), data_sizes)
         _print_place(place, script)
         if env_file is not None:
@@ -105,6 +107,8 @@ def submit(jobs: list[DictConfig], argv_overrides: list[str], dry_run: bool, che
     for cfg in pending:
         _preflight(cfg)
     submitted = _submit(spec, params, folder, pending, env_file, place, check_only)
+    for line in advice:
+        print(line)
     _print_submitted(spec, partition, submitted, pending)
     if spec.wait:
         return _wait_and_report(submitted)

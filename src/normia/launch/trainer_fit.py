@@ -24,8 +24,9 @@ def explicit_keys(overrides: list[str]) -> set[str]:
     return keys
 
 
-def fit_trainer(cfg: DictConfig, nodes: int, tasks_per_node: int, gpus_per_node: int) -> None:
-    """Set cfg.trainer.devices/num_nodes from the allocation; refuse an explicit setting that disagrees."""
+def fit_trainer(cfg: DictConfig, nodes: int, tasks_per_node: int, gpus_per_node: int) -> str | None:
+    """Set cfg.trainer.devices/num_nodes from the allocation; refuse an explicit setting that disagrees. Returns a
+    note to print once the request is accepted (a precision normia chose), or None."""
     wanted = {"devices": tasks_per_node, "num_nodes": nodes}
     explicit = explicit_keys(list(cfg.get("overrides") or []))
     for key, value in wanted.items():
@@ -41,10 +42,10 @@ def fit_trainer(cfg: DictConfig, nodes: int, tasks_per_node: int, gpus_per_node:
                 f"(normia sets it from the launcher) or change {how}"
             )
         cfg.trainer[key] = value
-    _fit_accelerator(cfg, gpus_per_node, explicit)
+    return _fit_accelerator(cfg, gpus_per_node, explicit)
 
 
-def _fit_accelerator(cfg: DictConfig, gpus_per_node: int, explicit: set[str]) -> None:
+def _fit_accelerator(cfg: DictConfig, gpus_per_node: int, explicit: set[str]) -> str | None:
     """GPUs asked for must be used: a CPU trainer on GPU nodes (an experiment's `trainer: cpu` preset plus
     launcher.gpus_per_node=2) would hold them idle, so it is refused rather than silently switched. `auto` is made
     concrete, so the dry run shows what each rank will run on."""
@@ -66,7 +67,7 @@ def _fit_accelerator(cfg: DictConfig, gpus_per_node: int, explicit: set[str]) ->
     if accelerator == "auto":
         # a CPU job must not try CUDA because the login node had a GPU; a GPU job must not fall back to the CPU
         cfg.trainer.accelerator = "gpu" if gpus_per_node > 0 else "cpu"
-    default_gpu_precision(cfg, on_gpu=gpus_per_node > 0, explicit=explicit)
+    return default_gpu_precision(cfg, on_gpu=gpus_per_node > 0, explicit=explicit)
 
 
 # The trainer presets for several processes (trainer=ddp, trainer=fsdp) build on the CPU preset, whose precision is
@@ -74,17 +75,22 @@ def _fit_accelerator(cfg: DictConfig, gpus_per_node: int, explicit: set[str]) ->
 MULTI_PROCESS_STRATEGIES = ("fsdp", "ddp")
 
 
-def default_gpu_precision(cfg: DictConfig, on_gpu: bool, explicit: set[str]) -> None:
+def default_gpu_precision(cfg: DictConfig, on_gpu: bool, explicit: set[str]) -> str | None:
     """FSDP and DDP on GPUs train in bf16-mixed unless trainer.precision was given on the command line: the CPU
-    preset's 32-true they inherit is not a choice anyone made for a GPU. The dry run's `each rank:` line shows it."""
+    preset's 32-true they inherit is not a choice anyone made for a GPU. Returns the note that says so (printed by
+    the dry run, the submission and a local run), None when nothing changed."""
     if not on_gpu or "trainer.precision" in explicit:
-        return
-    if (
-        str(cfg.trainer.get("strategy")) in MULTI_PROCESS_STRATEGIES
-        and str(cfg.trainer.get("precision")) == "32-true"
-    ):
+        return None
+    strategy = str(cfg.trainer.get("strategy"))
+    if strategy in MULTI_PROCESS_STRATEGIES and str(cfg.trainer.get("precision")) == "32-true":
         cfg.trainer.precision = "bf16-mixed"
+        return (
+            f"note: precision bf16-mixed, not the experiment's 32-true: trainer={strategy} on GPUs defaults to "
+            "bf16-mixed (trainer.precision=32-true keeps fp32)"
+        )
+    return None
 
 
-def fit_trainer_to_spec(cfg: DictConfig, spec: SlurmLauncherCfg) -> None:
-    fit_trainer(cfg, spec.nodes, spec.tasks, spec.gpus_per_node)
+def fit_trainer_to_spec(cfg: DictConfig, spec: SlurmLauncherCfg) -> str | None:
+    """fit_trainer from a Slurm request; returns its note."""
+    return fit_trainer(cfg, spec.nodes, spec.tasks, spec.gpus_per_node)

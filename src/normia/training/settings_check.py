@@ -85,6 +85,7 @@ def check_settings_here(cfg: DictConfig) -> None:
     else:
         from normia.launch.trainer_fit import default_gpu_precision, explicit_keys
 
+        # FSDP/DDP on local GPUs: bf16-mixed unless asked otherwise (the summary and MLflow record the precision)
         default_gpu_precision(cfg, on_gpu=True, explicit=explicit_keys(list(cfg.get("overrides") or [])))
     if cfg.get("compile"):
         check_compile_here(on_cpu)
