@@ -69,8 +69,9 @@ def kernels(doc: dict) -> list[str]:
         rows = [r for r in ok if r["kernel"] == kernel]
         largest = rows[-1]["shape"]
         for r in (r for r in rows if r["shape"] == largest):
+            flag = f" ({r['flag']})" if r.get("flag") else ""  # noisy / over limit (normia.bench.quality)
             lines.append(f"| {kernel} | {largest} | {r['provider']} | {_f(r['median_ms'])} ({_f(r['p20_ms'])}-"
-                         f"{_f(r['p80_ms'])}) | {_f(r['pct_of_limit'])} | {_f(r['peak_mem_mb'])} |")  # fmt: skip
+                         f"{_f(r['p80_ms'])}) | {_f(r['pct_of_limit'])}{flag} | {_f(r['peak_mem_mb'])} |")  # fmt: skip
     return lines
 
 
