@@ -115,7 +115,9 @@ def test_the_plan_is_written_through_an_exclusive_temporary_file(tmp_path: Path)
     assert json.loads(path.read_text())["config_dir"] == "/somewhere/configs"
 
 
-def test_a_worker_refuses_a_plan_changed_after_it_was_written(tmp_path: Path) -> None:
+def test_a_worker_refuses_a_plan_changed_after_it_was_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from normia.search.plan import read_plan
     from normia.search.worker import main as worker_main
 
@@ -126,8 +128,13 @@ def test_a_worker_refuses_a_plan_changed_after_it_was_written(tmp_path: Path) ->
     path.write_text(path.read_text().replace("/somewhere/configs", "/attacker/configs"))
     with pytest.raises(UserError, match="changed since normia search wrote it"):
         read_plan(path, digest)
-    with pytest.raises(UserError, match="changed since normia search wrote it"):
-        worker_main([str(path), "--index", "0", "--sha256", digest])
+    capsys.readouterr()
+    # the worker says it in one line of its log and exits 2 (a refusal), rather than with a traceback
+    assert worker_main([str(path), "--index", "0", "--sha256", digest]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: ") and "changed since normia search wrote it" in err and err.count("\n") == 1
+    )
 
 
 def test_the_slurm_array_job_carries_the_plan_digest(tmp_path: Path) -> None:
