@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from normia.launch import events
-from normia.launch.slurm_commands import scontrol, slurm_output
+from normia.launch.slurm_commands import scontrol, scontrol_steps, slurm_output
 
 # Faults of this process's own GPU: its node is to blame. Messages of NVIDIA's driver and CUDA/HIP runtimes for
 # uncorrectable memory errors, driver Xid events, a GPU off the bus or unavailable. Errors that code can cause too
@@ -124,12 +124,17 @@ def requeue_after_fault(
             "fix or drain the node, then run the same command to resume"
         )
         return None
-    held = _scontrol("requeuehold", job_id)
+    # one shell for the three: the requeue signals this process, which must not leave the job held (slurm_commands)
+    messages = scontrol_steps(
+        [["requeuehold", job_id], ["update", f"JobId={job_id}", f"ExcNodeList={','.join(excluded)}"],
+         ["release", job_id]],
+        timeout_s=3 * SCONTROL_TIMEOUT_S,
+    )  # fmt: skip
+    held = messages[0]
     if held:
         refuse(f"scontrol requeuehold {job_id}: {held}")
         return None
-    updated = _scontrol("update", f"JobId={job_id}", f"ExcNodeList={','.join(excluded)}")
-    released = _scontrol("release", job_id)
+    updated, released = [*messages[1:], "not run", "not run"][:2]
     if released:
         print(
             f"normia: scontrol release {job_id} failed ({released}): release it by hand to resume", flush=True
