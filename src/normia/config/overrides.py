@@ -200,3 +200,13 @@ def sweep_identity(parsed: list[Override]) -> str:
     """The sweep's identity: its overrides sorted by key, the values of each as a set (order does not matter)."""
     lines = [f"{o.prefix}{o.key}={'|'.join(sorted(set(o.identity)))}" for o in parsed]
     return "\n".join(sorted(lines))
+
+
+def explicit_keys(overrides: list[str]) -> set[str]:
+    """Dotted keys the user set on the command line (`trainer.devices=3`, `+x=1`, `++x=1`)."""
+    keys = set()
+    for override in overrides:
+        key, eq, _ = override.lstrip("+~").partition("=")
+        if eq:
+            keys.add(key.strip())
+    return keys

@@ -13,10 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
-
-from normia.errors import UserError
-
 
 @dataclass(frozen=True)
 class DataPerRank:
@@ -60,16 +56,3 @@ def measure(datamodule: Any, world_size: int) -> DataPerRank:
     train = len(datamodule.train_set) if datamodule.train_set is not None else 0
     val = len(datamodule.val_set) if datamodule.val_set is not None else 0
     return DataPerRank(train, val, int(datamodule.batch_size), world_size)
-
-
-def check_data_per_rank(cfg: DictConfig, ranks: str) -> DataPerRank:
-    """Build the job's data module here and refuse (UserError, one line) a split too small for its world size
-    (trainer.devices x trainer.num_nodes). Raises UserError too when the data cannot be read."""
-    from normia.training.build import instantiate_node
-
-    world = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
-    sizes = measure(instantiate_node(cfg.data, "data"), world)
-    problem = sizes.problem(ranks)
-    if problem is not None:
-        raise UserError(problem)
-    return sizes

@@ -208,7 +208,7 @@ def _slurm_message(err: Exception) -> str:
 def _data_per_rank(cfg: DictConfig, spec: SlurmLauncherCfg) -> str:
     """The data read here once and checked against the job's world size (refused in one line when a rank would get
     less than a batch or no validation sample): the job would fail at its start, after its wait in the queue."""
-    from normia.data.world_size import check_data_per_rank
+    from normia.training.data_per_rank import check_data_per_rank
 
     per_node = f"{spec.gpus_per_node} GPU(s)" if spec.gpus_per_node else f"{spec.tasks} task(s)"
     return check_data_per_rank(cfg, f"{spec.nodes} node(s) x {per_node}").describe()

@@ -5,23 +5,15 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from normia.config.overrides import explicit_keys
 from normia.errors import UserError
 from normia.launch.spec import SlurmLauncherCfg
+from normia.training.settings_check import default_gpu_precision
 
 _FROM_LAUNCHER = {
     "devices": "tasks per node",
     "num_nodes": "nodes",
 }
-
-
-def explicit_keys(overrides: list[str]) -> set[str]:
-    """Dotted keys the user set on the command line (`trainer.devices=3`, `+x=1`, `++x=1`)."""
-    keys = set()
-    for override in overrides:
-        key, eq, _ = override.lstrip("+~").partition("=")
-        if eq:
-            keys.add(key.strip())
-    return keys
 
 
 def fit_trainer(cfg: DictConfig, nodes: int, tasks_per_node: int, gpus_per_node: int) -> str | None:
@@ -68,27 +60,6 @@ def _fit_accelerator(cfg: DictConfig, gpus_per_node: int, explicit: set[str]) ->
         # a CPU job must not try CUDA because the login node had a GPU; a GPU job must not fall back to the CPU
         cfg.trainer.accelerator = "gpu" if gpus_per_node > 0 else "cpu"
     return default_gpu_precision(cfg, on_gpu=gpus_per_node > 0, explicit=explicit)
-
-
-# The trainer presets for several processes (trainer=ddp, trainer=fsdp) build on the CPU preset, whose precision is
-# 32-true; on GPUs that meant fp32 for a ~1B model whose experiment chose bf16 through trainer=gpu (issue 25 D).
-MULTI_PROCESS_STRATEGIES = ("fsdp", "ddp")
-
-
-def default_gpu_precision(cfg: DictConfig, on_gpu: bool, explicit: set[str]) -> str | None:
-    """FSDP and DDP on GPUs train in bf16-mixed unless trainer.precision was given on the command line: the CPU
-    preset's 32-true they inherit is not a choice anyone made for a GPU. Returns the note that says so (printed by
-    the dry run, the submission and a local run), None when nothing changed."""
-    if not on_gpu or "trainer.precision" in explicit:
-        return None
-    strategy = str(cfg.trainer.get("strategy"))
-    if strategy in MULTI_PROCESS_STRATEGIES and str(cfg.trainer.get("precision")) == "32-true":
-        cfg.trainer.precision = "bf16-mixed"
-        return (
-            f"note: precision bf16-mixed, not the experiment's 32-true: trainer={strategy} on GPUs defaults to "
-            "bf16-mixed (trainer.precision=32-true keeps fp32)"
-        )
-    return None
 
 
 def fit_trainer_to_spec(cfg: DictConfig, spec: SlurmLauncherCfg) -> str | None:

@@ -233,7 +233,7 @@ def run_job(cfg: DictConfig) -> int:
     world = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
     try:
         if world > 1:
-            from normia.data.world_size import check_data_per_rank
+            from normia.training.data_per_rank import check_data_per_rank
             from normia.training.spawn import run_local_processes
 
             if int(cfg.trainer.num_nodes) > 1:

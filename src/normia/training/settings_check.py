@@ -83,9 +83,30 @@ def check_settings_here(cfg: DictConfig) -> None:
     if on_cpu:
         check_precision_on_cpu(str(cfg.trainer.precision))
     else:
-        from normia.launch.trainer_fit import default_gpu_precision, explicit_keys
+        from normia.config.overrides import explicit_keys
 
         # FSDP/DDP on local GPUs: bf16-mixed unless asked otherwise (the summary and MLflow record the precision)
         default_gpu_precision(cfg, on_gpu=True, explicit=explicit_keys(list(cfg.get("overrides") or [])))
     if cfg.get("compile"):
         check_compile_here(on_cpu)
+
+
+# The trainer presets for several processes (trainer=ddp, trainer=fsdp) build on the CPU preset, whose precision is
+# 32-true; on GPUs that meant fp32 for a ~1B model whose experiment chose bf16 through trainer=gpu (issue 25 D).
+MULTI_PROCESS_STRATEGIES = ("fsdp", "ddp")
+
+
+def default_gpu_precision(cfg: DictConfig, on_gpu: bool, explicit: set[str]) -> str | None:
+    """FSDP and DDP on GPUs train in bf16-mixed unless trainer.precision was given on the command line: the CPU
+    preset's 32-true they inherit is not a choice anyone made for a GPU. Returns the note that says so (printed by
+    the dry run, the submission and a local run), None when nothing changed."""
+    if not on_gpu or "trainer.precision" in explicit:
+        return None
+    strategy = str(cfg.trainer.get("strategy"))
+    if strategy in MULTI_PROCESS_STRATEGIES and str(cfg.trainer.get("precision")) == "32-true":
+        cfg.trainer.precision = "bf16-mixed"
+        return (
+            f"note: precision bf16-mixed, not the experiment's 32-true: trainer={strategy} on GPUs defaults to "
+            "bf16-mixed (trainer.precision=32-true keeps fp32)"
+        )
+    return None
