@@ -14,10 +14,7 @@ One real `normia train` run (LoRA, 3 epochs, shared by the module's end-to-end a
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,7 @@ import torch
 
 from normia.errors import UserError
 from normia.tracking.data_inputs import describe_inputs, folder_digest
+from tests.conftest import run_normia
 
 LORA = {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}
 TEXTS = ["Accueil très aimable, merci", "Bus en retard, inadmissible", "La mairie ouvre le lundi"]
@@ -192,7 +190,7 @@ def test_hf_llama_refuses_lora_pointing_to_hf_causal_lm(llama_dir: Path, tmp_pat
         UserError, match=rf"use model=hf_causal_lm model.path={llama_dir} model.finetune=lora"
     ):
         PretrainedLlama(str(llama_dir), finetune="lora")
-    result = _normia(
+    result = run_normia(
         "train", "model=hf_llama", "data=hf_text", f"model.path={llama_dir}", "model.finetune=lora",
         "model.lora.target_modules=[q_proj,v_proj]", cwd=tmp_path,
     )  # fmt: skip
@@ -205,25 +203,12 @@ def test_hf_llama_refuses_lora_pointing_to_hf_causal_lm(llama_dir: Path, tmp_pat
 # --- one real run: hf_model/ holds the best checkpoint, and says so ---------------------------------------------
 
 
-def _normia(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "NORMIA_OUTPUT_ROOT")}
-    env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
-    return subprocess.run(
-        [sys.executable, "-m", "normia.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.fixture(scope="module")
 def lora_run(bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     """A LoRA classifier trained 3 epochs whose best checkpoint is the FIRST validation (monitor_mode=max on a
     falling val/loss): the best and the last weights differ. Returns (workdir, done.json, stdout)."""
     workdir = tmp_path_factory.mktemp("lora_run")
-    result = _normia(
+    result = run_normia(
         "train", "experiment=hf_text_classifier", f"model.path={bert_dir}", "model.finetune=lora",
         "model.lora.target_modules=[query,value]", "model.lora.r=4", "optim.lr=1e-2", "optim.warmup_steps=0",
         "data.batch_size=8", "trainer.max_epochs=3", "monitor=val/loss", "monitor_mode=max", "logger.system_metrics=false",
